@@ -1,0 +1,35 @@
+# gpuwarden. `make run` plays the embedded demo trace; `make test` runs every test.
+GO        ?= go
+BIN       := bin/gpuwarden
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X github.com/gpuwarden/gpuwarden/agent.Version=$(VERSION)
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all build run test deps bench fuzz lint clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gpuwarden
+
+# The agent on the embedded demo trace of an 8-GPU node: http://localhost:9400/metrics
+run: build
+	./$(BIN) run --backend replay --replay.loop --collector.gpu.interval 1s
+
+# Debian packages the tests need (listed in .ci/apt-packages.txt).
+deps:
+	@pkgs=$$(grep -v '^#' .ci/apt-packages.txt | tr '\n' ' '); \
+	missing=$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
+
+clean:
+	rm -rf bin dist

@@ -1,0 +1,6 @@
+package main
+
+import "github.com/spf13/cobra"
+
+// placeholder: replaced by the real command.
+func newRecordCmd() *cobra.Command { return &cobra.Command{Use: "record", Short: "not yet built"} }

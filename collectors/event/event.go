@@ -1,0 +1,135 @@
+// Package event holds the shapes every source and reader shares: the Event
+// (one thing that happened, from any source) and the Level of health that the
+// agent, `gpuwarden check` and the alert rules speak.
+//
+// It has no dependencies of its own so that collectors, dkms, the agent and
+// remediation can all import it without importing each other.
+package event
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Level is a health level. The order matters: a higher level is worse, except
+// that Unknown sorts above Critical only for exit codes (Nagios convention),
+// so use Worse to combine levels.
+type Level int
+
+const (
+	OK Level = iota
+	Warning
+	Critical
+	Unknown
+)
+
+var levelNames = [...]string{"ok", "warning", "critical", "unknown"}
+
+func (l Level) String() string {
+	if l < 0 || int(l) >= len(levelNames) {
+		return "unknown"
+	}
+	return levelNames[l]
+}
+
+// ExitCode is the Nagios plugin exit code for the level: 0, 1, 2 or 3.
+func (l Level) ExitCode() int { return int(l) }
+
+// MarshalJSON writes the level as its name.
+func (l Level) MarshalJSON() ([]byte, error) { return json.Marshal(l.String()) }
+
+// UnmarshalJSON reads a level written by MarshalJSON.
+func (l *Level) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	p, err := ParseLevel(s)
+	if err != nil {
+		return err
+	}
+	*l = p
+	return nil
+}
+
+// ParseLevel is the inverse of Level.String.
+func ParseLevel(s string) (Level, error) {
+	for i, n := range levelNames {
+		if n == s {
+			return Level(i), nil
+		}
+	}
+	return Unknown, fmt.Errorf("unknown health level %q (want ok, warning, critical or unknown)", s)
+}
+
+// Worse returns the more severe of two levels. Critical outranks Unknown: a
+// host with one critical finding and one check that could not run is critical.
+func Worse(a, b Level) Level {
+	rank := func(l Level) int {
+		switch l {
+		case OK:
+			return 0
+		case Unknown:
+			return 1
+		case Warning:
+			return 2
+		default:
+			return 3
+		}
+	}
+	if rank(b) > rank(a) {
+		return b
+	}
+	return a
+}
+
+// Kind names what an Event is. Kernel-log kinds are the classifier's output
+// (see collectors/kmsg); other sources add their own.
+type Kind string
+
+const (
+	KindXid          Kind = "xid"
+	KindSXid         Kind = "sxid"
+	KindGPUIdentity  Kind = "gpu_identity"
+	KindFallenOffBus Kind = "fallen_off_bus"
+	KindRmInitFailed Kind = "rminit_failed"
+	KindAPIMismatch  Kind = "api_mismatch"
+	KindDriverLoaded Kind = "driver_loaded"
+	KindAER          Kind = "aer"
+	KindMCE          Kind = "mce"
+	KindOtherNVRM    Kind = "other_nvrm"
+	KindUnrelated    Kind = "unrelated"
+
+	// Kinds from other sources.
+	KindGPULost Kind = "gpu_lost" // NVML answered GPU_IS_LOST
+	KindOOMKill Kind = "oom_kill" // eBPF mark_victim
+	KindFinding Kind = "finding"  // a dkms/driver consistency finding changed
+)
+
+// GPURef names the GPU an event concerns. Index is -1 when the bus id is not
+// one the GPU collector knows (the event is kept all the same).
+type GPURef struct {
+	Index    int    `json:"index"`
+	UUID     string `json:"uuid,omitempty"`
+	PCIBusID string `json:"pci_bus_id,omitempty"`
+}
+
+// Event is one thing that happened, from any source.
+type Event struct {
+	Time   time.Time         `json:"time"`
+	BootID string            `json:"boot_id,omitempty"`
+	Seq    uint64            `json:"seq,omitempty"` // kernel log sequence number, when from /dev/kmsg
+	Source string            `json:"source"`        // kmsg, nvml, replay, ebpf, dkms
+	Kind   Kind              `json:"kind"`
+	GPU    GPURef            `json:"gpu"`
+	Code   int               `json:"code,omitempty"` // Xid or SXid number
+	Fields map[string]string `json:"fields,omitempty"`
+	Raw    string            `json:"raw"`
+
+	// From the catalog.
+	Severity    Level  `json:"severity"`
+	Mnemonic    string `json:"mnemonic,omitempty"`
+	Explanation string `json:"explanation,omitempty"`
+	Action      string `json:"action,omitempty"`
+}
