@@ -38,6 +38,7 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newExplainCmd(),
 		newCheckCmd(),
+		newDocsCmd(),
 	)
 	return root
 }
