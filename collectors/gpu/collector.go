@@ -1,0 +1,329 @@
+// Package gpu turns NVML's answers into Samples, field by field, keeping "not
+// supported" apart from zero and from "broken". It knows nothing of HTTP or
+// Prometheus: the agent publishes what it returns.
+//
+// NVML is reached only through Library, and only after Library.Init
+// succeeded: calling NVML after a failed Init kills the process (an
+// unresolved symbol, not a Go error), so Collector is the one guard that owns
+// "is NVML up".
+package gpu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+)
+
+// Round is one pass over every GPU.
+type Round struct {
+	Time          time.Time
+	Duration      time.Duration
+	DriverVersion string
+	Samples       []*Sample // by GPU index
+	// Err is set when no GPU could be read at all (NVML down).
+	Err error
+}
+
+// Options tunes a Collector.
+type Options struct {
+	// Timeout bounds one GPU's sample. A GPU still busy after it is reported
+	// timed out and skipped until its stuck call returns.
+	Timeout time.Duration
+	Clock   func() time.Time
+	Log     *slog.Logger
+}
+
+// Collector samples every GPU that Library enumerates.
+type Collector struct {
+	lib   Library
+	opts  Options
+	log   *slog.Logger
+	clock func() time.Time
+
+	up            bool
+	driverVersion string
+	gpus          []*gpuState
+
+	nvmlFields  []nvml.FieldValue // the batched GetFieldValues request template
+	nvmlFieldOf []int             // Fields index of each entry in nvmlFields
+}
+
+type gpuState struct {
+	dev  Device
+	info Info
+	// busy is held while a sample of this GPU runs, so a hung GPU gets one
+	// stuck goroutine, not one per interval.
+	busy   sync.Mutex
+	warned []bool // per field: "not supported" already logged
+	last   *Sample
+}
+
+// ErrNVMLUnavailable wraps every failure to initialise NVML.
+var ErrNVMLUnavailable = errors.New("NVML unavailable")
+
+// New returns a Collector over lib. It does not touch NVML until Sample.
+func New(lib Library, opts Options) *Collector {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	c := &Collector{lib: lib, opts: opts, log: opts.Log, clock: opts.Clock}
+	for i, f := range Fields {
+		if f.NVMLField != 0 {
+			c.nvmlFields = append(c.nvmlFields, nvml.FieldValue{FieldId: f.NVMLField, ScopeId: f.NVMLScope})
+			c.nvmlFieldOf = append(c.nvmlFieldOf, i)
+		}
+	}
+	return c
+}
+
+// Up reports whether NVML is initialised.
+func (c *Collector) Up() bool { return c.up }
+
+// GPUs returns the static facts of the GPUs found at the last enumeration.
+func (c *Collector) GPUs() []Info {
+	out := make([]Info, len(c.gpus))
+	for i, g := range c.gpus {
+		out[i] = g.info
+	}
+	return out
+}
+
+// open initialises NVML and enumerates the GPUs. On failure nothing else is
+// called and the error says what is missing and how to fix it.
+func (c *Collector) open() error {
+	if ret := c.lib.Init(); ret != nvml.SUCCESS {
+		return fmt.Errorf("%w: %s", ErrNVMLUnavailable, explainInit(ret))
+	}
+	c.up = true
+	v, ret := c.lib.SystemGetDriverVersion()
+	if ret == nvml.SUCCESS {
+		c.driverVersion = v
+	}
+	return c.enumerate()
+}
+
+func explainInit(ret nvml.Return) string {
+	switch ret {
+	case nvml.ERROR_LIBRARY_NOT_FOUND:
+		return "libnvidia-ml.so.1 not found (install the NVIDIA driver's userspace libraries, e.g. the nvidia-utils or libnvidia-compute package matching the kernel module)"
+	case nvml.ERROR_DRIVER_NOT_LOADED:
+		return "the NVIDIA kernel module is not loaded (modprobe nvidia; run `gpuwarden check` to see whether a module exists for this kernel)"
+	case nvml.ERROR_NO_PERMISSION:
+		return "no permission to open /dev/nvidiactl (run as root or in the video group)"
+	case nvml.ERROR_LIB_RM_VERSION_MISMATCH:
+		return "driver/library version mismatch: the loaded kernel module differs from libnvidia-ml (reboot, or reload the module when no GPU process runs)"
+	}
+	return "nvmlInit: " + nvml.ErrorString(ret)
+}
+
+func (c *Collector) enumerate() error {
+	n, ret := c.lib.DeviceGetCount()
+	if ret != nvml.SUCCESS {
+		return fmt.Errorf("nvmlDeviceGetCount: %s", nvml.ErrorString(ret))
+	}
+	gpus := make([]*gpuState, 0, n)
+	for i := 0; i < n; i++ {
+		d, ret := c.lib.DeviceGetHandleByIndex(i)
+		g := &gpuState{dev: d, info: Info{Index: i, Minor: i}, warned: make([]bool, len(Fields))}
+		if ret == nvml.SUCCESS {
+			g.info = readInfo(i, d)
+		} else {
+			c.log.Warn("cannot get GPU handle", "gpu", i, "err", nvml.ErrorString(ret))
+		}
+		gpus = append(gpus, g)
+	}
+	c.gpus = gpus
+	return nil
+}
+
+func readInfo(i int, d Device) Info {
+	info := Info{Index: i, Minor: i}
+	if s, ret := d.GetUUID(); ret == nvml.SUCCESS {
+		info.UUID = s
+	}
+	if s, ret := d.GetName(); ret == nvml.SUCCESS {
+		info.Name = s
+	}
+	if s, ret := d.GetSerial(); ret == nvml.SUCCESS {
+		info.Serial = s
+	}
+	if m, ret := d.GetMinorNumber(); ret == nvml.SUCCESS {
+		info.Minor = m
+	}
+	if p, ret := d.GetPciInfo(); ret == nvml.SUCCESS {
+		info.PCIBusID = BusID(p)
+	}
+	if m, ret := d.GetMemoryInfo_v2(); ret == nvml.SUCCESS {
+		info.MemoryTotalMB = m.Total >> 20
+	}
+	return info
+}
+
+// Close shuts NVML down if it was initialised.
+func (c *Collector) Close() {
+	if c.up {
+		c.lib.Shutdown()
+		c.up = false
+	}
+}
+
+// Sample reads every GPU once. Until NVML initialises it returns a Round
+// whose Err says why; it retries Init on each call, so the caller's backoff
+// decides how often.
+func (c *Collector) Sample(ctx context.Context) Round {
+	start := c.clock()
+	if !c.up {
+		if err := c.open(); err != nil {
+			return Round{Time: start, Err: err}
+		}
+		c.log.Info("NVML initialised", "driver_version", c.driverVersion, "gpus", len(c.gpus))
+	}
+	// A changed count (a GPU that came back, or hot-plug) means new handles.
+	if n, ret := c.lib.DeviceGetCount(); ret != nvml.SUCCESS {
+		if ret == nvml.ERROR_UNINITIALIZED || ret == nvml.ERROR_DRIVER_NOT_LOADED {
+			c.Close()
+		}
+		return Round{Time: start, Err: fmt.Errorf("nvmlDeviceGetCount: %s", nvml.ErrorString(ret))}
+	} else if n != len(c.gpus) {
+		c.log.Warn("GPU count changed", "was", len(c.gpus), "now", n)
+		if err := c.enumerate(); err != nil {
+			return Round{Time: start, Err: err}
+		}
+	}
+
+	r := Round{Time: start, DriverVersion: c.driverVersion, Samples: make([]*Sample, len(c.gpus))}
+	done := make(chan int, len(c.gpus))
+	started := 0
+	for i, g := range c.gpus {
+		if !g.busy.TryLock() {
+			r.Samples[i] = c.timedOut(g, start, "previous sample still running")
+			continue
+		}
+		started++
+		go func() {
+			defer g.busy.Unlock()
+			s := c.sampleGPU(g, start)
+			g.last = s
+			done <- i
+		}()
+	}
+	timer := time.NewTimer(c.opts.Timeout)
+	defer timer.Stop()
+	for got := 0; got < started; got++ {
+		select {
+		case i := <-done:
+			r.Samples[i] = c.gpus[i].last
+		case <-timer.C:
+			got = started
+		case <-ctx.Done():
+			got = started
+		}
+	}
+	for i, g := range c.gpus {
+		if r.Samples[i] == nil {
+			r.Samples[i] = c.timedOut(g, start, fmt.Sprintf("no answer from NVML within %s", c.opts.Timeout))
+		}
+	}
+	r.Duration = c.clock().Sub(start)
+	return r
+}
+
+func (c *Collector) timedOut(g *gpuState, t time.Time, why string) *Sample {
+	s := &Sample{GPU: g.info, Time: t, Values: make([]float64, len(Fields)), Status: make([]Status, len(Fields)), Err: why}
+	for i := range s.Status {
+		s.Status[i] = StatusTimeout
+	}
+	return s
+}
+
+func (c *Collector) sampleGPU(g *gpuState, t time.Time) *Sample {
+	s := &Sample{GPU: g.info, Time: t, Values: make([]float64, len(Fields)), Status: make([]Status, len(Fields))}
+	if g.dev == nil {
+		for i := range s.Status {
+			s.Status[i] = StatusError
+		}
+		s.Err = "no NVML handle for this GPU"
+		return s
+	}
+	var memo calls
+	for i := range Fields {
+		f := &Fields[i]
+		if f.Read == nil {
+			continue
+		}
+		v, ret := f.Read(g.dev, &memo)
+		c.set(g, s, i, v, ret)
+	}
+	if len(c.nvmlFields) > 0 {
+		req := make([]nvml.FieldValue, len(c.nvmlFields))
+		copy(req, c.nvmlFields)
+		ret := g.dev.GetFieldValues(req)
+		for j, fi := range c.nvmlFieldOf {
+			fr := ret
+			if ret == nvml.SUCCESS {
+				fr = nvml.Return(req[j].NvmlReturn)
+			}
+			c.set(g, s, fi, FieldValueFloat(req[j]), fr)
+		}
+	}
+	prof, ok := g.dev.(Profiler)
+	var ratios map[string]float64
+	pret := nvml.ERROR_NOT_SUPPORTED
+	if ok {
+		ratios, pret = prof.GetProfilingActivity()
+	}
+	for i := range Fields {
+		if !Fields[i].Profiling {
+			continue
+		}
+		switch {
+		case !ok:
+			s.Status[i] = StatusNoSource
+		case pret != nvml.SUCCESS:
+			c.set(g, s, i, 0, pret)
+		default:
+			v, has := ratios[Fields[i].Name]
+			if !has {
+				c.set(g, s, i, 0, nvml.ERROR_NOT_SUPPORTED)
+			} else {
+				c.set(g, s, i, v, nvml.SUCCESS)
+			}
+		}
+	}
+	return s
+}
+
+func (c *Collector) set(g *gpuState, s *Sample, i int, v float64, ret nvml.Return) {
+	st := StatusOf(ret)
+	s.Status[i] = st
+	switch st {
+	case StatusOK:
+		s.Values[i] = v
+	case StatusNotSupported:
+		if !g.warned[i] {
+			g.warned[i] = true
+			c.log.Info("field not supported on this GPU; it will be absent from /metrics",
+				"gpu", g.info.Index, "uuid", g.info.UUID, "field", Fields[i].Name)
+		}
+	case StatusLost:
+		s.Lost = true
+		if s.Err == "" {
+			s.Err = "GPU is lost (NVML_ERROR_GPU_IS_LOST): it fell off the bus or stopped answering"
+		}
+	default:
+		if s.Err == "" {
+			s.Err = fmt.Sprintf("%s: %s", Fields[i].Name, nvml.ErrorString(ret))
+		}
+	}
+}
