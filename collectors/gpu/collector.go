@@ -327,3 +327,6 @@ func (c *Collector) set(g *gpuState, s *Sample, i int, v float64, ret nvml.Retur
 		}
 	}
 }
+
+// DriverVersion is what NVML reported at Init.
+func (c *Collector) DriverVersion() string { return c.driverVersion }

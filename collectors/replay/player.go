@@ -1,0 +1,301 @@
+package replay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+)
+
+// PlayerOptions tunes playback.
+type PlayerOptions struct {
+	Speed float64          // trace seconds per real second; default 1
+	Loop  bool             // start again at the end
+	Clock func() time.Time // default time.Now
+	// Kmsg receives each kernel-log record as its time comes. It is called
+	// with the player's lock held: it must not block or call the player.
+	Kmsg func(raw string)
+}
+
+// Player plays a trace as an NVML library.
+type Player struct {
+	trace *Trace
+	opts  PlayerOptions
+	start time.Time
+
+	mu      sync.Mutex
+	pos     int
+	epoch   int
+	now     float64 // trace time, within the current loop
+	state   []map[string]Answer
+	hangAll float64 // trace time the global hang ends; 0 none
+	hangGPU []float64
+	closed  chan struct{}
+	once    sync.Once
+}
+
+// ErrClosed is returned by calls interrupted by Close.
+var ErrClosed = errors.New("replay closed")
+
+// NewPlayer starts playing t now.
+func NewPlayer(t *Trace, opts PlayerOptions) *Player {
+	if opts.Speed <= 0 {
+		opts.Speed = 1
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	p := &Player{trace: t, opts: opts, start: opts.Clock(), closed: make(chan struct{})}
+	p.reset()
+	return p
+}
+
+func (p *Player) reset() {
+	n := len(p.trace.Header.GPUs)
+	p.state = make([]map[string]Answer, n)
+	for i := range p.state {
+		p.state[i] = map[string]Answer{}
+	}
+	p.hangGPU = make([]float64, n)
+	p.hangAll = 0
+	p.pos = 0
+}
+
+// Header returns the trace's header.
+func (p *Player) Header() Header { return p.trace.Header }
+
+// Close ends playback and releases calls blocked in a hang.
+func (p *Player) Close() { p.once.Do(func() { close(p.closed) }) }
+
+// Run advances playback on its own, so kernel-log records arrive on time even
+// while nothing samples. It returns when ctx ends or the player is closed.
+func (p *Player) Run(ctx context.Context) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		p.advance()
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.closed:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// advance applies every record whose time has come. Callers hold mu.
+func (p *Player) advance() {
+	el := p.opts.Clock().Sub(p.start).Seconds() * p.opts.Speed
+	d := p.trace.Header.DurationS
+	if p.opts.Loop && d > 0 {
+		ep := int(math.Floor(el / d))
+		el -= float64(ep) * d
+		if ep != p.epoch {
+			p.epoch = ep
+			p.reset()
+		}
+	}
+	p.now = el
+	recs := p.trace.Records
+	for p.pos < len(recs) && recs[p.pos].T <= el {
+		p.apply(&recs[p.pos])
+		p.pos++
+	}
+}
+
+func (p *Player) apply(r *Record) {
+	switch {
+	case r.NVML != nil:
+		st := p.state[*r.GPU]
+		for k, a := range r.NVML {
+			st[k] = a
+		}
+	case r.Kmsg != "":
+		if p.opts.Kmsg != nil {
+			p.opts.Kmsg(r.Kmsg)
+		}
+	case r.HangS != 0:
+		end := r.T + r.HangS
+		if r.HangS < 0 {
+			end = math.Inf(1)
+		}
+		if r.GPU != nil {
+			p.hangGPU[*r.GPU] = end
+		} else {
+			p.hangAll = end
+		}
+	}
+}
+
+// wait blocks while a hang covers gpu (-1: a call not about one GPU).
+func (p *Player) wait(gpuIndex int) bool {
+	for {
+		p.mu.Lock()
+		p.advance()
+		hung := p.now < p.hangAll || (gpuIndex >= 0 && p.now < p.hangGPU[gpuIndex])
+		p.mu.Unlock()
+		if !hung {
+			return true
+		}
+		select {
+		case <-p.closed:
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (p *Player) answer(gpuIndex int, key string, dst any) nvml.Return {
+	if !p.wait(gpuIndex) {
+		return nvml.ERROR_UNINITIALIZED
+	}
+	p.mu.Lock()
+	a, ok := p.state[gpuIndex][key]
+	p.mu.Unlock()
+	if !ok {
+		return nvml.ERROR_NOT_SUPPORTED
+	}
+	if a.R != "" {
+		return returnByName[a.R]
+	}
+	if err := json.Unmarshal(a.V, dst); err != nil {
+		return nvml.ERROR_UNKNOWN
+	}
+	return nvml.SUCCESS
+}
+
+// Library returns the player as the collector's NVML.
+func (p *Player) Library() gpu.Library { return playerLibrary{p} }
+
+type playerLibrary struct{ p *Player }
+
+func (l playerLibrary) Init() nvml.Return     { return nvml.SUCCESS }
+func (l playerLibrary) Shutdown() nvml.Return { return nvml.SUCCESS }
+func (l playerLibrary) SystemGetDriverVersion() (string, nvml.Return) {
+	return l.p.trace.Header.DriverVersion, nvml.SUCCESS
+}
+func (l playerLibrary) DeviceGetCount() (int, nvml.Return) {
+	if !l.p.wait(-1) {
+		return 0, nvml.ERROR_UNINITIALIZED
+	}
+	return len(l.p.trace.Header.GPUs), nvml.SUCCESS
+}
+func (l playerLibrary) DeviceGetHandleByIndex(i int) (gpu.Device, nvml.Return) {
+	if i < 0 || i >= len(l.p.trace.Header.GPUs) {
+		return nil, nvml.ERROR_INVALID_ARGUMENT
+	}
+	return &playerDevice{p: l.p, i: i, info: l.p.trace.Header.GPUs[i]}, nvml.SUCCESS
+}
+
+type playerDevice struct {
+	p    *Player
+	i    int
+	info gpu.Info
+}
+
+func (d *playerDevice) GetUUID() (string, nvml.Return)   { return d.info.UUID, nvml.SUCCESS }
+func (d *playerDevice) GetName() (string, nvml.Return)   { return d.info.Name, nvml.SUCCESS }
+func (d *playerDevice) GetSerial() (string, nvml.Return) { return d.info.Serial, nvml.SUCCESS }
+func (d *playerDevice) GetMinorNumber() (int, nvml.Return) {
+	return d.info.Minor, nvml.SUCCESS
+}
+func (d *playerDevice) GetPciInfo() (nvml.PciInfo, nvml.Return) {
+	var p nvml.PciInfo
+	for i := 0; i < len(d.info.PCIBusID) && i < len(p.BusId)-1; i++ {
+		p.BusId[i] = int8(d.info.PCIBusID[i])
+	}
+	return p, nvml.SUCCESS
+}
+
+func (d *playerDevice) GetMemoryInfo_v2() (nvml.Memory_v2, nvml.Return) {
+	var m memoryJSON
+	ret := d.p.answer(d.i, keyMemory, &m)
+	if ret == nvml.ERROR_NOT_SUPPORTED && d.info.MemoryTotalMB > 0 {
+		// Static enumeration asks before any record applies.
+		return nvml.Memory_v2{Total: d.info.MemoryTotalMB << 20}, nvml.SUCCESS
+	}
+	return nvml.Memory_v2{Total: m.Total, Reserved: m.Reserved, Free: m.Free, Used: m.Used}, ret
+}
+
+func (d *playerDevice) GetTemperature(s nvml.TemperatureSensors) (uint32, nvml.Return) {
+	var v uint32
+	return v, d.p.answer(d.i, keyTemperature(s), &v)
+}
+func (d *playerDevice) GetPowerUsage() (uint32, nvml.Return) {
+	var v uint32
+	return v, d.p.answer(d.i, keyPowerUsage, &v)
+}
+func (d *playerDevice) GetTotalEnergyConsumption() (uint64, nvml.Return) {
+	var v uint64
+	return v, d.p.answer(d.i, keyEnergy, &v)
+}
+func (d *playerDevice) GetUtilizationRates() (nvml.Utilization, nvml.Return) {
+	var u utilJSON
+	ret := d.p.answer(d.i, keyUtilization, &u)
+	return nvml.Utilization{Gpu: u.GPU, Memory: u.Memory}, ret
+}
+func (d *playerDevice) GetEncoderUtilization() (uint32, uint32, nvml.Return) {
+	var c codecJSON
+	ret := d.p.answer(d.i, keyEncoder, &c)
+	return c.Util, c.PeriodUs, ret
+}
+func (d *playerDevice) GetDecoderUtilization() (uint32, uint32, nvml.Return) {
+	var c codecJSON
+	ret := d.p.answer(d.i, keyDecoder, &c)
+	return c.Util, c.PeriodUs, ret
+}
+func (d *playerDevice) GetClockInfo(t nvml.ClockType) (uint32, nvml.Return) {
+	var v uint32
+	return v, d.p.answer(d.i, keyClock(t), &v)
+}
+func (d *playerDevice) GetTotalEccErrors(t nvml.MemoryErrorType, c nvml.EccCounterType) (uint64, nvml.Return) {
+	var v uint64
+	return v, d.p.answer(d.i, keyEcc(t, c), &v)
+}
+func (d *playerDevice) GetRemappedRows() (int, int, bool, bool, nvml.Return) {
+	var r remappedJSON
+	ret := d.p.answer(d.i, keyRemappedRows, &r)
+	return r.Correctable, r.Uncorrectable, r.Pending, r.Failed, ret
+}
+func (d *playerDevice) GetCurrentClocksEventReasons() (uint64, nvml.Return) {
+	var v uint64
+	return v, d.p.answer(d.i, keyClockEvents, &v)
+}
+func (d *playerDevice) GetViolationStatus(pp nvml.PerfPolicyType) (nvml.ViolationTime, nvml.Return) {
+	var v violationJSON
+	ret := d.p.answer(d.i, keyViolation(pp), &v)
+	return nvml.ViolationTime{ReferenceTime: v.Reference, ViolationTime: v.Violation}, ret
+}
+func (d *playerDevice) GetCurrPcieLinkGeneration() (int, nvml.Return) {
+	var v int
+	return v, d.p.answer(d.i, keyPcieGen, &v)
+}
+func (d *playerDevice) GetCurrPcieLinkWidth() (int, nvml.Return) {
+	var v int
+	return v, d.p.answer(d.i, keyPcieWidth, &v)
+}
+func (d *playerDevice) GetFieldValues(vals []nvml.FieldValue) nvml.Return {
+	for i := range vals {
+		var f float64
+		ret := d.p.answer(d.i, keyFieldValue(vals[i].FieldId, vals[i].ScopeId), &f)
+		if ret == nvml.ERROR_UNINITIALIZED {
+			return ret
+		}
+		vals[i].NvmlReturn = uint32(ret)
+		gpu.SetFieldValueFloat(&vals[i], f)
+	}
+	return nvml.SUCCESS
+}
+func (d *playerDevice) GetProfilingActivity() (map[string]float64, nvml.Return) {
+	var m map[string]float64
+	return m, d.p.answer(d.i, keyProfiling, &m)
+}

@@ -1,0 +1,120 @@
+package replay
+
+import (
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+)
+
+// RecordScenario plays a Scenario on the simulated DGX H100 in simulated
+// time (no sleeping) and returns the trace the collector's calls produced.
+func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
+	sim := NewSimulation(sc)
+	rec := NewRecorder(sim.Library())
+	now := time.Unix(0, 0).UTC()
+	col := gpu.New(rec.Library(), gpu.Options{Clock: func() time.Time { return now }, Log: log, Timeout: time.Minute})
+	defer col.Close()
+	kmsgSeq := uint64(1000)
+	nextKmsg := 0
+	hangs := 0
+	for t := 0.0; t < sc.Duration; t += sc.Interval {
+		now = time.Unix(0, 0).UTC().Add(time.Duration(t * float64(time.Second)))
+		sim.Step(t)
+		round := col.Sample(context.Background())
+		if round.Err != nil {
+			return nil, fmt.Errorf("sample at %gs: %w", t, round.Err)
+		}
+		rec.Commit(t)
+		for ; nextKmsg < len(sc.Kmsg) && sc.Kmsg[nextKmsg].At < t+sc.Interval; nextKmsg++ {
+			k := sc.Kmsg[nextKmsg]
+			pri := k.Priority
+			if pri == 0 {
+				pri = 3
+			}
+			bus := strings.TrimSuffix(sim.BusID(k.GPU), ".0")
+			text := strings.ReplaceAll(k.Text, "{pci}", bus)
+			// The kernel's own record format, so replay feeds the same parser.
+			rec.Kmsg(k.At, fmt.Sprintf("%d,%d,%d,-;%s", pri, kmsgSeq, int64(k.At*1e6), text))
+			kmsgSeq++
+		}
+		for ; hangs < len(sc.Hangs) && sc.Hangs[hangs].At < t+sc.Interval; hangs++ {
+			h := sc.Hangs[hangs]
+			rec.Hang(h.At, h.GPU, h.Seconds)
+		}
+	}
+	return rec.Trace(header(col, sc.Hostname, "simulated DGX H100 (go-nvml mock/dgxh100) + scenario", sc.Duration)), nil
+}
+
+// RecordLive samples lib every interval for duration and returns the trace.
+func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Duration, log *slog.Logger) (*Trace, error) {
+	rec := NewRecorder(lib)
+	col := gpu.New(rec.Library(), gpu.Options{Log: log})
+	defer col.Close()
+	start := time.Now()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		round := col.Sample(ctx)
+		if round.Err != nil {
+			return nil, round.Err
+		}
+		rec.Commit(time.Since(start).Seconds())
+		if time.Since(start)+interval > duration {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return rec.Trace(header(col, hostname(), "live NVML", time.Since(start).Seconds())), nil
+		case <-tick.C:
+		}
+	}
+	return rec.Trace(header(col, hostname(), "live NVML", duration.Seconds())), nil
+}
+
+func header(col *gpu.Collector, host, source string, dur float64) Header {
+	drv := ""
+	if col != nil {
+		drv = col.DriverVersion()
+	}
+	return Header{Format: Format, Version: Version, Source: source, Hostname: host,
+		DriverVersion: drv, DurationS: dur, GPUs: col.GPUs()}
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+// WriteFile writes t to path, gzip-compressed when the name ends in .gz.
+// The gzip header carries no time or name, so the same trace gives the same
+// bytes (the demo trace is reproducible).
+func WriteFile(t *Trace, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	var w io.Writer = f
+	var zw *gzip.Writer
+	if strings.HasSuffix(path, ".gz") {
+		zw, _ = gzip.NewWriterLevel(f, gzip.BestCompression)
+		w = zw
+	}
+	if err := t.Write(w); err != nil {
+		f.Close()
+		return err
+	}
+	if zw != nil {
+		if err := zw.Close(); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return f.Close()
+}

@@ -1,0 +1,76 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func demoScenario(t *testing.T) *Scenario {
+	t.Helper()
+	sc, err := LoadScenario("../../testdata/scenarios/dgx-h100-demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sc
+}
+
+func TestRecordedScenarioReplaysTheSameAnswers(t *testing.T) {
+	sc := demoScenario(t)
+	tr, err := RecordScenario(sc, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := tr.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Read(&buf, "mem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Header.GPUs) != 8 || back.Header.GPUs[0].PCIBusID != "00000000:18:00.0" {
+		t.Fatalf("header GPUs = %+v", back.Header.GPUs)
+	}
+	// Play at t=100 s: GPU 2 is in its thermal slowdown, GPU 4 has no memory
+	// temperature, GPU 3 is still on the bus.
+	now := time.Unix(1000, 0)
+	p := NewPlayer(back, PlayerOptions{Clock: func() time.Time { return now }})
+	now = now.Add(130 * time.Second)
+	col := gpu.New(p.Library(), gpu.Options{Log: quiet, Clock: func() time.Time { return now }})
+	r := col.Sample(context.Background())
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	temp := gpu.FieldIndex("DCGM_FI_DEV_GPU_TEMP")
+	if v, ok := r.Samples[2].Value(temp); !ok || v < 85 {
+		t.Errorf("GPU 2 temp at 130 s = %v,%v; want the thermal slowdown (>= 85)", v, ok)
+	}
+	memTemp := gpu.FieldIndex("DCGM_FI_DEV_MEMORY_TEMP")
+	if st := r.Samples[4].Status[memTemp]; st != gpu.StatusNotSupported {
+		t.Errorf("GPU 4 memory temp status = %v, want not_supported", st)
+	}
+	if _, ok := r.Samples[0].Value(memTemp); !ok {
+		t.Error("GPU 0 memory temp missing")
+	}
+	if r.Samples[3].Lost {
+		t.Error("GPU 3 lost before 240 s")
+	}
+	now = now.Add(130 * time.Second) // 260 s
+	r = col.Sample(context.Background())
+	if !r.Samples[3].Lost {
+		t.Error("GPU 3 not lost at 260 s")
+	}
+	for i, s := range r.Samples {
+		if i != 3 && (s.Lost || s.Err != "") {
+			t.Errorf("GPU %d: lost=%v err=%q; the other GPUs must keep reporting", i, s.Lost, s.Err)
+		}
+	}
+}

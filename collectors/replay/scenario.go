@@ -1,0 +1,140 @@
+package replay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Scenario describes a simulated node for `gpuwarden record --backend mock`:
+// go-nvml's DGX H100 mock with telemetry that follows these curves and
+// incidents. Times are seconds from the start.
+type Scenario struct {
+	Hostname string    `yaml:"hostname"`
+	Duration float64   `yaml:"duration"`
+	Interval float64   `yaml:"interval"`
+	Seed     int64     `yaml:"seed"`
+	BusIDs   []string  `yaml:"bus_ids"`
+	Load     LoadCurve `yaml:"load"`
+	Thermal  []Window  `yaml:"thermal"`
+	ECC      []ECCHit  `yaml:"ecc"`
+	Lost     []AtGPU   `yaml:"lost"`
+	// NotSupported lists fields a GPU does not have, by dcgm-exporter name.
+	NotSupported []FieldsOff `yaml:"not_supported"`
+	Kmsg         []KmsgLine  `yaml:"kmsg"`
+	Hangs        []Hang      `yaml:"hangs"`
+}
+
+// LoadCurve is GPU utilisation in percent over time, as [seconds, percent]
+// points joined by straight lines, for every GPU unless overridden.
+type LoadCurve struct {
+	Default [][2]float64         `yaml:"default"`
+	GPUs    map[int][][2]float64 `yaml:"gpus"`
+}
+
+// Window is a thermal slowdown on one GPU.
+type Window struct {
+	GPU  int     `yaml:"gpu"`
+	From float64 `yaml:"from"`
+	To   float64 `yaml:"to"`
+}
+
+// ECCHit adds ECC errors to one GPU at one time.
+type ECCHit struct {
+	GPU         int     `yaml:"gpu"`
+	At          float64 `yaml:"at"`
+	Corrected   uint64  `yaml:"corrected"`
+	Uncorrected uint64  `yaml:"uncorrected"`
+}
+
+// AtGPU names a GPU and a time.
+type AtGPU struct {
+	GPU int     `yaml:"gpu"`
+	At  float64 `yaml:"at"`
+}
+
+// FieldsOff is a set of fields one GPU answers NOT_SUPPORTED for.
+type FieldsOff struct {
+	GPU    int      `yaml:"gpu"`
+	Fields []string `yaml:"fields"`
+}
+
+// KmsgLine is a kernel-log line; {pci} in Text becomes the GPU's bus id as
+// the driver prints it in Xid lines (0000:18:00).
+type KmsgLine struct {
+	At       float64 `yaml:"at"`
+	GPU      int     `yaml:"gpu"`
+	Priority int     `yaml:"priority"`
+	Text     string  `yaml:"text"`
+}
+
+// Hang blocks NVML for Seconds (-1: forever) from At; GPU -1 means every call.
+type Hang struct {
+	At      float64 `yaml:"at"`
+	GPU     int     `yaml:"gpu"`
+	Seconds float64 `yaml:"seconds"`
+}
+
+// LoadScenario reads a scenario file strictly: an unknown key is an error
+// with its line.
+func LoadScenario(path string) (*Scenario, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var s Scenario
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &s, nil
+}
+
+func (s *Scenario) validate() error {
+	if s.Duration <= 0 {
+		return errors.New("duration: must be > 0 seconds")
+	}
+	if s.Interval <= 0 || s.Interval > s.Duration {
+		return errors.New("interval: must be > 0 and at most the duration")
+	}
+	if len(s.Load.Default) == 0 {
+		return errors.New("load.default: needs at least one [seconds, percent] point")
+	}
+	gpuOK := func(g int) bool { return g >= 0 && g < 8 }
+	for i, w := range s.Thermal {
+		if !gpuOK(w.GPU) || w.To <= w.From {
+			return fmt.Errorf("thermal[%d]: want gpu 0..7 and to > from", i)
+		}
+	}
+	for i, e := range s.ECC {
+		if !gpuOK(e.GPU) {
+			return fmt.Errorf("ecc[%d]: gpu %d is not 0..7", i, e.GPU)
+		}
+	}
+	for i, l := range s.Lost {
+		if !gpuOK(l.GPU) {
+			return fmt.Errorf("lost[%d]: gpu %d is not 0..7", i, l.GPU)
+		}
+	}
+	for i, k := range s.Kmsg {
+		if !gpuOK(k.GPU) || k.Text == "" {
+			return fmt.Errorf("kmsg[%d]: want gpu 0..7 and text", i)
+		}
+	}
+	for i, h := range s.Hangs {
+		if h.GPU < -1 || h.GPU > 7 || (h.Seconds <= 0 && h.Seconds != -1) {
+			return fmt.Errorf("hangs[%d]: want gpu -1..7 and seconds > 0 or -1", i)
+		}
+	}
+	if len(s.BusIDs) != 0 && len(s.BusIDs) != 8 {
+		return fmt.Errorf("bus_ids: want 8, got %d", len(s.BusIDs))
+	}
+	return nil
+}
