@@ -1,0 +1,120 @@
+// Package packaging holds the tests for what packaging/ and systemd/ ship:
+// the packages installed for real, the unit, the Prometheus rules, the
+// dashboards and the Ansible role. They drive the real tools (dpkg, rpm,
+// systemd-analyze, promtool, prometheus, ansible-playbook) and skip, naming
+// the tool, only where one is missing or root is needed.
+package packaging
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// repoRoot is the module root, one level above this file.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot locate the test source")
+	}
+	return filepath.Dir(filepath.Dir(file))
+}
+
+func needTool(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("%s not installed (make deps installs it)", n)
+		}
+	}
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: installs packages on this machine")
+	}
+}
+
+// run runs a command in the repository root and fails the test unless it
+// exits 0. It returns stdout and stderr together.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := runErr(t, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func runErr(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = repoRoot(t)
+	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := cmd.Run()
+	return buf.String(), err
+}
+
+var (
+	pkgOnce sync.Once
+	pkgDeb  string
+	pkgRpm  string
+	pkgErr  string
+)
+
+// packages runs `make package` once per test binary and returns the .deb and
+// .rpm it built.
+func packages(t *testing.T) (deb, rpm string) {
+	t.Helper()
+	needTool(t, "make", "gzip")
+	pkgOnce.Do(func() {
+		root := repoRoot(t)
+		cmd := exec.Command("make", "package")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			pkgErr = "make package: " + err.Error() + "\n" + string(out)
+			return
+		}
+		debs, _ := filepath.Glob(filepath.Join(root, "dist", "gpuwarden_*.deb"))
+		rpms, _ := filepath.Glob(filepath.Join(root, "dist", "gpuwarden-*.rpm"))
+		if len(debs) != 1 || len(rpms) != 1 {
+			pkgErr = "make package left " + strings.Join(append(debs, rpms...), ", ") + "; want one .deb and one .rpm"
+			return
+		}
+		pkgDeb, pkgRpm = debs[0], rpms[0]
+	})
+	if pkgErr != "" {
+		t.Fatal(pkgErr)
+	}
+	return pkgDeb, pkgRpm
+}
+
+// binary returns bin/gpuwarden, building the packages (and so the binary) first.
+func binary(t *testing.T) string {
+	t.Helper()
+	packages(t)
+	return filepath.Join(repoRoot(t), "bin", "gpuwarden")
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return cond()
+}

@@ -1,0 +1,43 @@
+# Packaging targets, included from the top-level Makefile.
+#   make package      .deb and .rpm into dist/
+#   make rules-check  promtool check and unit tests for the Prometheus rules
+# Variables from the Makefile: GO, BIN, VERSION.
+
+GOARCH           ?= $(shell $(GO) env GOARCH)
+# Package versions must start with a digit; an untagged tree becomes
+# 0.0.0+git<describe>, which sorts below any tagged release.
+PKG_VERSION      ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo "$${v\#v}" | tr - . || echo "0.0.0+git$$(git describe --always --dirty 2>/dev/null | tr - .)")
+# Reproducible man page dates: the last commit's time, not now.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+STAGE            := dist/stage
+HOOKS            := packaging/hooks
+
+.PHONY: package package-stage rules-check
+
+# Everything nfpm takes from outside git: generated docs and the hooks mapped
+# to where their package managers look. Directories are created even when
+# empty so nfpm's tree entries always resolve.
+package-stage: build
+	rm -rf $(STAGE)
+	mkdir -p $(STAGE)/hooks $(STAGE)/etc-kernel-postinst.d $(STAGE)/apt.conf.d $(STAGE)/dnf-post-transaction-actions.d
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) ./$(BIN) gen-docs --out $(STAGE)
+	gzip -9n $(STAGE)/man/*.1
+	if [ -d $(HOOKS) ]; then \
+	  cp -a $(HOOKS)/. $(STAGE)/hooks/; \
+	  for f in $(HOOKS)/kernel/postinst.d/*; do [ -f "$$f" ] && cp -a "$$f" $(STAGE)/etc-kernel-postinst.d/; done; \
+	  for f in $(HOOKS)/apt/*.conf; do [ -f "$$f" ] && cp -a "$$f" $(STAGE)/apt.conf.d/; done; \
+	  for f in $(HOOKS)/dnf/*.action; do [ -f "$$f" ] && cp -a "$$f" $(STAGE)/dnf-post-transaction-actions.d/; done; \
+	  find $(STAGE)/hooks -name '*_test.go' -delete; \
+	fi; true
+
+package: package-stage
+	rm -f dist/gpuwarden_*.deb dist/gpuwarden-*.rpm
+	for p in deb rpm; do \
+	  GOARCH=$(GOARCH) GPUWARDEN_VERSION=$(PKG_VERSION) SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+	    $(GO) tool nfpm package --config packaging/nfpm.yaml --packager $$p --target dist/ || exit 1; \
+	done
+	@ls -l dist/*.deb dist/*.rpm
+
+rules-check:
+	promtool check rules packaging/prometheus/gpuwarden-rules.yml
+	cd packaging/prometheus && promtool test rules gpuwarden-rules.test.yml

@@ -1,0 +1,292 @@
+package packaging
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// What both packages must install, beside the generated docs.
+var packagedFiles = []string{
+	"/usr/bin/gpuwarden",
+	"/usr/lib/systemd/system/gpuwarden.service",
+	"/etc/gpuwarden/gpuwarden.yaml",
+	"/var/lib/gpuwarden",
+	"/usr/lib/gpuwarden/hooks",
+	"/usr/share/man/man1/gpuwarden.1.gz",
+	"/usr/share/bash-completion/completions/gpuwarden",
+	"/usr/share/fish/vendor_completions.d/gpuwarden.fish",
+}
+
+// glibcVersion parses "2.34" into a comparable pair.
+func glibcVersion(t *testing.T, s string) [2]int {
+	t.Helper()
+	parts := strings.SplitN(s, ".", 3)
+	if len(parts) < 2 {
+		t.Fatalf("glibc version %q", s)
+	}
+	maj, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		t.Fatalf("glibc version %q", s)
+	}
+	return [2]int{maj, minor}
+}
+
+func less(a, b [2]int) bool { return a[0] < b[0] || a[0] == b[0] && a[1] < b[1] }
+
+func TestPackagesDeclareTheGlibcTheBinaryNeeds(t *testing.T) {
+	needTool(t, "objdump", "dpkg-deb", "rpm")
+	deb, rpm := packages(t)
+
+	dump := run(t, "objdump", "-T", binary(t))
+	var needed [2]int
+	for _, m := range regexp.MustCompile(`GLIBC_(\d+\.\d+(?:\.\d+)?)`).FindAllStringSubmatch(dump, -1) {
+		if v := glibcVersion(t, m[1]); less(needed, v) {
+			needed = v
+		}
+	}
+	if needed == [2]int{} {
+		t.Fatalf("objdump -T found no GLIBC_ symbol versions; is the binary dynamically linked?\n%.2000s", dump)
+	}
+	t.Logf("binary needs glibc %d.%d", needed[0], needed[1])
+
+	depends := run(t, "dpkg-deb", "-f", deb, "Depends")
+	m := regexp.MustCompile(`libc6 \(>= (\d+\.\d+)\)`).FindStringSubmatch(depends)
+	if m == nil {
+		t.Fatalf("deb Depends %q has no libc6 (>= x.y)", depends)
+	}
+	if declared := glibcVersion(t, m[1]); less(declared, needed) {
+		t.Errorf("deb declares libc6 >= %s but the binary needs glibc %d.%d", m[1], needed[0], needed[1])
+	}
+
+	requires := run(t, "rpm", "-qpR", rpm)
+	m = regexp.MustCompile(`(?m)^glibc >= (\d+\.\d+)`).FindStringSubmatch(requires)
+	if m == nil {
+		t.Fatalf("rpm Requires has no glibc >= x.y:\n%s", requires)
+	}
+	if declared := glibcVersion(t, m[1]); less(declared, needed) {
+		t.Errorf("rpm declares glibc >= %s but the binary needs glibc %d.%d", m[1], needed[0], needed[1])
+	}
+}
+
+func TestRpmListsFilesScriptsAndInstallsIntoARoot(t *testing.T) {
+	needTool(t, "rpm")
+	_, rpm := packages(t)
+
+	list := run(t, "rpm", "-qpl", rpm)
+	for _, f := range append(packagedFiles, "/usr/share/zsh/site-functions/_gpuwarden") {
+		if !strings.Contains(list, f+"\n") {
+			t.Errorf("rpm -qpl lacks %s", f)
+		}
+	}
+	info := run(t, "rpm", "-qpi", rpm)
+	for _, want := range []string{"Name        : gpuwarden", "License     : Apache-2.0"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("rpm -qpi lacks %q:\n%s", want, info)
+		}
+	}
+	if cfg := run(t, "rpm", "-qpc", rpm); !strings.Contains(cfg, "/etc/gpuwarden/gpuwarden.yaml") {
+		t.Errorf("rpm -qpc does not mark the config file: %q", cfg)
+	}
+	scripts := run(t, "rpm", "-qp", "--scripts", rpm)
+	for _, want := range []string{"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "/run/systemd/system"} {
+		if !strings.Contains(scripts, want) {
+			t.Errorf("rpm -qp --scripts lacks %q", want)
+		}
+	}
+
+	needRoot(t)
+	// A chroot with a shell and the few tools the scripts use, but no
+	// systemd: as in an image build. The scriptlets must run and succeed.
+	root := t.TempDir()
+	chrootTools(t, root, "sh", "mkdir", "chmod")
+	out := run(t, "rpm", "-i", "--root", root, "--nodeps", rpm)
+	if strings.Contains(out, "scriptlet failed") {
+		t.Errorf("a scriptlet failed in a root without systemd:\n%s", out)
+	}
+	for _, f := range packagedFiles {
+		if _, err := os.Lstat(filepath.Join(root, f)); err != nil {
+			t.Errorf("after rpm -i --root: %v", err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(root, "var/lib/gpuwarden")); err == nil && fi.Mode().Perm() != 0o750 {
+		t.Errorf("/var/lib/gpuwarden mode %v, want 0750", fi.Mode().Perm())
+	}
+}
+
+// chrootTools copies the named programs and the shared libraries they need
+// into root, so a scriptlet can run there with /bin/sh.
+func chrootTools(t *testing.T, root string, names ...string) {
+	t.Helper()
+	needTool(t, "ldd")
+	for _, n := range names {
+		path, err := exec.LookPath(n)
+		if err != nil {
+			t.Skipf("%s not found", n)
+		}
+		files := []string{path}
+		for _, m := range regexp.MustCompile(`(/\S+\.so[.\d]*)`).FindAllString(run(t, "ldd", path), -1) {
+			files = append(files, m)
+		}
+		for i, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dsts := []string{f}
+			if i == 0 {
+				// The program also under /bin, where scriptlets look first.
+				dsts = append(dsts, "/bin/"+filepath.Base(f))
+			}
+			for _, dst := range dsts {
+				target := filepath.Join(root, dst)
+				if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(target, data, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+}
+
+// debStatus reports dpkg's status line for gpuwarden ("" if unknown).
+func debStatus(t *testing.T) string {
+	out, err := runErr(t, "dpkg-query", "-W", "-f=${Status}", "gpuwarden")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
+}
+
+func TestDebInstallKeepsConfigAndRemovesCleanly(t *testing.T) {
+	needRoot(t)
+	needTool(t, "dpkg", "dpkg-query", "dpkg-deb")
+	deb, _ := packages(t)
+	if s := debStatus(t); s != "" && !strings.Contains(s, "not-installed") {
+		t.Skipf("gpuwarden is already installed on this machine (%s); not touching it", s)
+	}
+	t.Cleanup(func() { runErr(t, "dpkg", "--purge", "gpuwarden") })
+
+	// Install. Systemd is not PID 1 here and policy-rc.d may forbid starts:
+	// either way dpkg must succeed.
+	run(t, "dpkg", "-i", deb)
+	if s := debStatus(t); s != "install ok installed" {
+		t.Fatalf("after dpkg -i: status %q", s)
+	}
+	for _, f := range append(packagedFiles, "/usr/share/zsh/vendor-completions/_gpuwarden") {
+		if _, err := os.Lstat(f); err != nil {
+			t.Errorf("after dpkg -i: %v", err)
+		}
+	}
+	if out, err := exec.Command("/usr/bin/gpuwarden", "--help").CombinedOutput(); err != nil {
+		t.Errorf("installed binary: %v\n%s", err, out)
+	}
+	if conf := run(t, "dpkg-query", "-W", "-f=${Conffiles}", "gpuwarden"); !strings.Contains(conf, "/etc/gpuwarden/gpuwarden.yaml") {
+		t.Errorf("config is not a conffile: %q", conf)
+	}
+	wants := "/etc/systemd/system/multi-user.target.wants/gpuwarden.service"
+	if _, err := exec.LookPath("systemctl"); err == nil {
+		if _, err := os.Lstat(wants); err != nil {
+			t.Errorf("service not enabled on install: %v", err)
+		}
+	}
+	if _, err := exec.LookPath("systemd-analyze"); err == nil {
+		run(t, "systemd-analyze", "verify", "--man=no", "/usr/lib/systemd/system/gpuwarden.service")
+	}
+
+	// An administrator's change survives a reinstall.
+	const cfg = "/etc/gpuwarden/gpuwarden.yaml"
+	orig, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := append(append([]byte{}, orig...), []byte("# changed by the administrator\n")...)
+	if err := os.WriteFile(cfg, changed, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "dpkg", "-i", deb)
+	if got, _ := os.ReadFile(cfg); string(got) != string(changed) {
+		t.Errorf("reinstall replaced the changed config:\n%s", got)
+	}
+
+	// Remove: program gone, config kept, service disabled.
+	run(t, "dpkg", "-r", "gpuwarden")
+	if s := debStatus(t); s != "deinstall ok config-files" {
+		t.Errorf("after dpkg -r: status %q, want config-files", s)
+	}
+	for _, f := range []string{"/usr/bin/gpuwarden", "/usr/lib/systemd/system/gpuwarden.service", wants} {
+		if _, err := os.Lstat(f); err == nil {
+			t.Errorf("after dpkg -r: %s still there", f)
+		}
+	}
+	if _, err := os.Stat(cfg); err != nil {
+		t.Errorf("dpkg -r removed the config: %v", err)
+	}
+
+	// Purge: nothing left.
+	run(t, "dpkg", "--purge", "gpuwarden")
+	for _, f := range []string{cfg, "/etc/gpuwarden", "/var/lib/gpuwarden"} {
+		if _, err := os.Lstat(f); err == nil {
+			t.Errorf("after purge: %s still there", f)
+		}
+	}
+	if s := debStatus(t); s != "" && !strings.Contains(s, "not-installed") {
+		t.Errorf("after purge: status %q", s)
+	}
+}
+
+// The keys the agent's configuration accepts that the example may use; the
+// agent decodes strictly, so a key outside this list would stop it starting.
+var configKeys = map[string]bool{
+	"web.listen-address": true, "web.config.file": true, "log.level": true, "log.format": true,
+	"collector.gpu.interval": true, "state.dir": true, "path.rootfs": true, "gpu.expected": true,
+}
+
+func flatten(prefix string, m map[string]any, out map[string]any) {
+	for k, v := range m {
+		key := k
+		if prefix != "" {
+			key = prefix + "." + k
+		}
+		if sub, ok := v.(map[string]any); ok {
+			flatten(key, sub, out)
+			continue
+		}
+		out[key] = v
+	}
+}
+
+func TestExampleConfigUsesOnlyKnownKeys(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "packaging", "gpuwarden.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		t.Fatalf("packaging/gpuwarden.yaml: %v", err)
+	}
+	flat := map[string]any{}
+	flatten("", m, flat)
+	var keys []string
+	for k := range flat {
+		keys = append(keys, k)
+		if !configKeys[k] {
+			t.Errorf("packaging/gpuwarden.yaml sets %q, which is not a known flag", k)
+		}
+	}
+	sort.Strings(keys)
+	if fmt.Sprint(keys) != "[log.level web.listen-address]" {
+		t.Errorf("example sets %v; keep it to the minimal safe keys or update this test", keys)
+	}
+}
