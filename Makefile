@@ -33,3 +33,4 @@ bench:
 
 clean:
 	rm -rf bin dist
+include packaging/package.mk
