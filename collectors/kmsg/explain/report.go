@@ -1,0 +1,240 @@
+package explain
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
+)
+
+// finding is one kind of thing that happened to one device: events with the
+// same kind and code, counted.
+type finding struct {
+	kind      event.Kind
+	code      int
+	first     event.Event
+	count     int
+	lines     []string // first few line numbers
+	processes []string // distinct "name (pid N)", first few
+	worst     event.Level
+}
+
+type device struct {
+	busID    string
+	uuid     string
+	isGPU    bool
+	findings []*finding
+	others   int // other_nvrm lines, summarized
+	worst    event.Level
+}
+
+const (
+	maxListedLines     = 5
+	maxListedProcesses = 5
+	maxShownTextBytes  = 400
+)
+
+// WriteReport writes the human summary: per device (grouped by PCI bus id),
+// what happened, what it means and what to do; then what concerns the host
+// as a whole. All text from the input is escaped.
+func WriteReport(w io.Writer, evs []event.Event, linesRead int) error {
+	devs := map[string]*device{}
+	var order []string
+	var driverVersions []string
+	get := func(bus string) *device {
+		d, ok := devs[bus]
+		if !ok {
+			d = &device{busID: bus}
+			devs[bus] = d
+			order = append(order, bus)
+		}
+		return d
+	}
+	for _, ev := range evs {
+		d := get(ev.GPU.PCIBusID)
+		switch ev.Kind {
+		case event.KindGPUIdentity:
+			d.isGPU = true
+			if d.uuid == "" {
+				d.uuid = ev.GPU.UUID
+			}
+			continue
+		case event.KindDriverLoaded:
+			if v := ev.Fields[kmsg.FieldDriverVersion]; v != "" && !slices.Contains(driverVersions, v) {
+				driverVersions = append(driverVersions, v)
+			}
+			continue
+		case event.KindOtherNVRM:
+			d.isGPU = true
+			d.others++
+			continue
+		case event.KindXid, event.KindFallenOffBus, event.KindRmInitFailed:
+			d.isGPU = true
+		}
+		d.worst = event.Worse(d.worst, ev.Severity)
+		var f *finding
+		for _, x := range d.findings {
+			if x.kind == ev.Kind && x.code == ev.Code {
+				f = x
+				break
+			}
+		}
+		if f == nil {
+			f = &finding{kind: ev.Kind, code: ev.Code, first: ev}
+			d.findings = append(d.findings, f)
+		}
+		f.count++
+		f.worst = event.Worse(f.worst, ev.Severity)
+		if len(f.lines) < maxListedLines {
+			f.lines = append(f.lines, ev.Fields[FieldLine])
+		}
+		if name := ev.Fields[kmsg.FieldProcessName]; name != "" || ev.Fields[kmsg.FieldPID] != "" {
+			p := name
+			if pid := ev.Fields[kmsg.FieldPID]; pid != "" {
+				p += " (pid " + pid + ")"
+			}
+			p = strings.TrimSpace(p)
+			if !slices.Contains(f.processes, p) && len(f.processes) < maxListedProcesses {
+				f.processes = append(f.processes, p)
+			}
+		}
+	}
+	slices.Sort(order)
+	// The host section (no bus id) goes last.
+	if i := slices.Index(order, ""); i >= 0 {
+		order = append(slices.Delete(order, i, i+1), "")
+	}
+
+	b := &strings.Builder{}
+	overall := event.OK
+	nDevices := 0
+	for _, bus := range order {
+		if bus != "" {
+			nDevices++
+		}
+		overall = event.Worse(overall, devs[bus].worst)
+	}
+	fmt.Fprintf(b, "gpuwarden explain: %d lines read, %d kernel events, %d devices named. Overall: %s.\n",
+		linesRead, len(evs), nDevices, overall)
+	if len(driverVersions) > 0 {
+		fmt.Fprintf(b, "NVIDIA driver loaded: %s\n", Printable(strings.Join(driverVersions, ", ")))
+	}
+	if len(evs) == 0 {
+		b.WriteString("\nNo NVIDIA, PCIe AER or machine-check lines found.\n")
+	}
+	for _, bus := range order {
+		d := devs[bus]
+		if len(d.findings) == 0 && d.others == 0 && d.uuid == "" {
+			continue
+		}
+		b.WriteString("\n")
+		switch {
+		case bus == "":
+			b.WriteString("Host (lines that name no device)")
+		case d.isGPU:
+			fmt.Fprintf(b, "GPU %s", Printable(bus))
+		default:
+			fmt.Fprintf(b, "PCI device %s", Printable(bus))
+		}
+		if d.uuid != "" {
+			fmt.Fprintf(b, " (%s)", Printable(d.uuid))
+		}
+		fmt.Fprintf(b, ": %s\n", d.worst)
+		if len(d.findings) == 0 {
+			b.WriteString("  nothing wrong reported\n")
+		}
+		for _, f := range d.findings {
+			writeFinding(b, f)
+		}
+		if d.others > 0 {
+			fmt.Fprintf(b, "  plus %d other NVIDIA driver message(s); read them with the events above\n", d.others)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeFinding(b *strings.Builder, f *finding) {
+	ev := f.first
+	title := string(ev.Kind)
+	switch ev.Kind {
+	case event.KindXid:
+		title = "Xid " + strconv.Itoa(ev.Code)
+	case event.KindSXid:
+		title = "SXid " + strconv.Itoa(ev.Code)
+		if sw := ev.Fields[kmsg.FieldSwitch]; sw != "" {
+			title += " on " + sw
+		}
+		if l := ev.Fields[kmsg.FieldLink]; l != "" {
+			title += " link " + l
+		}
+	}
+	if ev.Mnemonic != "" {
+		title += " " + ev.Mnemonic
+	}
+	times := "once"
+	if f.count > 1 {
+		times = strconv.Itoa(f.count) + " times"
+	}
+	fmt.Fprintf(b, "  - %s [%s], %s (line %s)\n", Printable(title), f.worst, times, strings.Join(f.lines, ", "))
+	fmt.Fprintf(b, "    what happened: %s\n", Printable(truncate(ev.Raw, maxShownTextBytes)))
+	if len(f.processes) > 0 {
+		fmt.Fprintf(b, "    processes:     %s\n", Printable(strings.Join(f.processes, ", ")))
+	}
+	if ev.Explanation != "" {
+		fmt.Fprintf(b, "    what it means: %s\n", ev.Explanation)
+	}
+	if ev.Action != "" {
+		fmt.Fprintf(b, "    what to do:    %s\n", ev.Action)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// Printable escapes what a terminal would act on: control characters (C0,
+// DEL, C1, including ESC, CR and newline), Unicode format characters such as
+// bidirectional overrides, and invalid UTF-8, as \xNN or \u{NNNN}. Other text
+// is kept as it is.
+func Printable(s string) string {
+	safe := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f || c >= 0x80 {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r >= 0x80 && r < 0xa0, unicode.Is(unicode.Cf, r), r == 0x2028, r == 0x2029:
+			fmt.Fprintf(&b, `\u{%04x}`, r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}

@@ -1,0 +1,201 @@
+package kmsg
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Record is one /dev/kmsg record.
+type Record struct {
+	Seq       uint64
+	Level     uint8         // 0 (emerg) .. 7 (debug)
+	Facility  uint16        // 0 = kernel; user-space writes to /dev/kmsg default to 1 (user)
+	Monotonic time.Duration // since boot, by the kernel's log clock (stops during suspend)
+	// Flags is the header's flags field: '-' for a whole record, 'c' and '+'
+	// for the pieces of a continued line on older kernels.
+	Flags byte
+	// Message is the text with \xNN escapes decoded. A message printed with
+	// embedded newlines (NVIDIA's multi-line messages) keeps them.
+	Message string
+	// From the dictionary lines that dev_printk adds.
+	Subsystem string // "pci"
+	Device    string // "+pci:0000:3b:00.0"
+}
+
+// FromKernel reports whether the kernel wrote the record (facility 0), as
+// opposed to a process writing to /dev/kmsg.
+func (r Record) FromKernel() bool { return r.Facility == 0 }
+
+// ErrMalformed is wrapped by every ParseRecord error.
+var ErrMalformed = errors.New("malformed kmsg record")
+
+// ParseRecord parses one record as read(2) returns it from /dev/kmsg:
+// "PRI,SEQ,TS_USEC,FLAGS[,more];TEXT\n[ KEY=VALUE\n]...". It allocates one
+// string for the text and dictionary (and one more only when the text has
+// escapes).
+func ParseRecord(b []byte) (Record, error) {
+	var r Record
+	semi := -1
+	for i := 0; i < len(b) && i < 256; i++ {
+		if b[i] == ';' {
+			semi = i
+			break
+		}
+	}
+	if semi < 0 {
+		return r, fmt.Errorf("%w: no ';' after the header", ErrMalformed)
+	}
+	h := b[:semi]
+	var field [4][]byte
+	n := 0
+	for n < 4 {
+		i := indexByte(h, ',')
+		if i < 0 {
+			field[n] = h
+			n++
+			break
+		}
+		field[n] = h[:i]
+		h = h[i+1:]
+		n++
+	}
+	if n < 4 {
+		return r, fmt.Errorf("%w: header %q has %d fields, want at least 4", ErrMalformed, b[:semi], n)
+	}
+	pri, ok := parseUint(field[0])
+	if !ok || pri > 1<<13 {
+		return r, fmt.Errorf("%w: priority %q", ErrMalformed, field[0])
+	}
+	seq, ok := parseUint(field[1])
+	if !ok {
+		return r, fmt.Errorf("%w: sequence number %q", ErrMalformed, field[1])
+	}
+	ts, ok := parseUint(field[2])
+	if !ok || ts > uint64(1<<63-1)/1000 {
+		return r, fmt.Errorf("%w: time stamp %q", ErrMalformed, field[2])
+	}
+	r.Level = uint8(pri & 7)
+	r.Facility = uint16(pri >> 3)
+	r.Seq = seq
+	r.Monotonic = time.Duration(ts) * time.Microsecond
+	r.Flags = '-'
+	if len(field[3]) > 0 {
+		r.Flags = field[3][0]
+	}
+
+	body := b[semi+1:]
+	for len(body) > 0 && body[len(body)-1] == '\n' {
+		body = body[:len(body)-1]
+	}
+	s := string(body)
+	text, dict, _ := strings.Cut(s, "\n")
+	if strings.IndexByte(text, '\\') >= 0 {
+		text = Unescape(text)
+	}
+	r.Message = text
+	for dict != "" {
+		var line string
+		line, dict, _ = strings.Cut(dict, "\n")
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, " "), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "SUBSYSTEM":
+			r.Subsystem = v
+		case "DEVICE":
+			r.Device = v
+		}
+	}
+	return r, nil
+}
+
+// Unescape decodes the kernel's \xNN escapes. Anything else, including a
+// malformed escape, is kept as it is.
+func Unescape(s string) string {
+	i := strings.IndexByte(s, '\\')
+	if i < 0 {
+		return s
+	}
+	out := make([]byte, 0, len(s))
+	out = append(out, s[:i]...)
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c == '\\' && i+3 < len(s) && s[i+1] == 'x' && isHex(s[i+2]) && isHex(s[i+3]) {
+			out = append(out, unhex(s[i+2])<<4|unhex(s[i+3]))
+			i += 3
+			continue
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	default:
+		return c - 'A' + 10
+	}
+}
+
+func parseUint(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return v, true
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// String renders the record in /dev/kmsg's own format (escaping the text
+// again), for traces and tests.
+func (r Record) String() string {
+	var sb strings.Builder
+	sb.WriteString(strconv.FormatUint(uint64(r.Facility)<<3|uint64(r.Level), 10))
+	sb.WriteByte(',')
+	sb.WriteString(strconv.FormatUint(r.Seq, 10))
+	sb.WriteByte(',')
+	sb.WriteString(strconv.FormatInt(r.Monotonic.Microseconds(), 10))
+	sb.WriteByte(',')
+	sb.WriteByte(r.Flags)
+	sb.WriteByte(';')
+	for i := 0; i < len(r.Message); i++ {
+		c := r.Message[i]
+		if c < ' ' || c >= 127 || c == '\\' {
+			sb.WriteString(`\x`)
+			sb.WriteByte("0123456789abcdef"[c>>4])
+			sb.WriteByte("0123456789abcdef"[c&15])
+			continue
+		}
+		sb.WriteByte(c)
+	}
+	sb.WriteByte('\n')
+	if r.Subsystem != "" {
+		sb.WriteString(" SUBSYSTEM=" + r.Subsystem + "\n")
+	}
+	if r.Device != "" {
+		sb.WriteString(" DEVICE=" + r.Device + "\n")
+	}
+	return sb.String()
+}

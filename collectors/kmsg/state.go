@@ -1,0 +1,138 @@
+package kmsg
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// CursorFile is the name of the kernel-log cursor in the state directory.
+const CursorFile = "kmsg-cursor.json"
+
+const cursorVersion = 1
+
+// cursor is where reading stopped: the last SEQ handed over, in the boot it
+// belongs to (SEQ restarts at 0 on every boot).
+type cursor struct {
+	Version int    `json:"version"`
+	BootID  string `json:"boot_id"`
+	Seq     uint64 `json:"seq"`
+}
+
+// CorruptStateError reports a cursor file that could not be read and was
+// moved aside. Reading then starts from the beginning of the ring buffer, so
+// events of this boot may be reported a second time; the error says so.
+type CorruptStateError struct {
+	Path    string // the file as it was
+	MovedTo string // where it is now
+	Err     error
+}
+
+func (e *CorruptStateError) Error() string {
+	return fmt.Sprintf("kernel-log cursor %s is corrupt (%v); moved it to %s and reading the ring buffer from the start, "+
+		"so this boot's events may be counted twice", e.Path, e.Err, e.MovedTo)
+}
+
+func (e *CorruptStateError) Unwrap() error { return e.Err }
+
+// loadCursor reads the cursor. A missing file is not an error (found false).
+// A corrupt one is moved aside and reported as *CorruptStateError.
+func loadCursor(dir string) (c cursor, found bool, err error) {
+	path := filepath.Join(dir, CursorFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return cursor{}, false, nil
+	}
+	if err != nil {
+		return cursor{}, false, fmt.Errorf("read kernel-log cursor: %w", err)
+	}
+	perr := parseCursor(b, &c)
+	if perr == nil {
+		return c, true, nil
+	}
+	moved, merr := moveAside(path)
+	if merr != nil {
+		return cursor{}, false, fmt.Errorf("kernel-log cursor %s is corrupt (%v) and could not be moved aside: %w", path, perr, merr)
+	}
+	return cursor{}, false, &CorruptStateError{Path: path, MovedTo: moved, Err: perr}
+}
+
+func parseCursor(b []byte, c *cursor) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON object")
+	}
+	if c.Version != cursorVersion {
+		return fmt.Errorf("version %d, want %d", c.Version, cursorVersion)
+	}
+	if c.BootID == "" {
+		return errors.New("no boot_id")
+	}
+	return nil
+}
+
+// moveAside renames path to the first free path.corrupt-N, so repeated
+// corruption keeps every copy for inspection.
+func moveAside(path string) (string, error) {
+	for n := 1; n < 1000; n++ {
+		to := path + ".corrupt-" + strconv.Itoa(n)
+		if _, err := os.Lstat(to); errors.Is(err, fs.ErrNotExist) {
+			return to, os.Rename(path, to)
+		}
+	}
+	return "", fmt.Errorf("%s.corrupt-1 to -999 all exist", path)
+}
+
+// saveCursor writes the cursor atomically: a temporary file in the same
+// directory, then rename. It does not fsync: the cursor only matters within
+// one boot, and a power loss starts a new boot (new boot id) anyway, so the
+// only crash that matters here is the process's own, which rename covers.
+func saveCursor(dir string, c cursor) error {
+	c.Version = cursorVersion
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	f, err := os.CreateTemp(dir, "."+CursorFile+".*")
+	if err != nil {
+		return fmt.Errorf("save kernel-log cursor: %w", err)
+	}
+	tmp := f.Name()
+	_, werr := f.Write(b)
+	cerr := f.Close()
+	if werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, filepath.Join(dir, CursorFile))
+	}
+	if werr != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("save kernel-log cursor in %s: %w", dir, werr)
+	}
+	return nil
+}
+
+// readBootID reads the kernel's boot id (a UUID that changes every boot).
+func readBootID(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read boot id: %w", err)
+	}
+	id := strings.TrimSpace(string(b))
+	if id == "" || len(id) > 64 {
+		return "", fmt.Errorf("boot id in %s is empty or too long", path)
+	}
+	return id, nil
+}
