@@ -1,16 +1,27 @@
 # gpuwarden. `make run` plays the embedded demo trace; `make test` runs every test.
 GO        ?= go
+# go-nvml's cgo prologue warns about every deprecated NVML call; the noise hides real warnings.
+export CGO_CFLAGS ?= -O2 -Wno-deprecated-declarations
 BIN       := bin/gpuwarden
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/gpuwarden/gpuwarden/agent.Version=$(VERSION)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test deps bench fuzz lint clean
+.PHONY: all build run test deps bench fuzz lint clean demo-trace
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gpuwarden
+
+DEMO_TRACE := testdata/traces/dgx-h100-demo.trace.jsonl.gz
+
+# Record the demo trace from its scenario through the real collector, and put
+# the copy the binary embeds beside it.
+demo-trace: build
+	./$(BIN) record --backend mock --scenario testdata/scenarios/dgx-h100-demo.yaml --out $(DEMO_TRACE)
+	cp $(DEMO_TRACE) collectors/replay/demo/traces/
+	$(MAKE) build
 
 # The agent on the embedded demo trace of an 8-GPU node: http://localhost:9400/metrics
 run: build

@@ -1,6 +1,76 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
-// placeholder: replaced by the real command.
-func newRecordCmd() *cobra.Command { return &cobra.Command{Use: "record", Short: "not yet built"} }
+	"github.com/spf13/cobra"
+
+	"github.com/gpuwarden/gpuwarden/collectors/replay"
+)
+
+func newRecordCmd() *cobra.Command {
+	var backend, scenario, out string
+	var interval, duration time.Duration
+	cmd := &cobra.Command{
+		Use:   "record --out FILE",
+		Short: "Record a trace of what NVML says, live or from the simulated DGX H100 and a scenario",
+		Long: `record samples GPUs through the same collector the agent runs and writes every
+NVML answer (values and error returns) into a trace that 'gpuwarden run
+--backend replay --replay FILE' plays back. A name ending in .gz is gzipped.
+
+  gpuwarden record --backend nvml --interval 1s --duration 10m --out h100-idle.trace.jsonl.gz
+  gpuwarden record --backend mock --scenario testdata/scenarios/dgx-h100-demo.yaml --out demo.trace.jsonl.gz`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return errors.New("--out is required")
+			}
+			log := stderrLogger()
+			var tr *replay.Trace
+			var err error
+			switch backend {
+			case "mock":
+				if scenario == "" {
+					return errors.New("--backend mock needs --scenario FILE")
+				}
+				sc, err := replay.LoadScenario(scenario)
+				if err != nil {
+					return err
+				}
+				if tr, err = replay.RecordScenario(sc, log); err != nil {
+					return err
+				}
+			case "nvml":
+				if interval < 100*time.Millisecond || duration < interval {
+					return errors.New("--interval must be at least 100ms and --duration at least one interval")
+				}
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				if tr, err = replay.RecordLive(ctx, liveNVML(), interval, duration, log); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("--backend %q: want nvml or mock", backend)
+			}
+			if err := replay.WriteFile(tr, out); err != nil {
+				return err
+			}
+			st, _ := os.Stat(out)
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s: %d GPUs, %d records, %.0f s, %d bytes\n",
+				out, len(tr.Header.GPUs), len(tr.Records), tr.Header.DurationS, st.Size())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&backend, "backend", "nvml", "nvml (the driver) or mock (go-nvml's DGX H100 mock driven by --scenario)")
+	f.StringVar(&scenario, "scenario", "", "scenario file for --backend mock")
+	f.StringVar(&out, "out", "", "trace file to write (.gz compresses)")
+	f.DurationVar(&interval, "interval", time.Second, "sampling interval for --backend nvml")
+	f.DurationVar(&duration, "duration", time.Minute, "how long to record for --backend nvml")
+	return cmd
+}

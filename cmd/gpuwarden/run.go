@@ -1,6 +1,77 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 
-// placeholder: replaced by the real command.
-func newRunCmd() *cobra.Command { return &cobra.Command{Use: "run", Short: "not yet built"} }
+	"github.com/spf13/cobra"
+
+	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/replay"
+)
+
+func newRunCmd() *cobra.Command {
+	var configFile string
+	var checkOnly bool
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the agent: sample GPUs, watch the kernel log, serve /metrics and the API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := agent.Load(cmd.Flags(), configFile)
+			if err != nil {
+				return fmt.Errorf("config: %w", err)
+			}
+			var trace *replay.Trace
+			if cfg.Backend == "replay" {
+				if trace, err = openReplay(cfg.ReplayFile); err != nil {
+					return err
+				}
+			}
+			if checkOnly {
+				fmt.Fprintln(cmd.OutOrStdout(), "config OK")
+				return nil
+			}
+			log := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			a, err := buildAgent(ctx, cfg, trace, log)
+			if err != nil {
+				return err
+			}
+			return a.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&configFile, "config", "", "YAML config file (keys as the flags, nested or dotted)")
+	cmd.Flags().BoolVar(&checkOnly, "config.check", false, "Validate the configuration and exit")
+	agent.RegisterFlags(cmd.Flags())
+	return cmd
+}
+
+// buildAgent wires the backend and the sources into an agent.
+func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log *slog.Logger) (*agent.Agent, error) {
+	feed := newKernelFeed(log)
+	opts := replay.PlayerOptions{Speed: cfg.ReplaySpeed, Loop: cfg.ReplayLoop, Kmsg: feed.push}
+	lib, player, err := backendLibrary(cfg.Backend, trace, opts, log)
+	if err != nil {
+		return nil, err
+	}
+	if player != nil && cfg.Hostname == "" {
+		// A replay is another host speaking: label it as that host.
+		cfg.Hostname = player.Header().Hostname
+	}
+	a := agent.New(cfg, lib, log)
+	if player != nil {
+		go func() {
+			<-ctx.Done()
+			player.Close() // releases a sample blocked in a replayed hang
+		}()
+		go player.Run(ctx)
+		a.AddSource(feed)
+	}
+	return a, nil
+}

@@ -214,6 +214,11 @@ func (c *Collector) Sample(ctx context.Context) Round {
 		go func() {
 			defer g.busy.Unlock()
 			s := c.sampleGPU(g, start)
+			if len(s.newlyUnsupported) > 0 {
+				// Once per GPU and field, in one line per GPU.
+				c.log.Info("fields not supported on this GPU; they are absent from /metrics",
+					"gpu", g.info.Index, "uuid", g.info.UUID, "fields", s.newlyUnsupported)
+			}
 			g.last = s
 			done <- i
 		}()
@@ -313,8 +318,7 @@ func (c *Collector) set(g *gpuState, s *Sample, i int, v float64, ret nvml.Retur
 	case StatusNotSupported:
 		if !g.warned[i] {
 			g.warned[i] = true
-			c.log.Info("field not supported on this GPU; it will be absent from /metrics",
-				"gpu", g.info.Index, "uuid", g.info.UUID, "field", Fields[i].Name)
+			s.newlyUnsupported = append(s.newlyUnsupported, Fields[i].Name)
 		}
 	case StatusLost:
 		s.Lost = true

@@ -69,6 +69,8 @@ type Sample struct {
 	Lost bool
 	// Err is the first error other than "not supported", for /v1/gpus.
 	Err string
+
+	newlyUnsupported []string // fields first found unsupported in this sample
 }
 
 // Value returns field i's value and whether it has one.

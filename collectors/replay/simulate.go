@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"fmt"
 	"math"
 	"math/rand"
 	"strings"
@@ -69,6 +70,10 @@ func NewSimulation(sc *Scenario) *Simulation {
 	for i, nd := range s.server.Devices {
 		d := nd.(*server.Device)
 		d.PciBusID = bus[i]
+		// The mock draws random UUIDs; a trace must come out the same each time.
+		var u [16]byte
+		s.rng.Read(u[:])
+		d.UUID = fmt.Sprintf("GPU-%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 		s.wire(i, d)
 	}
 	s.Step(0)

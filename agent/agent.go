@@ -1,0 +1,189 @@
+// Package agent owns the agent's lifecycle and its one State: it runs the
+// sources (GPU sampling, kernel log, DKMS checks), applies what they report,
+// publishes immutable Snapshots, serves them over HTTP and tells systemd how
+// it is doing. It does not talk to NVML or read kernel files itself.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/exporter-toolkit/web"
+
+	"github.com/gpuwarden/gpuwarden/agent/sdnotify"
+	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+)
+
+// Source is anything besides the GPU collector that runs beside it (the
+// kernel-log watcher, the DKMS checks). Run blocks until ctx ends; a source
+// that cannot work reports itself down through State and keeps trying or
+// returns nil: it never stops the agent.
+type Source interface {
+	Name() string
+	Run(ctx context.Context, state *State) error
+}
+
+// Agent is a configured, not yet running agent.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	lib      gpu.Library
+	state    *State
+	sources  []Source
+	extra    []prometheus.Collector
+	notifier *sdnotify.Notifier
+	ready    sync.Once
+}
+
+// New returns an agent sampling lib.
+func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
+	host := cfg.Hostname
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	return &Agent{cfg: cfg, log: log, lib: lib,
+		state:    NewState(host, cfg.GPUExpected, cfg.EventWindow, time.Now),
+		notifier: sdnotify.New()}
+}
+
+// State is the agent's state, for sources and tests.
+func (a *Agent) State() *State { return a.state }
+
+// AddSource adds a source to run beside the GPU collector.
+func (a *Agent) AddSource(s Source) { a.sources = append(a.sources, s) }
+
+// AddCollector adds Prometheus metrics of another source (the DKMS checks).
+func (a *Agent) AddCollector(c prometheus.Collector) { a.extra = append(a.extra, c) }
+
+// Run runs until ctx ends. It returns an error only when the agent cannot
+// serve at all (the listen address is taken, the web config is bad).
+func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reg := NewRegistry(a.state, a.extra...)
+	srv := &http.Server{Handler: Handler(a.state, reg), ReadHeaderTimeout: 10 * time.Second}
+	flags := &web.FlagConfig{WebListenAddresses: &a.cfg.ListenAddresses, WebSystemdSocket: &a.cfg.SystemdSocket, WebConfigFile: &a.cfg.WebConfigFile}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- web.ListenAndServe(srv, flags, a.log) }()
+
+	var wg sync.WaitGroup
+	col := gpu.New(a.lib, gpu.Options{Timeout: a.cfg.GPUTimeout, Log: a.log})
+	wg.Go(func() { a.sampleLoop(ctx, col) })
+	for _, s := range a.sources {
+		wg.Go(func() {
+			if err := s.Run(ctx, a.state); err != nil && ctx.Err() == nil {
+				a.log.Error("source stopped", "source", s.Name(), "err", err)
+			}
+		})
+	}
+	if iv, err := a.notifier.StartWatchdog(ctx, a.notifier.Completed); err != nil {
+		a.log.Warn("systemd watchdog misconfigured", "err", err)
+	} else if iv > 0 {
+		a.log.Info("systemd watchdog on", "ping_every", iv)
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		if err != nil {
+			err = fmt.Errorf("web server: %w", err)
+		}
+	}
+	a.notifier.Stopping()
+	shutdown, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	srv.Shutdown(shutdown)
+	cancel()
+	// A sample stuck in NVML must not hold up shutdown: wait briefly.
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(3 * time.Second):
+		a.log.Warn("a source did not stop in time; exiting anyway")
+	}
+	return err
+}
+
+// sampleLoop samples every interval. While NVML is unavailable it retries on
+// a backoff and logs the cause and fix once per distinct cause.
+func (a *Agent) sampleLoop(ctx context.Context, col *gpu.Collector) {
+	defer col.Close()
+	backoff := time.Duration(0)
+	lastErr := ""
+	for {
+		r := col.Sample(ctx)
+		a.state.ApplyRound(r)
+		wait := a.cfg.GPUInterval
+		if r.Err != nil {
+			if r.Err.Error() != lastErr {
+				lastErr = r.Err.Error()
+				a.log.Error("GPU collector down; the agent keeps serving and retries on a backoff",
+					"err", r.Err, "fix", "see the message; gpuwarden picks the driver up without a restart")
+			}
+			backoff = min(max(2*backoff, 5*time.Second), 5*time.Minute)
+			wait = backoff
+		} else {
+			if lastErr != "" {
+				a.log.Info("GPU collector up again", "gpus", len(r.Samples))
+				lastErr = ""
+			}
+			backoff = 0
+		}
+		a.notifier.Progress()
+		a.ready.Do(func() { a.notifier.Ready() })
+		a.notifier.Status(StatusLine(a.state.Snapshot()))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// StatusLine is the one-line summary for systemd's STATUS= and logs:
+// "8 GPUs, 1 unhealthy: GPU 3 fell off the bus".
+func StatusLine(s *Snapshot) string {
+	if c := collectorByName(s, "gpu"); c != nil && !c.Up {
+		return "GPU collector down: " + firstLine(c.Err)
+	}
+	bad := 0
+	first := ""
+	for _, g := range s.GPUs {
+		if g.Health.Level == event.Critical || g.Health.Level == event.Warning {
+			bad++
+			if first == "" {
+				why := g.Health.Level.String()
+				if len(g.Health.Reasons) > 0 {
+					why = g.Health.Reasons[0]
+				}
+				first = fmt.Sprintf("GPU %d %s", g.Info.Index, why)
+			}
+		}
+	}
+	line := fmt.Sprintf("%d GPUs, %d unhealthy", len(s.GPUs), bad)
+	if first != "" {
+		line += ": " + first
+	}
+	return line
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

@@ -1,0 +1,116 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+)
+
+// Health is a level with its reasons and the one action to take.
+type Health struct {
+	Level   event.Level `json:"level"`
+	Reasons []string    `json:"reasons,omitempty"`
+	Action  string      `json:"action,omitempty"`
+}
+
+// The recommended actions, worst last. They match the XID catalog's vocabulary.
+const (
+	ActionNone          = "none"
+	ActionRestartApp    = "restart the application"
+	ActionResetGPU      = "reset the GPU"
+	ActionReboot        = "reboot"
+	ActionDrainAndReset = "drain and reset"
+	ActionInspect       = "hardware inspection"
+	ActionSupport       = "contact support"
+)
+
+var actionRank = map[string]int{"": 0, ActionNone: 0, ActionRestartApp: 1, ActionResetGPU: 2,
+	ActionReboot: 3, ActionDrainAndReset: 4, ActionInspect: 5, ActionSupport: 6}
+
+// merge folds o into h: the worse level, every reason (prefixed with who),
+// and the strongest action.
+func (h *Health) merge(o Health, who string) {
+	h.Level = event.Worse(h.Level, o.Level)
+	for _, r := range o.Reasons {
+		if who != "" {
+			r = who + ": " + r
+		}
+		h.Reasons = append(h.Reasons, r)
+	}
+	if rank, ok := actionRank[o.Action]; !ok || rank > actionRank[h.Action] {
+		h.Action = o.Action
+	}
+}
+
+// stale is how old a sample may get before the GPU's health is unknown.
+const stale = 2 * time.Minute
+
+// gpuHealth applies the per-GPU rules:
+//   - NVML says the GPU is lost: critical.
+//   - a kernel event that means the GPU is gone (fallen off the bus, RmInit
+//     failed) stays critical for the rest of the boot;
+//   - an Xid, SXid or AER rated warning or critical counts for window;
+//   - row remapping failed: critical; a remap pending a reset: warning;
+//   - the clocks held down for heat right now: warning;
+//   - no sample for a while, or NVML timing out: unknown.
+func gpuHealth(g *GPUState, now time.Time, window time.Duration) Health {
+	h := Health{Level: event.OK}
+	if g.Lost {
+		h.merge(Health{Level: event.Critical, Action: ActionDrainAndReset,
+			Reasons: []string{"NVML reports the GPU lost (GPU_IS_LOST)"}}, "")
+	}
+	for _, ev := range g.Sticky {
+		gone := ev.Kind == event.KindFallenOffBus || ev.Kind == event.KindRmInitFailed
+		if !gone && window > 0 && now.Sub(ev.Time) > window {
+			continue
+		}
+		what := string(ev.Kind)
+		if ev.Code != 0 {
+			what = fmt.Sprintf("%s %d", ev.Kind, ev.Code)
+		}
+		if ev.Mnemonic != "" {
+			what += " (" + ev.Mnemonic + ")"
+		}
+		h.merge(Health{Level: ev.Severity, Action: ev.Action, Reasons: []string{what}}, "")
+		if gone {
+			h.Level = event.Critical
+		}
+	}
+	s := g.Sample
+	if s == nil {
+		if h.Level == event.OK {
+			h.Level = event.Unknown
+			h.Reasons = append(h.Reasons, "not sampled yet")
+		}
+		return h
+	}
+	if v, ok := s.Value(idxRemapFailure); ok && v > 0 {
+		h.merge(Health{Level: event.Critical, Action: ActionDrainAndReset, Reasons: []string{"row remapping failed: the memory cannot be repaired"}}, "")
+	}
+	if v, ok := s.Value(idxRemapPending); ok && v > 0 {
+		h.merge(Health{Level: event.Warning, Action: ActionResetGPU, Reasons: []string{"a row remap is pending: reset the GPU to activate it"}}, "")
+	}
+	if v, ok := s.Value(idxClockEvents); ok {
+		const thermal = 0x20 | 0x40 // sw and hw thermal slowdown
+		if uint64(v)&thermal != 0 {
+			h.merge(Health{Level: event.Warning, Action: ActionInspect, Reasons: []string{"clocks held down by a thermal slowdown"}}, "")
+		}
+	}
+	if !g.Lost {
+		if s.Err != "" && s.Status[idxTemp] == gpu.StatusTimeout {
+			h.merge(Health{Level: event.Unknown, Reasons: []string{s.Err}}, "")
+		} else if now.Sub(s.Time) > stale {
+			h.merge(Health{Level: event.Unknown, Reasons: []string{fmt.Sprintf("last sample %s old", now.Sub(s.Time).Round(time.Second))}}, "")
+		}
+	}
+	return h
+}
+
+var (
+	idxTemp         = gpu.FieldIndex("DCGM_FI_DEV_GPU_TEMP")
+	idxRemapFailure = gpu.FieldIndex("DCGM_FI_DEV_ROW_REMAP_FAILURE")
+	idxRemapPending = gpu.FieldIndex("DCGM_FI_DEV_ROW_REMAP_PENDING")
+	idxClockEvents  = gpu.FieldIndex("DCGM_FI_DEV_CLOCKS_EVENT_REASONS")
+)

@@ -1,0 +1,175 @@
+package agent
+
+import (
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+)
+
+// NewRegistry returns a registry with the Exporter, the process metrics, and
+// any extra collectors (the DKMS checks).
+func NewRegistry(state *State, extra ...prometheus.Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewExporter(state), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, c := range extra {
+		reg.MustRegister(c)
+	}
+	return reg
+}
+
+// Handler serves /metrics, the JSON API and the landing page.
+func Handler(state *State, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 10,
+		Timeout:             10 * time.Second,
+	}))
+	mux.HandleFunc("GET /v1/gpus", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, gpusView(state.Snapshot(), state.clock()))
+	})
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, healthView(state.Snapshot()))
+	})
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		events, err := eventsView(state, r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, events)
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		landing.Execute(w, state.Snapshot())
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// GPUView is one GPU in /v1/gpus.
+type GPUView struct {
+	gpu.Info
+	Lost        bool               `json:"lost"`
+	Health      Health             `json:"health"`
+	SampleAge   float64            `json:"sample_age_seconds"`
+	Values      map[string]float64 `json:"values"`
+	Missing     map[string]string  `json:"missing,omitempty"` // field -> why (not_supported, gpu_lost, ...)
+	Error       string             `json:"error,omitempty"`
+	LastXid     int                `json:"last_xid,omitempty"`
+	LastXidText string             `json:"last_xid_msg,omitempty"`
+}
+
+// GPUsView is the body of /v1/gpus.
+type GPUsView struct {
+	Hostname      string          `json:"hostname"`
+	DriverVersion string          `json:"driver_version"`
+	GPUs          []GPUView       `json:"gpus"`
+	Collector     *CollectorState `json:"collector,omitempty"`
+}
+
+func gpusView(s *Snapshot, now time.Time) GPUsView {
+	v := GPUsView{Hostname: s.Hostname, DriverVersion: s.DriverVersion, GPUs: []GPUView{}, Collector: collectorByName(s, "gpu")}
+	for _, g := range s.GPUs {
+		gv := GPUView{Info: g.Info, Lost: g.Lost, Health: g.Health, LastXid: g.LastXid, LastXidText: g.LastXidMsg,
+			SampleAge: now.Sub(g.SampleTime).Seconds(), Values: map[string]float64{}, Missing: map[string]string{}}
+		if g.Sample != nil {
+			gv.Error = g.Sample.Err
+			for i, f := range gpu.Fields {
+				if val, ok := g.Sample.Value(i); ok {
+					gv.Values[f.Name] = val
+				} else {
+					gv.Missing[f.Name] = g.Sample.Status[i].String()
+				}
+			}
+		}
+		v.GPUs = append(v.GPUs, gv)
+	}
+	return v
+}
+
+// HealthView is the body of /v1/health.
+type HealthView struct {
+	Health
+	Hostname   string           `json:"hostname"`
+	GPUs       []GPUHealthView  `json:"gpus"`
+	Collectors []CollectorState `json:"collectors"`
+}
+
+// GPUHealthView is one GPU in /v1/health.
+type GPUHealthView struct {
+	Index    int    `json:"index"`
+	UUID     string `json:"uuid"`
+	PCIBusID string `json:"pci_bus_id"`
+	Lost     bool   `json:"lost"`
+	Health
+}
+
+func healthView(s *Snapshot) HealthView {
+	v := HealthView{Health: s.Health, Hostname: s.Hostname, GPUs: []GPUHealthView{}, Collectors: s.Collectors}
+	for _, g := range s.GPUs {
+		v.GPUs = append(v.GPUs, GPUHealthView{Index: g.Info.Index, UUID: g.Info.UUID, PCIBusID: g.Info.PCIBusID, Lost: g.Lost, Health: g.Health})
+	}
+	return v
+}
+
+// eventsView filters the ring: ?gpu=N (index, UUID or bus id), ?kind=K,
+// ?limit=N (default 100, at most 1000).
+func eventsView(state *State, r *http.Request) ([]event.Event, error) {
+	q := r.URL.Query()
+	limit := 100
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 {
+			return nil, errBadParam("limit", l)
+		}
+		limit = min(n, 1000)
+	}
+	gpuQ, kindQ := q.Get("gpu"), q.Get("kind")
+	return state.Events().Recent(limit, func(ev *event.Event) bool {
+		if kindQ != "" && string(ev.Kind) != kindQ {
+			return false
+		}
+		if gpuQ != "" && gpuQ != strconv.Itoa(ev.GPU.Index) && gpuQ != ev.GPU.UUID &&
+			gpu.ShortBusID(gpuQ) != gpu.ShortBusID(ev.GPU.PCIBusID) {
+			return false
+		}
+		return true
+	}), nil
+}
+
+type paramError struct{ name, value string }
+
+func (e paramError) Error() string {
+	return "bad query parameter " + e.name + "=" + strconv.Quote(e.value)
+}
+
+func errBadParam(name, value string) error { return paramError{name, value} }
+
+var landing = template.Must(template.New("landing").Parse(`<!doctype html>
+<html><head><title>gpuwarden</title></head><body>
+<h1>gpuwarden on {{.Hostname}}</h1>
+<p>Health: <b>{{.Health.Level}}</b>{{range .Health.Reasons}}<br>{{.}}{{end}}</p>
+<p>{{len .GPUs}} GPUs, driver {{.DriverVersion}}</p>
+<ul>
+<li><a href="metrics">/metrics</a>: Prometheus metrics, dcgm-exporter's names</li>
+<li><a href="v1/gpus">/v1/gpus</a>: every GPU's latest sample</li>
+<li><a href="v1/health">/v1/health</a>: health of the host and each GPU</li>
+<li><a href="v1/events">/v1/events</a>: recent events (?gpu=, ?kind=, ?limit=)</li>
+</ul></body></html>
+`))

@@ -1,0 +1,324 @@
+package agent
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+)
+
+// Snapshot is everything the readers see, built by State whenever something
+// changes and never modified after it is published. A scrape, /v1/... and
+// the sd_notify status read the latest Snapshot without taking a lock.
+type Snapshot struct {
+	Built         time.Time
+	Hostname      string
+	DriverVersion string
+	GPUs          []GPUState
+	Collectors    []CollectorState
+	GPUsExpected  int
+	Health        Health
+	// XidCounts is gpuwarden_xid_errors_total, by GPU index (-1: a bus id
+	// the collector does not know) and code.
+	XidCounts   []XidCount
+	KindCounts  map[event.Kind]uint64
+	EventCounts map[EventKey]uint64
+}
+
+// GPUState is one GPU as the readers see it.
+type GPUState struct {
+	Info        gpu.Info      `json:"info"`
+	Sample      *gpu.Sample   `json:"-"`
+	SampleTime  time.Time     `json:"sample_time"`
+	Lost        bool          `json:"lost"`
+	Health      Health        `json:"health"`
+	LastXid     int           `json:"last_xid"`
+	LastXidMsg  string        `json:"last_xid_msg,omitempty"`
+	Unsupported []string      `json:"unsupported_fields,omitempty"`
+	Sticky      []event.Event `json:"-"`
+	labels      []string      // dcgm-exporter's label values, in gpuLabelNames order
+}
+
+// CollectorState is one source's own health.
+type CollectorState struct {
+	Name        string        `json:"name"`
+	Up          bool          `json:"up"`
+	Err         string        `json:"error,omitempty"`
+	Fix         string        `json:"fix,omitempty"`
+	Duration    time.Duration `json:"duration_ns"`
+	Errors      uint64        `json:"errors_total"`
+	LastSuccess time.Time     `json:"last_success"`
+}
+
+// XidCount is one series of gpuwarden_xid_errors_total.
+type XidCount struct {
+	GPU      int
+	UUID     string
+	PCIBusID string
+	Xid      int
+	Count    uint64
+}
+
+// EventKey is one series of gpuwarden_events_total.
+type EventKey struct {
+	Kind     event.Kind
+	Severity event.Level
+}
+
+// State is the one owner of what the agent knows. Sources call its Apply
+// methods; it publishes a new Snapshot after each.
+type State struct {
+	mu       sync.Mutex
+	hostname string
+	expected int // configured; 0 means "the first count seen"
+	window   time.Duration
+	clock    func() time.Time
+
+	driver     string
+	gpus       []GPUState
+	collectors map[string]*CollectorState
+	xid        map[xidKey]*XidCount
+	kinds      map[event.Kind]uint64
+	events     map[EventKey]uint64
+	ring       *EventRing
+	extra      []func() (string, Health) // host-level health from other sources (dkms)
+	firstCount int
+
+	snap atomic.Pointer[Snapshot]
+}
+
+type xidKey struct {
+	gpu int
+	bus string
+	xid int
+}
+
+// NewState returns an empty State.
+func NewState(hostname string, expectedGPUs int, eventWindow time.Duration, clock func() time.Time) *State {
+	if clock == nil {
+		clock = time.Now
+	}
+	s := &State{hostname: hostname, expected: expectedGPUs, window: eventWindow, clock: clock,
+		collectors: map[string]*CollectorState{}, xid: map[xidKey]*XidCount{},
+		kinds: map[event.Kind]uint64{}, events: map[EventKey]uint64{}, ring: NewEventRing(1000)}
+	s.publish()
+	return s
+}
+
+// Snapshot returns the latest published Snapshot.
+func (s *State) Snapshot() *Snapshot { return s.snap.Load() }
+
+// Events returns the recent-event ring.
+func (s *State) Events() *EventRing { return s.ring }
+
+// AddHealthSource adds a host-level health contributor, asked at each
+// publish (it must be cheap and must not call back into State).
+func (s *State) AddHealthSource(f func() (string, Health)) {
+	s.mu.Lock()
+	s.extra = append(s.extra, f)
+	s.mu.Unlock()
+	s.Refresh()
+}
+
+// Refresh republishes, for when a health source changed.
+func (s *State) Refresh() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.publish()
+}
+
+// SetCollector records a source's own state.
+func (s *State) SetCollector(name string, up bool, err error, fix string, took time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.collectors[name]
+	if c == nil {
+		c = &CollectorState{Name: name}
+		s.collectors[name] = c
+	}
+	c.Up, c.Duration, c.Fix = up, took, fix
+	c.Err = ""
+	if err != nil {
+		c.Err = err.Error()
+		c.Errors++
+	} else {
+		c.LastSuccess = s.clock()
+	}
+	s.publish()
+}
+
+// ApplyRound takes a GPU collector round.
+func (s *State) ApplyRound(r gpu.Round) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.collectors["gpu"]
+	if c == nil {
+		c = &CollectorState{Name: "gpu"}
+		s.collectors["gpu"] = c
+	}
+	c.Duration = r.Duration
+	if r.Err != nil {
+		c.Up, c.Err = false, r.Err.Error()
+		c.Errors++
+		s.publish()
+		return
+	}
+	c.Up, c.Err, c.LastSuccess = true, "", r.Time
+	s.driver = r.DriverVersion
+	if s.firstCount == 0 {
+		s.firstCount = len(r.Samples)
+	}
+	if len(s.gpus) != len(r.Samples) {
+		old := s.gpus
+		s.gpus = make([]GPUState, len(r.Samples))
+		copy(s.gpus, old)
+	}
+	for i, smp := range r.Samples {
+		g := &s.gpus[i]
+		if g.Info != smp.GPU || g.labels == nil {
+			g.Info = smp.GPU
+			g.labels = []string{strconv.Itoa(smp.GPU.Index), smp.GPU.UUID, smp.GPU.PCIBusID,
+				smp.GPU.DeviceName(), smp.GPU.Name, s.hostname, r.DriverVersion}
+		}
+		g.Sample = smp
+		g.SampleTime = smp.Time
+		g.Lost = smp.Lost
+		g.Unsupported = g.Unsupported[:0]
+		for fi, st := range smp.Status {
+			if st == gpu.StatusNotSupported || st == gpu.StatusNoSource {
+				g.Unsupported = append(g.Unsupported, gpu.Fields[fi].Name)
+			}
+		}
+	}
+	s.publish()
+}
+
+// ApplyEvent takes an event from any source: fills in the GPU it concerns,
+// counts it, keeps it, and lets it affect health.
+func (s *State) ApplyEvent(ev event.Event) event.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ev.GPU.PCIBusID != "" && ev.GPU.Index < 0 {
+		key := gpu.ShortBusID(ev.GPU.PCIBusID)
+		for i := range s.gpus {
+			if gpu.ShortBusID(s.gpus[i].Info.PCIBusID) == key {
+				ev.GPU.Index = i
+				ev.GPU.UUID = s.gpus[i].Info.UUID
+				break
+			}
+		}
+	}
+	if ev.Time.IsZero() {
+		ev.Time = s.clock()
+	}
+	if ev.Source == "kmsg" || ev.Source == "replay" {
+		s.kinds[ev.Kind]++
+	}
+	s.events[EventKey{ev.Kind, ev.Severity}]++
+	if ev.Kind == event.KindXid {
+		k := xidKey{ev.GPU.Index, ev.GPU.PCIBusID, ev.Code}
+		c := s.xid[k]
+		if c == nil {
+			c = &XidCount{GPU: ev.GPU.Index, UUID: ev.GPU.UUID, PCIBusID: ev.GPU.PCIBusID, Xid: ev.Code}
+			s.xid[k] = c
+		}
+		c.Count++
+	}
+	if ev.GPU.Index >= 0 && ev.GPU.Index < len(s.gpus) {
+		g := &s.gpus[ev.GPU.Index]
+		if ev.Kind == event.KindXid {
+			g.LastXid, g.LastXidMsg = ev.Code, ev.Mnemonic
+		}
+		if affectsHealth(ev) {
+			g.Sticky = append(g.Sticky, ev)
+			if len(g.Sticky) > 32 {
+				g.Sticky = g.Sticky[len(g.Sticky)-32:]
+			}
+		}
+	}
+	s.ring.Add(ev)
+	s.publish()
+	return ev
+}
+
+// affectsHealth says which events change a GPU's health: those the catalog
+// rates warning or worse, and the kinds that mean the GPU is gone.
+func affectsHealth(ev event.Event) bool {
+	switch ev.Kind {
+	case event.KindFallenOffBus, event.KindRmInitFailed:
+		return true
+	case event.KindXid, event.KindSXid, event.KindAER:
+		return ev.Severity == event.Warning || ev.Severity == event.Critical
+	}
+	return false
+}
+
+// publish builds and stores a new Snapshot. Callers hold mu.
+func (s *State) publish() {
+	now := s.clock()
+	snap := &Snapshot{Built: now, Hostname: s.hostname, DriverVersion: s.driver,
+		GPUs: make([]GPUState, len(s.gpus)), KindCounts: make(map[event.Kind]uint64, len(s.kinds)),
+		EventCounts: make(map[EventKey]uint64, len(s.events))}
+	snap.GPUsExpected = s.expected
+	if snap.GPUsExpected == 0 {
+		snap.GPUsExpected = s.firstCount
+	}
+	host := Health{Level: event.OK}
+	for i := range s.gpus {
+		g := s.gpus[i]
+		g.Health = gpuHealth(&g, now, s.window)
+		g.Unsupported = append([]string(nil), g.Unsupported...)
+		snap.GPUs[i] = g
+		if g.Health.Level != event.OK {
+			host.merge(g.Health, fmt.Sprintf("GPU %d", i))
+		}
+	}
+	names := make([]string, 0, len(s.collectors))
+	for n := range s.collectors {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		c := *s.collectors[n]
+		snap.Collectors = append(snap.Collectors, c)
+		if !c.Up {
+			host.merge(Health{Level: event.Unknown, Reasons: []string{fmt.Sprintf("collector %s is down: %s", n, c.Err)}, Action: c.Fix}, "")
+		}
+	}
+	if c := s.collectors["gpu"]; c != nil && c.Up && snap.GPUsExpected > 0 && len(s.gpus) < snap.GPUsExpected {
+		host.merge(Health{Level: event.Critical, Action: ActionDrainAndReset,
+			Reasons: []string{fmt.Sprintf("%d of %d expected GPUs visible", len(s.gpus), snap.GPUsExpected)}}, "")
+	}
+	for _, f := range s.extra {
+		name, h := f()
+		if h.Level != event.OK {
+			host.merge(h, name)
+		}
+	}
+	snap.Health = host
+	for _, c := range s.xid {
+		snap.XidCounts = append(snap.XidCounts, *c)
+	}
+	sort.Slice(snap.XidCounts, func(i, j int) bool {
+		a, b := snap.XidCounts[i], snap.XidCounts[j]
+		if a.GPU != b.GPU {
+			return a.GPU < b.GPU
+		}
+		if a.PCIBusID != b.PCIBusID {
+			return a.PCIBusID < b.PCIBusID
+		}
+		return a.Xid < b.Xid
+	})
+	for k, v := range s.kinds {
+		snap.KindCounts[k] = v
+	}
+	for k, v := range s.events {
+		snap.EventCounts[k] = v
+	}
+	s.snap.Store(snap)
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/gpuwarden/gpuwarden/agent"
+)
+
+// kernelFeed carries replayed kernel-log records to the same parser the live
+// /dev/kmsg reader uses. push never blocks the player: a full queue drops and
+// counts.
+type kernelFeed struct {
+	ch      chan string
+	dropped atomic.Uint64
+	log     *slog.Logger
+}
+
+func newKernelFeed(log *slog.Logger) *kernelFeed {
+	return &kernelFeed{ch: make(chan string, 4096), log: log}
+}
+
+func (f *kernelFeed) push(raw string) {
+	select {
+	case f.ch <- raw:
+	default:
+		f.dropped.Add(1)
+	}
+}
+
+func (f *kernelFeed) Name() string { return "kmsg" }
+
+func (f *kernelFeed) Run(ctx context.Context, state *agent.State) error {
+	state.SetCollector("kmsg", true, nil, "", 0)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case raw := <-f.ch:
+			for _, ev := range kernelEvents(raw, "replay") {
+				state.ApplyEvent(ev)
+			}
+		}
+	}
+}
