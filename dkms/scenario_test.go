@@ -75,9 +75,9 @@ func TestScenarios(t *testing.T) {
 		{
 			scenario: "driver-not-reloaded", level: event.Critical, next: "6.1.0-18-amd64",
 			checks: map[string]want{
-				CheckDriverLibrary: {level: event.Critical, summary: "loaded NVIDIA module 535.104.05 but userspace library 550.54.15", fix: "reboot, or when no process uses the GPUs"},
-				CheckRebootPending: {level: event.Warning, summary: "NVIDIA driver 535.104.05 -> 550.54.15", evidence: "/var/run/reboot-required exists"},
-				CheckDriverLoaded:  {level: event.OK, summary: "535.104.05 (open)"},
+				CheckDriverLibrary:  {level: event.Critical, summary: "loaded NVIDIA module 535.104.05 but userspace library 550.54.15", fix: "reboot, or when no process uses the GPUs"},
+				CheckRebootPending:  {level: event.Warning, summary: "NVIDIA driver 535.104.05 -> 550.54.15", evidence: "/var/run/reboot-required exists"},
+				CheckDriverLoaded:   {level: event.OK, summary: "535.104.05 (open)"},
 				CheckNextBootModule: ok,
 			},
 		},
@@ -268,17 +268,17 @@ func TestCollectorExposesTheContractNames(t *testing.T) {
 	r := checkFixture(t, "dkms-build-failed")
 	got := metricValues(t, NewCollector(func() (Report, bool) { return r, true }))
 	want := map[string]float64{
-		"gpuwarden_kernel_info{next_boot=6.1.0-20-amd64,running=6.1.0-18-amd64}":                                        1,
-		"gpuwarden_nvidia_module_present{kernel=6.1.0-18-amd64}":                                                        1,
-		"gpuwarden_nvidia_module_present{kernel=6.1.0-20-amd64}":                                                        0,
-		"gpuwarden_driver_library_mismatch":                                                                             0,
-		"gpuwarden_reboot_pending":                                                                                      1,
+		"gpuwarden_kernel_info{next_boot=6.1.0-20-amd64,running=6.1.0-18-amd64}":                                             1,
+		"gpuwarden_nvidia_module_present{kernel=6.1.0-18-amd64}":                                                             1,
+		"gpuwarden_nvidia_module_present{kernel=6.1.0-20-amd64}":                                                             0,
+		"gpuwarden_driver_library_mismatch":                                                                                  0,
+		"gpuwarden_reboot_pending":                                                                                           1,
 		"gpuwarden_dkms_module_state{arch=x86_64,kernel=6.1.0-18-amd64,module=nvidia,state=installed,version=535.104.05}":    1,
 		"gpuwarden_dkms_module_state{arch=x86_64,kernel=6.1.0-20-amd64,module=nvidia,state=build-failed,version=535.104.05}": 1,
-		"gpuwarden_check_status{check=next_boot_module}":                                                                2,
-		"gpuwarden_check_status{check=dkms_build}":                                                                      2,
-		"gpuwarden_check_status{check=reboot_pending}":                                                                  1,
-		"gpuwarden_check_status{check=kernel_headers}":                                                                  0,
+		"gpuwarden_check_status{check=next_boot_module}":                                                                     2,
+		"gpuwarden_check_status{check=dkms_build}":                                                                           2,
+		"gpuwarden_check_status{check=reboot_pending}":                                                                       1,
+		"gpuwarden_check_status{check=kernel_headers}":                                                                       0,
 	}
 	for k, v := range want {
 		if g, ok := got[k]; !ok || g != v {
