@@ -35,7 +35,7 @@ func Handler(state *State, reg *prometheus.Registry) http.Handler {
 		Timeout:             10 * time.Second,
 	}))
 	mux.HandleFunc("GET /v1/gpus", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, gpusView(state.Snapshot(), state.clock()))
+		writeJSON(w, ViewGPUs(state.Snapshot(), state.clock()))
 	})
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, healthView(state.Snapshot()))
@@ -83,7 +83,8 @@ type GPUsView struct {
 	Collector     *CollectorState `json:"collector,omitempty"`
 }
 
-func gpusView(s *Snapshot, now time.Time) GPUsView {
+// ViewGPUs renders a Snapshot as /v1/gpus does.
+func ViewGPUs(s *Snapshot, now time.Time) GPUsView {
 	v := GPUsView{Hostname: s.Hostname, DriverVersion: s.DriverVersion, GPUs: []GPUView{}, Collector: collectorByName(s, "gpu")}
 	for _, g := range s.GPUs {
 		gv := GPUView{Info: g.Info, Lost: g.Lost, Health: g.Health, LastXid: g.LastXid, LastXidText: g.LastXidMsg,

@@ -1,6 +1,146 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
 
-// placeholder: replaced by the real command.
-func newStatusCmd() *cobra.Command { return &cobra.Command{Use: "status", Short: "not yet built"} }
+	"github.com/spf13/cobra"
+
+	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/replay"
+)
+
+func newStatusCmd() *cobra.Command {
+	var url, backend, replayFile string
+	var once bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Print one row per GPU: model, temperature, power, utilisation, memory, health",
+		Long: `status asks a running agent (--agent, default http://localhost:9400) for its
+latest sample, or with --once samples the GPUs itself once (--backend nvml or
+replay) without an agent.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var view agent.GPUsView
+			if once {
+				v, err := sampleOnce(cmd.Context(), backend, replayFile)
+				if err != nil {
+					return err
+				}
+				view = v
+			} else {
+				v, err := fetchGPUs(cmd.Context(), url)
+				if err != nil {
+					return fmt.Errorf("%w (is the agent running? try --once to sample without it)", err)
+				}
+				view = v
+			}
+			return printStatus(cmd.OutOrStdout(), view)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&url, "agent", "http://localhost:9400", "URL of a running agent")
+	f.BoolVar(&once, "once", false, "sample the GPUs once here instead of asking an agent")
+	f.StringVar(&backend, "backend", "nvml", "with --once: nvml or replay")
+	f.StringVar(&replayFile, "replay", "", "with --once --backend replay: trace file (default: the embedded demo)")
+	return cmd
+}
+
+func fetchGPUs(ctx context.Context, base string) (agent.GPUsView, error) {
+	var v agent.GPUsView
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/gpus", nil)
+	if err != nil {
+		return v, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return v, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return v, fmt.Errorf("%s: %s", req.URL, resp.Status)
+	}
+	err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&v)
+	return v, err
+}
+
+func sampleOnce(ctx context.Context, backend, file string) (agent.GPUsView, error) {
+	var tr *replay.Trace
+	if backend == "replay" {
+		var err error
+		if tr, err = openReplay(file); err != nil {
+			return agent.GPUsView{}, err
+		}
+	}
+	log := newLogger(io.Discard, "error", "logfmt")
+	lib, player, err := backendLibrary(backend, tr, replay.PlayerOptions{}, log)
+	if err != nil {
+		return agent.GPUsView{}, err
+	}
+	if player != nil {
+		defer player.Close()
+	}
+	col := gpu.New(lib, gpu.Options{Log: log})
+	defer col.Close()
+	r := col.Sample(ctx)
+	if r.Err != nil {
+		return agent.GPUsView{}, r.Err
+	}
+	st := agent.NewState("", 0, 0, nil)
+	st.ApplyRound(r)
+	return agent.ViewGPUs(st.Snapshot(), time.Now()), nil
+}
+
+func printStatus(w io.Writer, v agent.GPUsView) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "GPU\tMODEL\tBUS\tTEMP\tPOWER\tUTIL\tMEMORY\tHEALTH\n")
+	for _, g := range v.GPUs {
+		val := func(name, format string, scale float64) string {
+			x, ok := g.Values[name]
+			if !ok {
+				return "-"
+			}
+			return fmt.Sprintf(format, x*scale)
+		}
+		mem := "-"
+		if used, ok := g.Values["DCGM_FI_DEV_FB_USED"]; ok {
+			total := used + g.Values["DCGM_FI_DEV_FB_FREE"] + g.Values["DCGM_FI_DEV_FB_RESERVED"]
+			mem = fmt.Sprintf("%.1f/%.0f GiB", used/1024, total/1024)
+		}
+		health := g.Health.Level.String()
+		if len(g.Health.Reasons) > 0 {
+			health += ": " + g.Health.Reasons[0]
+		}
+		if g.Lost {
+			health = "LOST: " + health
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Index, printable(g.Name), g.PCIBusID,
+			val("DCGM_FI_DEV_GPU_TEMP", "%.0f C", 1), val("DCGM_FI_DEV_POWER_USAGE", "%.0f W", 1),
+			val("DCGM_FI_DEV_GPU_UTIL", "%.0f %%", 1), mem, printable(health))
+	}
+	if len(v.GPUs) == 0 {
+		fmt.Fprintln(tw, "no GPUs")
+	}
+	return tw.Flush()
+}
+
+// printable keeps a terminal safe from control characters in names and
+// reasons that came from outside (kernel log text, NVML strings).
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}

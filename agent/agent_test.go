@@ -1,0 +1,247 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/replay"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// demoAt plays the demo scenario's trace to trace time at and returns the
+// state after one round, on a fixed clock.
+func demoAt(t testing.TB, at time.Duration) (*State, *replay.Player) {
+	t.Helper()
+	tr, err := replay.Open("../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	now := start
+	clock := func() time.Time { return now }
+	p := replay.NewPlayer(tr, replay.PlayerOptions{Clock: clock})
+	now = start.Add(at)
+	st := NewState("demo-dgx-h100", 0, time.Hour, clock)
+	col := gpu.New(p.Library(), gpu.Options{Clock: clock, Log: quiet})
+	st.ApplyRound(col.Sample(context.Background()))
+	return st, p
+}
+
+func scrape(t testing.TB, reg *prometheus.Registry) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("scrape: %d %s", rec.Code, rec.Body)
+	}
+	return rec.Body.String()
+}
+
+// goldenRegistry leaves out the process metrics, which differ run to run.
+func goldenRegistry(st *State) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewExporter(st))
+	return reg
+}
+
+func TestGoldenMetricsOfTheDemoAt130s(t *testing.T) {
+	st, _ := demoAt(t, 130*time.Second)
+	got := scrape(t, goldenRegistry(st))
+	// build_info carries the Go version: normalise it.
+	got = regexpGoVersion.ReplaceAllString(got, `goversion="GO"`)
+	golden := filepath.Join("testdata", "demo-t130.metrics")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./agent -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("/metrics differs from %s (run go test ./agent -update and review the diff)\n%s", golden, firstDiff(string(want), got))
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Skip("promtool not installed (make deps installs it): cannot lint the golden file")
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(want)
+	out, _ := cmd.CombinedOutput()
+	// promtool's style lints cannot pass on dcgm-exporter's names (DCGM_*
+	// counters without _total, camelCase labels such as modelName): those
+	// names are the compatibility promise. Anything else (a parse error, a
+	// lint on a gpuwarden_ metric other than the shared labels) fails.
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		switch {
+		case line == "":
+		case strings.HasPrefix(line, "DCGM_"):
+		case strings.HasSuffix(line, "label names should be written in 'snake_case' not 'camelCase'"):
+		default:
+			t.Errorf("promtool check metrics: %s", line)
+		}
+	}
+}
+
+func firstDiff(a, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	for i := 0; i < len(al) && i < len(bl); i++ {
+		if al[i] != bl[i] {
+			return "want: " + al[i] + "\n got: " + bl[i]
+		}
+	}
+	return "lengths differ"
+}
+
+func TestNotSupportedFieldIsAbsentNotZero(t *testing.T) {
+	st, _ := demoAt(t, 60*time.Second)
+	body := scrape(t, goldenRegistry(st))
+	memTemp := 0
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, "DCGM_FI_DEV_MEMORY_TEMP{") {
+			memTemp++
+			if strings.Contains(line, `gpu="4"`) {
+				t.Errorf("GPU 4 has no memory temperature in the trace, yet: %s", line)
+			}
+		}
+		// Page retirement is NOT_SUPPORTED on H100: never a zero series.
+		if strings.HasPrefix(line, "DCGM_FI_DEV_RETIRED_") {
+			t.Errorf("unsupported field exported: %s", line)
+		}
+	}
+	if memTemp != 7 {
+		t.Errorf("DCGM_FI_DEV_MEMORY_TEMP series = %d, want 7 (8 GPUs less GPU 4)", memTemp)
+	}
+	v := ViewGPUs(st.Snapshot(), time.Now())
+	if why := v.GPUs[4].Missing["DCGM_FI_DEV_MEMORY_TEMP"]; why != "not_supported" {
+		t.Errorf("/v1/gpus GPU 4 missing memory temp reason = %q, want not_supported", why)
+	}
+}
+
+func TestLostGPUIsCriticalWhileTheOthersKeepReporting(t *testing.T) {
+	st, _ := demoAt(t, 260*time.Second)
+	snap := st.Snapshot()
+	h := healthView(snap)
+	if h.GPUs[3].Level != event.Critical || !h.GPUs[3].Lost {
+		t.Fatalf("GPU 3 health = %+v, want lost and critical", h.GPUs[3])
+	}
+	if h.Level != event.Critical {
+		t.Errorf("host level = %v, want critical", h.Level)
+	}
+	body := scrape(t, goldenRegistry(st))
+	for i := 0; i < 8; i++ {
+		sel := `DCGM_FI_DEV_GPU_TEMP{` // any temp series of GPU i
+		found := false
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, sel) && strings.Contains(line, `gpu="`+string(rune('0'+i))+`"`) {
+				found = true
+			}
+		}
+		if i == 3 && found {
+			t.Error("lost GPU 3 still exports a temperature")
+		}
+		if i != 3 && !found {
+			t.Errorf("GPU %d stopped reporting when GPU 3 was lost", i)
+		}
+	}
+	if !strings.Contains(body, `gpuwarden_gpu_lost{UUID="`+snap.GPUs[3].Info.UUID+`",gpu="3",pci_bus_id="00000000:5D:00.0"} 1`) {
+		t.Error("gpuwarden_gpu_lost for GPU 3 is not 1")
+	}
+	if line := StatusLine(snap); !strings.HasPrefix(line, "8 GPUs, ") || !strings.Contains(line, "GPU 3") {
+		t.Errorf("status line %q does not name GPU 3", line)
+	}
+}
+
+func TestHTTPEndpointsServeTheSnapshot(t *testing.T) {
+	st, _ := demoAt(t, 100*time.Second)
+	st.ApplyEvent(event.Event{Source: "kmsg", Kind: event.KindXid, Code: 79, Severity: event.Critical,
+		GPU: event.GPURef{Index: -1, PCIBusID: "0000:5d:00.0"}, Mnemonic: "GPU_HAS_FALLEN_OFF_THE_BUS", Raw: "x"})
+	st.ApplyEvent(event.Event{Source: "kmsg", Kind: event.KindAER, Severity: event.Warning,
+		GPU: event.GPURef{Index: -1, PCIBusID: "0000:99:00.0"}, Raw: "y"})
+	srv := httptest.NewServer(Handler(st, goldenRegistry(st)))
+	defer srv.Close()
+	get := func(path string) string {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	if body := get("/v1/events?gpu=3"); !strings.Contains(body, `"code": 79`) || strings.Contains(body, "0000:99:00.0") {
+		t.Errorf("/v1/events?gpu=3 = %s", body)
+	}
+	if body := get("/v1/events?kind=aer"); !strings.Contains(body, "0000:99:00.0") || strings.Contains(body, `"code": 79`) {
+		t.Errorf("/v1/events?kind=aer = %s", body)
+	}
+	metrics := get("/metrics")
+	if !strings.Contains(metrics, `gpuwarden_xid_errors_total{UUID="`+st.Snapshot().GPUs[3].Info.UUID+`",gpu="3",pci_bus_id="0000:5d:00.0",xid="79"} 1`) {
+		t.Error("Xid 79 on 0000:5d:00.0 was not mapped to GPU 3 in gpuwarden_xid_errors_total")
+	}
+	if !strings.Contains(metrics, `err_code="79"`) {
+		t.Error("DCGM_FI_DEV_XID_ERRORS does not carry the last Xid")
+	}
+	if !strings.Contains(get("/v1/health"), `"level": "critical"`) {
+		t.Error("/v1/health not critical after Xid 79")
+	}
+	resp, _ := http.Get(srv.URL + "/v1/events?limit=abc")
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("bad limit: status %d, want 400", resp.StatusCode)
+	}
+	if !strings.Contains(get("/"), "/metrics") {
+		t.Error("landing page does not link /metrics")
+	}
+}
+
+// A hung NVML must not hang /metrics: the scrape reads the snapshot, and the
+// sample age grows while the sampler is stuck.
+func TestScrapeIsAnsweredDuringAnNVMLHang(t *testing.T) {
+	tr := &replay.Trace{Header: replay.Header{Format: replay.Format, Version: replay.Version, DurationS: 100,
+		GPUs: []gpu.Info{{Index: 0, UUID: "GPU-0", Name: "H100", PCIBusID: "00000000:18:00.0"}}}}
+	zero := 0
+	tr.Records = []replay.Record{
+		{T: 0, GPU: &zero, NVML: map[string]replay.Answer{"GetTemperature(0)": {V: []byte("40")}}},
+		{T: 0.2, HangS: -1},
+	}
+	p := replay.NewPlayer(tr, replay.PlayerOptions{})
+	defer p.Close()
+	st := NewState("h", 0, time.Hour, time.Now)
+	a := &Agent{cfg: Config{GPUInterval: 100 * time.Millisecond}, log: quiet, state: st, notifier: nil}
+	col := gpu.New(p.Library(), gpu.Options{Log: quiet, Timeout: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a.notifier = newTestNotifier()
+	go a.sampleLoop(ctx, col)
+	reg := goldenRegistry(st)
+	waitFor(t, func() bool { return strings.Contains(scrape(t, reg), "DCGM_FI_DEV_GPU_TEMP") })
+	first := sampleAge(t, scrape(t, reg))
+	time.Sleep(1200 * time.Millisecond) // the sampler is stuck in the hang now
+	second := sampleAge(t, scrape(t, reg))
+	if second < first+1 {
+		t.Errorf("sample age went from %v to %v across 1.2 s of hang; want it to grow", first, second)
+	}
+}
