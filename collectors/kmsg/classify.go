@@ -336,7 +336,7 @@ func classifyAER(addr, rest string) (Class, bool) {
 		c.Severity = "fatal"
 	case strings.Contains(rest, "Uncorrect"), strings.HasPrefix(rest, "DPC: containment"):
 		c.Severity = "uncorrected"
-	case strings.Contains(rest, "Corrected"):
+	case strings.Contains(rest, "Correct"): // "Corrected" before Linux 6.7, "Correctable" since
 		c.Severity = "corrected"
 	}
 	return c, true
@@ -391,7 +391,7 @@ func findPCIAddr(s string) (string, bool) {
 			continue
 		}
 		if n := pciAddrLen(s[k:]); n > 0 {
-			return normalizeAddr(s[k:k+n]), true
+			return normalizeAddr(s[k : k+n]), true
 		}
 	}
 	return "", false

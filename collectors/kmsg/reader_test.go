@@ -1,0 +1,272 @@
+package kmsg
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/collectors/event"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func writeBootID(t *testing.T, id string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "boot_id")
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// runAll reads a finite source to its end and returns every record.
+func runAll(t *testing.T, cfg Config) ([]Record, *Reader) {
+	t.Helper()
+	cfg.Logger = quiet
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	var got []Record
+	for b := range r.Batches() {
+		got = append(got, b...)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return got, r
+}
+
+func recordsFile(t *testing.T, seqs ...uint64) string {
+	t.Helper()
+	var b strings.Builder
+	for _, s := range seqs {
+		fmt.Fprintf(&b, "6,%d,%d,-;pci 0000:00:%02x.0: record %d\n SUBSYSTEM=pci\n DEVICE=+pci:0000:00:%02x.0\n", s, s*10, s%256, s, s%256)
+	}
+	p := filepath.Join(t.TempDir(), "kmsg")
+	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestReaderCountsLostRecordsFromSeqGaps(t *testing.T) {
+	path := recordsFile(t, 1, 2, 3, 7, 8, 20)
+	got, r := runAll(t, Config{Path: path})
+	if len(got) != 6 {
+		t.Fatalf("got %d records, want 6", len(got))
+	}
+	if got[3].Device != "+pci:0000:00:07.0" || got[3].Message != "pci 0000:00:07.0: record 7" {
+		t.Errorf("record 7: %+v", got[3])
+	}
+	if r.Lost() != 3+11 {
+		t.Errorf("lost %d, want 14 (4-6 and 9-19)", r.Lost())
+	}
+}
+
+func TestReaderResumesAfterSavedCursor(t *testing.T) {
+	state := t.TempDir()
+	boot := writeBootID(t, "boot-a")
+	path := recordsFile(t, 1, 2, 3)
+	got, _ := runAll(t, Config{Path: path, StateDir: state, BootIDPath: boot})
+	if len(got) != 3 {
+		t.Fatalf("first run: %d records", len(got))
+	}
+	// Same boot, the ring has moved on: only the new records come, and the
+	// gap since the cursor is counted as lost.
+	path = recordsFile(t, 2, 3, 4, 6)
+	got, r := runAll(t, Config{Path: path, StateDir: state, BootIDPath: boot})
+	if len(got) != 2 || got[0].Seq != 4 || got[1].Seq != 6 {
+		t.Fatalf("second run: %+v, want seq 4 and 6 only", got)
+	}
+	if st := r.Stats(); st.Skipped != 2 || st.Lost != 1 {
+		t.Errorf("stats %+v, want 2 skipped and 1 lost", st)
+	}
+	// A new boot reads everything again.
+	got, _ = runAll(t, Config{Path: path, StateDir: state, BootIDPath: writeBootID(t, "boot-b")})
+	if len(got) != 4 {
+		t.Errorf("new boot: %d records, want all 4", len(got))
+	}
+}
+
+func TestCorruptCursorIsMovedAsideAndReported(t *testing.T) {
+	state := t.TempDir()
+	if err := os.WriteFile(filepath.Join(state, CursorFile), []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, r := runAll(t, Config{Path: recordsFile(t, 1, 2), StateDir: state, BootIDPath: writeBootID(t, "b")})
+	var corrupt *CorruptStateError
+	if !errors.As(r.StateError(), &corrupt) {
+		t.Fatalf("StateError() = %v, want *CorruptStateError", r.StateError())
+	}
+	if b, err := os.ReadFile(corrupt.MovedTo); err != nil || string(b) != "{not json" {
+		t.Errorf("the corrupt file must be kept at %s: %v %q", corrupt.MovedTo, err, b)
+	}
+	if len(got) != 2 {
+		t.Errorf("read %d records, want the whole source", len(got))
+	}
+	// And a good cursor was written in its place.
+	b, err := os.ReadFile(filepath.Join(state, CursorFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c cursor
+	if err := json.Unmarshal(b, &c); err != nil || c.Seq != 2 || c.BootID != "b" {
+		t.Errorf("new cursor %s: %v", b, err)
+	}
+}
+
+func TestOpenExplainsMissingDevice(t *testing.T) {
+	_, err := Open(Config{Path: filepath.Join(t.TempDir(), "kmsg"), Logger: quiet})
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "--device /dev/kmsg") {
+		t.Errorf("err %v: want ErrNotExist and the fix", err)
+	}
+	err = openError("/dev/kmsg", &fs.PathError{Op: "open", Path: "/dev/kmsg", Err: fs.ErrPermission})
+	if !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), "CAP_SYSLOG") {
+		t.Errorf("err %v: want ErrPermission and the fix", err)
+	}
+}
+
+func TestReaderDropsInsteadOfBlocking(t *testing.T) {
+	seqs := make([]uint64, 100)
+	for i := range seqs {
+		seqs[i] = uint64(i + 1)
+	}
+	r, err := Open(Config{Path: recordsFile(t, seqs...), BatchSize: 10, QueueLen: 2, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nobody receives: Run must still finish.
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run blocked on a consumer that does not receive")
+	}
+	st := r.Stats()
+	if st.Records != 20 || st.Dropped != 80 {
+		t.Errorf("stats %+v, want 20 handed over and 80 dropped", st)
+	}
+}
+
+func TestReaderFromPipe(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("/proc/self/fd/%d", pr.Fd())
+	r, err := Open(Config{Path: path, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr.Close()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	fmt.Fprint(pw, "6,1,1,-;NVRM: Xid (PCI:0000:3b:00): 13, pid=1, name=a, x\n")
+	b := <-r.Batches()
+	if len(b) != 1 || Classify(b[0].Message).Code != 13 {
+		t.Fatalf("batch %+v", b)
+	}
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRealDevKmsg writes Xid lines to this host's /dev/kmsg and reads them
+// back through the Reader: classified, not delivered again after a restart
+// on the same state dir, and delivered again when the boot id changes.
+func TestRealDevKmsg(t *testing.T) {
+	if f, err := os.OpenFile(DefaultPath, os.O_WRONLY, 0); err != nil {
+		t.Skipf("cannot write %s: %v", DefaultPath, err)
+	} else {
+		f.Close()
+	}
+	marker := func() string {
+		b := make([]byte, 8)
+		rand.Read(b)
+		return "gwtest-" + hex.EncodeToString(b)
+	}
+	write := func(m string) {
+		t.Helper()
+		line := "<3>NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python3, GPU has fallen off the bus. " + m + "\n"
+		// The trailing newline matters: the kernel keeps a record without one
+		// open for a continuation, and readers see it only once finalized.
+		if err := os.WriteFile(DefaultPath, []byte(line), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := t.TempDir()
+	bootID := writeBootID(t, "boot-1")
+
+	// readUntil reads the live device until want appears, collecting
+	// what it saw; then stops the reader (which saves the cursor).
+	readUntil := func(bootIDPath, want string) (seen map[string]Class) {
+		t.Helper()
+		r, err := Open(Config{StateDir: state, BootIDPath: bootIDPath, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		seen = map[string]Class{}
+		for b := range r.Batches() {
+			for _, rec := range b {
+				if i := strings.Index(rec.Message, "gwtest-"); i >= 0 {
+					seen[rec.Message[i:]] = Classify(rec.Message)
+				}
+			}
+			if _, ok := seen[want]; ok {
+				cancel()
+			}
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := seen[want]; !ok {
+			t.Fatalf("%s never arrived; stats %+v seen %v", want, r.Stats(), seen)
+		}
+		return seen
+	}
+
+	m1 := marker()
+	write(m1)
+	seen := readUntil(bootID, m1)
+	c := seen[m1]
+	if c.Kind != event.KindXid || c.Code != 79 || c.PCIBusID != "0000:3b:00.0" || c.PID != 1234 || c.ProcessName != "python3" {
+		t.Errorf("classified as %+v", c)
+	}
+
+	// Restart on the same state dir: m1 must not come again.
+	m2 := marker()
+	write(m2)
+	seen = readUntil(bootID, m2)
+	if _, again := seen[m1]; again {
+		t.Errorf("%s was delivered again after a restart", m1)
+	}
+
+	// The state now belongs to another boot: the ring is read from the start.
+	seen = readUntil(writeBootID(t, "boot-2"), m2)
+	if _, ok := seen[m1]; !ok {
+		t.Errorf("after a boot id change %s was not read again from the start of the ring", m1)
+	}
+}

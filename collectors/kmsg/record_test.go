@@ -1,0 +1,83 @@
+package kmsg
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseRecordWithDictionary(t *testing.T) {
+	// As dev_printk writes it: the text, then the dictionary lines.
+	raw := "3,2251,5140900123,-;pcieport 0000:00:03.0: AER: Corrected error received: 0000:3b:00.0\n SUBSYSTEM=pci\n DEVICE=+pci:0000:00:03.0\n"
+	r, err := ParseRecord([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Seq != 2251 || r.Level != 3 || r.Facility != 0 || r.Monotonic != 5140900123*time.Microsecond || r.Flags != '-' {
+		t.Errorf("header: %+v", r)
+	}
+	if r.Message != "pcieport 0000:00:03.0: AER: Corrected error received: 0000:3b:00.0" {
+		t.Errorf("message %q: the dictionary must not be glued to it", r.Message)
+	}
+	if r.Subsystem != "pci" || r.Device != "+pci:0000:00:03.0" {
+		t.Errorf("dictionary: subsystem %q device %q", r.Subsystem, r.Device)
+	}
+	if !r.FromKernel() {
+		t.Error("facility 0 is the kernel")
+	}
+}
+
+func TestParseRecordUnescapesAndKeepsNewlines(t *testing.T) {
+	raw := `4,10,20,-,caller=T1;NVRM: The NVIDIA GPU 0000:02:00.0\x0aNVRM: (PCI ID: 10de:2bb5) installed in this system has\x0aNVRM: fallen off the bus and is not responding to commands.` + "\n"
+	r, err := ParseRecord([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(r.Message, "\n") != 2 {
+		t.Fatalf("message %q: want the two embedded newlines decoded", r.Message)
+	}
+	c := Classify(r.Message)
+	if c.Kind != "fallen_off_bus" || c.PCIBusID != "0000:02:00.0" {
+		t.Errorf("as one record the 570+ message is fallen_off_bus on 0000:02:00.0; got %q %q", c.Kind, c.PCIBusID)
+	}
+	// Round trip through String.
+	r2, err := ParseRecord([]byte(r.String()))
+	if err != nil || r2.Message != r.Message || r2.Seq != r.Seq {
+		t.Errorf("round trip: %v %+v", err, r2)
+	}
+}
+
+func TestParseRecordUserFacility(t *testing.T) {
+	// echo '<3>text' > /dev/kmsg is stored as facility user (1), level 3.
+	r, err := ParseRecord([]byte("11,5,6,-;hello\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Facility != 1 || r.Level != 3 || r.FromKernel() {
+		t.Errorf("facility %d level %d", r.Facility, r.Level)
+	}
+}
+
+func TestParseRecordRejectsMalformed(t *testing.T) {
+	for _, raw := range []string{"", "no header at all", "1,2;x", "a,2,3,-;x", "1,2,x,-;x", "1,99999999999999999999,3,-;x"} {
+		if _, err := ParseRecord([]byte(raw)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%q: err %v, want ErrMalformed", raw, err)
+		}
+	}
+}
+
+func TestUnescapeKeepsBadEscapes(t *testing.T) {
+	for in, want := range map[string]string{
+		`a\x41b`:       "aAb",
+		`a\x4`:         `a\x4`,
+		`a\xzzb`:       `a\xzzb`,
+		`\\x41`:        `\A`,
+		`plain`:        "plain",
+		`\xe2\x80\xae`: "\u202e",
+	} {
+		if got := Unescape(in); got != want {
+			t.Errorf("Unescape(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
