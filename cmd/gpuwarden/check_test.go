@@ -1,0 +1,177 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// gpuwardenBinary builds the real binary for a test: the exit code is what
+// Ansible and Nagios see, so it is tested through a process.
+func gpuwardenBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "gpuwarden")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// runCheckBinary runs gpuwarden check on a fixture and returns its stdout
+// and exit code.
+func runCheckBinary(t *testing.T, bin, scenario string, args ...string) (string, int) {
+	t.Helper()
+	root := filepath.Join("..", "..", "testdata", "rootfs", scenario)
+	args = append([]string{"check", "--path.rootfs", root, "--path.procfs", "proc", "--path.sysfs", "sys"}, args...)
+	cmd := exec.Command(bin, args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	code := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("gpuwarden %v: %v", args, err)
+	}
+	if stderr.Len() > 0 {
+		t.Logf("stderr: %s", stderr.String())
+	}
+	return string(out), code
+}
+
+type jsonCheck struct {
+	Check    string   `json:"check"`
+	Level    string   `json:"level"`
+	Summary  string   `json:"summary"`
+	Fix      string   `json:"fix"`
+	NotRun   string   `json:"not_run"`
+	Evidence []string `json:"evidence"`
+}
+
+type jsonCheckOutput struct {
+	Level    string      `json:"level"`
+	ExitCode int         `json:"exit_code"`
+	Checks   []jsonCheck `json:"checks"`
+	Health   struct {
+		Level   string   `json:"level"`
+		Reasons []string `json:"reasons"`
+		Action  string   `json:"action"`
+	} `json:"health"`
+	Facts struct {
+		RunningKernel string `json:"running_kernel"`
+		NextBoot      struct {
+			Kernel string `json:"kernel"`
+		} `json:"next_boot"`
+	} `json:"facts"`
+}
+
+func TestCheckCommandOnFixtures(t *testing.T) {
+	tests := []struct {
+		scenario string
+		code     int
+		level    string
+		// check name -> level it must have in the JSON
+		checks map[string]string
+		fix    string // the health action must contain it
+	}{
+		{"healthy", 0, "ok", map[string]string{"next_boot_module": "ok", "driver_library_mismatch": "ok", "reboot_pending": "ok"}, ""},
+		{"new-kernel-no-module", 2, "critical", map[string]string{"next_boot_module": "critical", "reboot_pending": "warning"}, "dkms autoinstall -k 6.1.0-20-amd64"},
+		{"dkms-build-failed", 2, "critical", map[string]string{"next_boot_module": "critical", "dkms_build": "critical"}, "6.1.0-20-amd64"},
+		{"headers-missing", 1, "warning", map[string]string{"kernel_headers": "warning", "next_boot_module": "ok"}, "apt-get install linux-headers-6.1.0-17-amd64"},
+		{"driver-not-reloaded", 2, "critical", map[string]string{"driver_library_mismatch": "critical", "reboot_pending": "warning"}, "reboot"},
+		{"secure-boot-unsigned", 2, "critical", map[string]string{"secure_boot_signature": "critical", "next_boot_module": "ok"}, "mokutil --import"},
+		{"rpm-bls", 1, "warning", map[string]string{"reboot_pending": "warning", "next_boot_module": "ok", "kernel_headers": "ok"}, "reboot"},
+	}
+	bin := gpuwardenBinary(t)
+	for _, tt := range tests {
+		t.Run(tt.scenario, func(t *testing.T) {
+			out, code := runCheckBinary(t, bin, tt.scenario, "--output", "json")
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d\n%s", code, tt.code, out)
+			}
+			var doc jsonCheckOutput
+			if err := json.Unmarshal([]byte(out), &doc); err != nil {
+				t.Fatalf("output is not JSON: %v\n%s", err, out)
+			}
+			if doc.Level != tt.level || doc.ExitCode != tt.code || doc.Health.Level != tt.level {
+				t.Errorf("level %q exit_code %d health %q, want %q %d", doc.Level, doc.ExitCode, doc.Health.Level, tt.level, tt.code)
+			}
+			got := map[string]jsonCheck{}
+			for _, c := range doc.Checks {
+				got[c.Check] = c
+			}
+			for name, level := range tt.checks {
+				if got[name].Level != level {
+					t.Errorf("%s = %q (%s), want %q", name, got[name].Level, got[name].Summary, level)
+				}
+			}
+			if gpu := got[checkGPUName]; gpu.Level != "ok" || gpu.NotRun == "" {
+				t.Errorf("without NVML wired and without --gpu, %s must be reported as not run: %+v", checkGPUName, gpu)
+			}
+			if !strings.Contains(doc.Health.Action, tt.fix) {
+				t.Errorf("health action %q, want it to contain %q", doc.Health.Action, tt.fix)
+			}
+
+			table, tcode := runCheckBinary(t, bin, tt.scenario)
+			if tcode != tt.code {
+				t.Errorf("table exit code %d, want %d", tcode, tt.code)
+			}
+			if !strings.HasPrefix(table, "gpuwarden check: "+strings.ToUpper(tt.level)+"\n") {
+				t.Errorf("table starts %q", firstLine(table))
+			}
+			for name, level := range tt.checks {
+				if !tableHasRow(table, level, name) {
+					t.Errorf("table has no %q row for %s:\n%s", level, name, table)
+				}
+			}
+			if tt.fix != "" && !strings.Contains(table, "fix: ") {
+				t.Errorf("table shows no fix:\n%s", table)
+			}
+		})
+	}
+}
+
+func tableHasRow(table, level, check string) bool {
+	for l := range strings.SplitSeq(table, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 2 && f[0] == level && f[1] == check {
+			return true
+		}
+	}
+	return false
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
+
+func TestCheckWithGPURequiredButNVMLNotWiredIsUnknown(t *testing.T) {
+	out, code := runCheckBinary(t, gpuwardenBinary(t), "healthy", "--gpu", "--output", "json")
+	if code != 3 {
+		t.Fatalf("exit code %d, want 3 (could not tell)\n%s", code, out)
+	}
+	var doc jsonCheckOutput
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range doc.Checks {
+		if c.Check == checkGPUName && (c.Level != "unknown" || !strings.Contains(c.Summary, "could not run: NVML is not wired")) {
+			t.Errorf("%s = %+v", checkGPUName, c)
+		}
+	}
+}
+
+func TestCheckOnAMissingRootCannotTell(t *testing.T) {
+	cmd := exec.Command(gpuwardenBinary(t), "check", "--path.rootfs", filepath.Join(t.TempDir(), "absent"))
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(string(out), "--path.rootfs") {
+		t.Fatalf("err %v, output %s; want exit 3 naming --path.rootfs", err, out)
+	}
+}
