@@ -1,0 +1,341 @@
+package main
+
+// End-to-end tests: the real binary, a real Prometheus, the real kernel log.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// agentProc is a running gpuwarden.
+type agentProc struct {
+	addr string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startAgent runs `gpuwarden run` with args plus a free listen address and
+// waits until it serves /metrics.
+func startAgent(t *testing.T, env []string, args ...string) *agentProc {
+	t.Helper()
+	addr := freePort(t)
+	a := &agentProc{addr: addr, log: &syncBuffer{}}
+	a.cmd = exec.Command(gpuwardenBinary(t), append([]string{"run", "--web.listen-address", addr}, args...)...)
+	a.cmd.Env = append(os.Environ(), env...)
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.stop() })
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := a.get("/metrics"); err == nil {
+			return a
+		}
+		if time.Now().After(deadline) || a.cmd.ProcessState != nil {
+			t.Fatalf("agent did not serve /metrics:\n%s", a.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (a *agentProc) stop() {
+	if a.cmd.Process != nil && a.cmd.ProcessState == nil {
+		a.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { a.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			a.cmd.Process.Kill()
+			<-done
+		}
+	}
+}
+
+func (a *agentProc) get(path string) (string, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + a.addr + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return string(b), fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return string(b), err
+}
+
+func (a *agentProc) mustGet(t *testing.T, path string) string {
+	t.Helper()
+	b, err := a.get(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// metricValue returns the value of the first series of metric whose line
+// contains every one of the given label matchers.
+func metricValue(body, metric string, matchers ...string) (string, bool) {
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
+			continue
+		}
+		ok := true
+		for _, m := range matchers {
+			if !strings.Contains(line, m) {
+				ok = false
+			}
+		}
+		if ok {
+			f := strings.Fields(line)
+			return f[len(f)-1], true
+		}
+	}
+	return "", false
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestWithoutNVMLTheAgentServesAndSaysWhy(t *testing.T) {
+	if _, err := os.Stat("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1"); err == nil {
+		t.Skip("this machine has libnvidia-ml: the no-driver path cannot be shown here")
+	}
+	a := startAgent(t, nil, "--backend", "nvml", "--collector.kmsg=false", "--collector.dkms=false", "--collector.gpu.interval", "200ms")
+	eventually(t, 10*time.Second, "collector_up{gpu} 0", func() bool {
+		v, ok := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_collector_up", `collector="gpu"`)
+		return ok && v == "0"
+	})
+	time.Sleep(500 * time.Millisecond)
+	log := a.log.String()
+	if n := strings.Count(log, "libnvidia-ml.so.1 not found"); n != 1 {
+		t.Errorf("the missing library is logged %d times, want once:\n%s", n, log)
+	}
+	if !strings.Contains(log, "install the NVIDIA driver") {
+		t.Errorf("the log does not say how to fix it:\n%s", log)
+	}
+	h := a.mustGet(t, "/v1/health")
+	if !strings.Contains(h, `"level": "unknown"`) || !strings.Contains(h, "libnvidia-ml.so.1 not found") {
+		t.Errorf("/v1/health does not say the GPU collector is down and why:\n%s", h)
+	}
+	if a.cmd.ProcessState != nil {
+		t.Fatal("agent exited")
+	}
+}
+
+func TestConfigCheckNamesFileLineAndKey(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("web:\n  listen-address: [\":9400\"]\ncollector:\n  gpu:\n    interval: fast\n  nosuch: 1\n"), 0o644)
+	out, err := exec.Command(gpuwardenBinary(t), "run", "--config", bad, "--config.check").CombinedOutput()
+	if err == nil {
+		t.Fatalf("bad config accepted:\n%s", out)
+	}
+	for _, want := range []string{bad + `:5: key "collector.gpu.interval": "fast" is not a valid duration`, bad + `:6: unknown key "collector.nosuch"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("collector.gpu.interval: 2s\nbackend: replay\nreplay.loop: true\n"), 0o644)
+	out, err = exec.Command(gpuwardenBinary(t), "run", "--config", good, "--config.check").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "config OK") {
+		t.Fatalf("good config refused: %v\n%s", err, out)
+	}
+	cmd := exec.Command(gpuwardenBinary(t), "run", "--config", good, "--config.check")
+	cmd.Env = append(os.Environ(), "GPUWARDEN_COLLECTOR_GPU_INTERVAL=soon")
+	out, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "GPUWARDEN_COLLECTOR_GPU_INTERVAL") {
+		t.Errorf("bad environment value accepted or not named: %v\n%s", err, out)
+	}
+}
+
+// prometheusServer runs Debian's prometheus scraping target every second.
+func prometheusServer(t *testing.T, target string) string {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Skip("prometheus not installed (make deps installs it)")
+	}
+	dir := t.TempDir()
+	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: gpuwarden\n    static_configs:\n      - targets: [%q]\n", target)
+	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644)
+	addr := freePort(t)
+	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--log.level=warn")
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	eventually(t, 20*time.Second, "prometheus ready", func() bool {
+		resp, err := http.Get("http://" + addr + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return addr
+}
+
+type promResult struct {
+	Status string `json:"status"`
+	Data   struct {
+		ResultType string `json:"resultType"`
+		Result     []struct {
+			Metric map[string]string `json:"metric"`
+		} `json:"result"`
+	} `json:"data"`
+}
+
+func promQuery(t *testing.T, addr, expr string) promResult {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(expr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r promResult
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func promLabelValues(t *testing.T, addr, metric, label string) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/api/v1/label/" + label + "/values?match[]=" + url.QueryEscape(metric))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Data []string `json:"data"`
+	}
+	json.NewDecoder(resp.Body).Decode(&r)
+	return r.Data
+}
+
+// Every expression of dcgm-exporter's Grafana dashboard answers for the 8
+// GPUs of the demo, through a real Prometheus scraping the real binary.
+func TestDCGMDashboardQueriesAnswerOnTheDemo(t *testing.T) {
+	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--collector.gpu.interval", "500ms",
+		"--collector.kmsg=false", "--collector.dkms=false")
+	prom := prometheusServer(t, a.addr)
+	eventually(t, 60*time.Second, "prometheus has 8 GPU temperatures", func() bool {
+		return len(promQuery(t, prom, "DCGM_FI_DEV_GPU_TEMP").Data.Result) == 8
+	})
+	f, err := os.Open("../../testdata/dcgm-dashboard-queries.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	n := 0
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		expr := strings.SplitN(line, "\t", 2)[0]
+		expr = strings.NewReplacer("$instance", ".*", "$gpu", ".*").Replace(expr)
+		n++
+		if strings.HasPrefix(expr, "label_values(") {
+			inner := strings.TrimSuffix(strings.TrimPrefix(expr, "label_values("), ")")
+			parts := strings.Split(inner, ",")
+			metric, label := strings.TrimSpace(parts[0]), strings.TrimSpace(parts[1])
+			vals := promLabelValues(t, prom, metric, label)
+			want := 1
+			if label == "gpu" {
+				want = 8
+			}
+			if len(vals) != want {
+				t.Errorf("%s: %d values %v, want %d", expr, len(vals), vals, want)
+			}
+			continue
+		}
+		r := promQuery(t, prom, expr)
+		gpus := map[string]bool{}
+		for _, s := range r.Data.Result {
+			gpus[s.Metric["gpu"]] = true
+		}
+		aggregate := strings.HasPrefix(expr, "avg(") || strings.HasPrefix(expr, "sum(")
+		switch {
+		case r.Status != "success":
+			t.Errorf("%s: status %s", expr, r.Status)
+		case aggregate && len(r.Data.Result) != 1:
+			t.Errorf("%s: %d results, want 1", expr, len(r.Data.Result))
+		case !aggregate && len(gpus) != 8:
+			t.Errorf("%s: GPUs %v, want 8", expr, gpus)
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d expressions read from the dashboard file", n)
+	}
+}
+
+// Values move as the trace plays: two scrapes a few seconds apart differ.
+func TestDemoValuesMoveOverTime(t *testing.T) {
+	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "20",
+		"--collector.gpu.interval", "200ms", "--collector.kmsg=false", "--collector.dkms=false")
+	first, _ := metricValue(a.mustGet(t, "/metrics"), "DCGM_FI_DEV_POWER_USAGE", `gpu="0"`)
+	eventually(t, 10*time.Second, "GPU 0 power changes", func() bool {
+		now, _ := metricValue(a.mustGet(t, "/metrics"), "DCGM_FI_DEV_POWER_USAGE", `gpu="0"`)
+		return now != "" && now != first
+	})
+}
+
+var _ = context.Background
