@@ -59,6 +59,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // kernel text stays verbatim: <unknown>, not \u003cunknown\u003e
 	enc.Encode(v)
 }
 

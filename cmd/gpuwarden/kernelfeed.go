@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/gpuwarden/gpuwarden/agent"
 )
@@ -29,16 +30,19 @@ func (f *kernelFeed) push(raw string) {
 	}
 }
 
-func (f *kernelFeed) Name() string { return "kmsg" }
+func (f *kernelFeed) Name() string { return "replay_kmsg" }
 
 func (f *kernelFeed) Run(ctx context.Context, state *agent.State) error {
-	state.SetCollector("kmsg", true, nil, "", 0)
+	state.SetCollector("replay_kmsg", true, nil, "", 0)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case raw := <-f.ch:
-			for _, ev := range kernelEvents(raw, "replay") {
+			// A replayed record happens now: its monotonic stamp is from
+			// another boot of another host.
+			if ev, ok := kernelEvent(raw, "replay", "", time.Time{}); ok {
+				ev.Time = time.Now()
 				state.ApplyEvent(ev)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -39,7 +40,10 @@ func newRunCmd() *cobra.Command {
 			log := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			a, err := buildAgent(ctx, cfg, trace, log)
+			// A replay feeds the trace's kernel records; the live kernel log
+			// is read beside it only when asked for by name.
+			liveKmsg := cfg.KmsgEnabled && (cfg.Backend != "replay" || cmd.Flags().Changed("collector.kmsg"))
+			a, err := buildAgent(ctx, cfg, trace, liveKmsg, log)
 			if err != nil {
 				return err
 			}
@@ -53,7 +57,7 @@ func newRunCmd() *cobra.Command {
 }
 
 // buildAgent wires the backend and the sources into an agent.
-func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log *slog.Logger) (*agent.Agent, error) {
+func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, liveKmsg bool, log *slog.Logger) (*agent.Agent, error) {
 	feed := newKernelFeed(log)
 	opts := replay.PlayerOptions{Speed: cfg.ReplaySpeed, Loop: cfg.ReplayLoop, Kmsg: feed.push}
 	lib, player, err := backendLibrary(cfg.Backend, trace, opts, log)
@@ -73,5 +77,19 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 		go player.Run(ctx)
 		a.AddSource(feed)
 	}
+	if liveKmsg {
+		ks := &kmsgSource{path: cfg.KmsgPath, stateDir: cfg.StateDir, procfs: resolveUnder(cfg.RootFS, cfg.ProcFS), log: log}
+		a.AddSource(ks)
+		a.AddCollector(ks)
+	}
 	return a, nil
+}
+
+// resolveUnder puts a relative path under root: --path.procfs proc with
+// --path.rootfs /fixture means /fixture/proc.
+func resolveUnder(root, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(root, p)
 }

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
+)
+
+// kmsgSource runs the one kernel-log reader and applies its NVIDIA events.
+// Without /dev/kmsg or the permission to read it, it reports the collector
+// down with the fix and tries again on a backoff; the rest keeps running.
+type kmsgSource struct {
+	path, stateDir, procfs string
+	log                    *slog.Logger
+	reader                 atomic.Pointer[kmsg.Reader]
+}
+
+func (s *kmsgSource) Name() string { return "kmsg" }
+
+func (s *kmsgSource) Run(ctx context.Context, state *agent.State) error {
+	backoff := 5 * time.Second
+	lastErr := ""
+	for ctx.Err() == nil {
+		r, err := kmsg.Open(kmsg.Config{Path: s.path, StateDir: s.stateDir, Logger: s.log})
+		if err != nil {
+			state.SetCollector("kmsg", false, err, "", 0)
+			if err.Error() != lastErr {
+				lastErr = err.Error()
+				s.log.Error("kernel-log collector down; retrying on a backoff", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Minute)
+			continue
+		}
+		if err := r.StateError(); err != nil {
+			s.log.Warn("kernel-log cursor was corrupt and was moved aside", "err", err)
+		}
+		s.reader.Store(r)
+		lastErr, backoff = "", 5*time.Second
+		state.SetCollector("kmsg", true, nil, "", 0)
+		boot := bootTime(s.procfs)
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		for batch := range r.Batches() {
+			start := time.Now()
+			for _, rec := range batch {
+				if ev, ok := recordEvent(rec, "kmsg", r.BootID(), boot); ok {
+					state.ApplyEvent(ev)
+				}
+			}
+			state.SetCollector("kmsg", true, nil, "", time.Since(start))
+		}
+		if err := <-done; err != nil && ctx.Err() == nil {
+			state.SetCollector("kmsg", false, err, "", 0)
+			s.log.Error("kernel-log reader stopped; reopening", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+		}
+	}
+	return nil
+}
+
+// bootTime is the wall-clock time of boot: now less the uptime. Kernel
+// records carry time since boot.
+func bootTime(procfs string) time.Time {
+	b, err := os.ReadFile(filepath.Join(procfs, "uptime"))
+	if err != nil {
+		return time.Now()
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return time.Now()
+	}
+	up, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return time.Now()
+	}
+	return time.Now().Add(-time.Duration(up * float64(time.Second)))
+}
+
+var descKmsgLost = prometheus.NewDesc("gpuwarden_kmsg_lost_records_total",
+	"Kernel-log records the kernel overwrote before gpuwarden read them (SEQ gaps after EPIPE).", nil, nil)
+var descKmsgRecords = prometheus.NewDesc("gpuwarden_kmsg_records_total",
+	"Kernel-log records gpuwarden read, NVIDIA-related or not.", nil, nil)
+
+func (s *kmsgSource) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descKmsgLost
+	ch <- descKmsgRecords
+}
+
+func (s *kmsgSource) Collect(ch chan<- prometheus.Metric) {
+	var st kmsg.Stats
+	if r := s.reader.Load(); r != nil {
+		st = r.Stats()
+	}
+	ch <- prometheus.MustNewConstMetric(descKmsgLost, prometheus.CounterValue, float64(st.Lost))
+	ch <- prometheus.MustNewConstMetric(descKmsgRecords, prometheus.CounterValue, float64(st.Records))
+}
