@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/replay"
+)
+
+// writeKmsg writes lines into the real kernel log, as a driver would show up
+// in it (root only).
+func writeKmsg(t *testing.T, lines ...string) {
+	t.Helper()
+	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("cannot write /dev/kmsg (needs root): %v", err)
+	}
+	defer f.Close()
+	for _, l := range lines {
+		// One write is one record.
+		if _, err := f.Write([]byte(l + "\n")); err != nil {
+			t.Fatalf("write /dev/kmsg: %v", err)
+		}
+	}
+}
+
+// uniqueGPUTrace writes a one-GPU trace whose GPU sits at a PCI domain no
+// earlier run used, so lines left in the ring buffer by other runs cannot be
+// mistaken for this run's.
+func uniqueGPUTrace(t *testing.T) (path, bus string) {
+	t.Helper()
+	dom := 0x1000 + rand.New(rand.NewSource(time.Now().UnixNano())).Intn(0xe000)
+	bus = fmt.Sprintf("%04x:3b:00", dom)
+	zero := 0
+	tr := &replay.Trace{Header: replay.Header{Format: replay.Format, Version: replay.Version, Hostname: "kmsg-e2e", DurationS: 60,
+		GPUs: []gpu.Info{{Index: 0, UUID: "GPU-11111111-2222-3333-4444-555555555555", Name: "NVIDIA H100 80GB HBM3",
+			PCIBusID: strings.ToUpper(fmt.Sprintf("0000%04x:3b:00.0", dom))}}}}
+	tr.Records = []replay.Record{{T: 0, GPU: &zero, NVML: map[string]replay.Answer{"GetTemperature(0)": {V: []byte("40")}}}}
+	path = filepath.Join(t.TempDir(), "one.trace.jsonl")
+	if err := replay.WriteFile(tr, path); err != nil {
+		t.Fatal(err)
+	}
+	return path, bus
+}
+
+func TestKernelLogEventsEndToEnd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("writing /dev/kmsg needs root")
+	}
+	trace, bus := uniqueGPUTrace(t)
+	state := t.TempDir()
+	args := []string{"--backend", "replay", "--replay", trace, "--replay.loop", "--collector.gpu.interval", "200ms",
+		"--collector.kmsg=true", "--collector.dkms=false", "--state.dir", state}
+	a := startAgent(t, nil, args...)
+	sel := `pci_bus_id="` + bus + `.0"`
+	xidCount := func(a *agentProc, xid int) int {
+		v, _ := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_xid_errors_total", sel, `xid="`+strconv.Itoa(xid)+`"`)
+		n, _ := strconv.Atoi(v)
+		return n
+	}
+	eventually(t, 10*time.Second, "kmsg collector up", func() bool {
+		v, _ := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_collector_up", `collector="kmsg"`)
+		return v == "1"
+	})
+	if !strings.Contains(a.mustGet(t, "/v1/health"), `"level": "ok"`) {
+		t.Fatalf("GPU not healthy before the test wrote anything:\n%s", a.mustGet(t, "/v1/health"))
+	}
+	marker := fmt.Sprintf("e2e%d", time.Now().UnixNano())
+	hostile := "$(reboot); rm -rf / \x1b[31m" + marker
+	writeKmsg(t,
+		fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 13, pid=4242, name=%s, Graphics SM Warp Exception on (GPC 1, TPC 0, SM 0): Out Of Range Address", bus, hostile),
+		fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 13, pid=4243, name=%s, Graphics Exception: ESR 0x51e730=0x0", bus, marker),
+		fmt.Sprintf("<3>nvidia-nvswitch3: SXid (PCI:%s.0): 20034, Fatal, Link 48 LTSSM Fault Up", strings.Replace(bus, ":3b:", ":c1:", 1)),
+		fmt.Sprintf("<3>pcieport %s:00:01.0: AER: Uncorrected (Fatal) error received: %s.0", bus[:4], bus),
+		fmt.Sprintf("<3>NVRM: GPU %s.0: GPU has fallen off the bus.", bus),
+	)
+	written := time.Now()
+	eventually(t, time.Second, "Xid counter, /v1/events and /v1/health change", func() bool {
+		return xidCount(a, 13) == 2 &&
+			strings.Contains(a.mustGet(t, "/v1/events?kind=fallen_off_bus"), bus) &&
+			strings.Contains(a.mustGet(t, "/v1/health"), `"level": "critical"`)
+	})
+	t.Logf("seen %s after the write", time.Since(written).Round(time.Millisecond))
+	m := a.mustGet(t, "/metrics")
+	for _, kind := range []string{"xid", "sxid", "aer", "fallen_off_bus"} {
+		if v, ok := metricValue(m, "gpuwarden_kernel_events_total", `kind="`+kind+`"`); !ok || v == "0" {
+			t.Errorf("gpuwarden_kernel_events_total{kind=%q} = %q", kind, v)
+		}
+	}
+	events := a.mustGet(t, "/v1/events?gpu=0&kind=xid")
+	// The hostile name is kept verbatim in JSON (escaped only as JSON must).
+	if !strings.Contains(events, `$(reboot); rm -rf / \u001b[31m`+marker) {
+		t.Errorf("process name not kept verbatim in /v1/events:\n%s", events)
+	}
+	if strings.Contains(m, marker) {
+		t.Error("a process name reached /metrics as a label")
+	}
+	if !strings.Contains(events, `"action"`) || !strings.Contains(events, `"explanation"`) {
+		t.Errorf("events lack the catalog's explanation and action:\n%s", events)
+	}
+
+	// A restart reads on from the saved cursor: nothing is counted twice.
+	a.stop()
+	b := startAgent(t, nil, args...)
+	eventually(t, 10*time.Second, "restarted kmsg collector up", func() bool {
+		v, _ := metricValue(b.mustGet(t, "/metrics"), "gpuwarden_collector_up", `collector="kmsg"`)
+		return v == "1"
+	})
+	time.Sleep(time.Second)
+	if n := xidCount(b, 13); n != 0 {
+		t.Errorf("after a restart the old Xid 13 lines were counted again: %d", n)
+	}
+	if strings.Contains(b.mustGet(t, "/v1/events?limit=1000"), marker) {
+		t.Error("after a restart the old events were read again")
+	}
+	writeKmsg(t, fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 13, pid=1, name=%s-2, Graphics Exception", bus, marker))
+	eventually(t, time.Second, "a new line after the restart is counted once", func() bool { return xidCount(b, 13) == 1 })
+}
