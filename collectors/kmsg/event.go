@@ -2,6 +2,7 @@ package kmsg
 
 import (
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -73,8 +74,17 @@ func NewEvent(c Class, raw string) event.Event {
 // RecordEvent classifies a record and builds its Event. bootTime is the wall
 // time of boot (the agent derives it once from its clock and the uptime), so
 // the event's time is bootTime plus the record's monotonic stamp.
+//
+// Events outlive their batch, so an event of any kind but unrelated gets its
+// own copy of the text rather than pinning the reader's memory.
 func RecordEvent(rec Record, bootID string, bootTime time.Time) event.Event {
-	ev := NewEvent(Classify(rec.Message), rec.Message)
+	msg := rec.Message
+	c := Classify(msg)
+	if c.Kind != event.KindUnrelated {
+		msg = strings.Clone(msg)
+		c = Classify(msg)
+	}
+	ev := NewEvent(c, msg)
 	ev.Time = bootTime.Add(rec.Monotonic)
 	ev.BootID = bootID
 	ev.Seq = rec.Seq

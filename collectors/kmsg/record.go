@@ -6,23 +6,26 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // Record is one /dev/kmsg record.
 type Record struct {
 	Seq       uint64
-	Level     uint8         // 0 (emerg) .. 7 (debug)
-	Facility  uint16        // 0 = kernel; user-space writes to /dev/kmsg default to 1 (user)
 	Monotonic time.Duration // since boot, by the kernel's log clock (stops during suspend)
-	// Flags is the header's flags field: '-' for a whole record, 'c' and '+'
-	// for the pieces of a continued line on older kernels.
-	Flags byte
 	// Message is the text with \xNN escapes decoded. A message printed with
-	// embedded newlines (NVIDIA's multi-line messages) keeps them.
+	// embedded newlines (NVIDIA's multi-line messages) keeps them. From a
+	// Reader, it shares memory with the records read with it: copy it
+	// (strings.Clone) to keep it long after the batch; RecordEvent does.
 	Message string
 	// From the dictionary lines that dev_printk adds.
 	Subsystem string // "pci"
 	Device    string // "+pci:0000:3b:00.0"
+	Facility  uint16 // 0 = kernel; user-space writes to /dev/kmsg default to 1 (user)
+	Level     uint8  // 0 (emerg) .. 7 (debug)
+	// Flags is the header's flags field: '-' for a whole record, 'c' and '+'
+	// for the pieces of a continued line on older kernels.
+	Flags byte
 }
 
 // FromKernel reports whether the kernel wrote the record (facility 0), as
@@ -36,7 +39,10 @@ var ErrMalformed = errors.New("malformed kmsg record")
 // "PRI,SEQ,TS_USEC,FLAGS[,more];TEXT\n[ KEY=VALUE\n]...". It allocates one
 // string for the text and dictionary (and one more only when the text has
 // escapes).
-func ParseRecord(b []byte) (Record, error) {
+func ParseRecord(b []byte) (Record, error) { return parseRecord(b, nil) }
+
+// parseRecord is ParseRecord taking its strings from a (when not nil).
+func parseRecord(b []byte, a *arena) (Record, error) {
 	var r Record
 	semi := -1
 	for i := 0; i < len(b) && i < 256; i++ {
@@ -90,7 +96,12 @@ func ParseRecord(b []byte) (Record, error) {
 	for len(body) > 0 && body[len(body)-1] == '\n' {
 		body = body[:len(body)-1]
 	}
-	s := string(body)
+	var s string
+	if a != nil {
+		s = a.string(body)
+	} else {
+		s = string(body)
+	}
 	text, dict, _ := strings.Cut(s, "\n")
 	if strings.IndexByte(text, '\\') >= 0 {
 		text = Unescape(text)
@@ -111,6 +122,29 @@ func ParseRecord(b []byte) (Record, error) {
 		}
 	}
 	return r, nil
+}
+
+// arena hands out strings carved from large append-only chunks, so the
+// reader allocates once per chunk rather than once per record. Bytes are
+// never written after a string points at them. A string keeps its whole
+// chunk alive, which is why RecordEvent copies what it keeps.
+type arena struct{ buf []byte }
+
+const arenaChunk = 16 << 10
+
+func (a *arena) string(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if len(b) > arenaChunk/4 {
+		return string(b)
+	}
+	if cap(a.buf)-len(a.buf) < len(b) {
+		a.buf = make([]byte, 0, arenaChunk)
+	}
+	start := len(a.buf)
+	a.buf = append(a.buf, b...)
+	return unsafe.String(&a.buf[start], len(b))
 }
 
 // Unescape decodes the kernel's \xNN escapes. Anything else, including a

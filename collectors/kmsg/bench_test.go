@@ -1,0 +1,173 @@
+package kmsg
+
+import (
+	"context"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// benignLines are ordinary kernel lines in dmesg's wrapper: the traffic the
+// classifier must wave through cheaply.
+var benignLines = []string{
+	"[    0.000000] Linux version 6.8.0-45-generic (buildd@lcy02-amd64-075) (x86_64-linux-gnu-gcc-13 (Ubuntu 13.2.0-23ubuntu4) 13.2.0) #45-Ubuntu SMP PREEMPT_DYNAMIC",
+	"[    0.004512] ACPI: RSDP 0x00000000000F05B0 000024 (v02 ALASKA)",
+	"[    0.312345] pci 0000:00:1f.2: [8086:a102] type 00 class 0x010601",
+	"[    1.102030] usb 1-1: new high-speed USB device number 2 using xhci_hcd",
+	"[    1.204050] xhci_hcd 0000:00:14.0: xHCI Host Controller",
+	"[    2.345678] EXT4-fs (nvme0n1p2): mounted filesystem with ordered data mode. Quota mode: none.",
+	"[    3.456789] systemd[1]: Started Journal Service.",
+	"[    4.567890] mlx5_core 0000:4b:00.0: Port module event: module 0, Cable plugged",
+	"[    5.678901] IPv6: ADDRCONF(NETDEV_CHANGE): ens1f0: link becomes ready",
+	"[   10.111213] audit: type=1400 audit(1700000000.123:45): apparmor=\"STATUS\" operation=\"profile_load\" name=\"snap.lxd\"",
+	"[   12.131415] br-3f2a: port 1(veth12ab) entered forwarding state",
+	"[   20.161718] kauditd_printk_skb: 12 callbacks suppressed",
+	"[  100.192021] perf: interrupt took too long (2503 > 2500), lowering kernel.perf_event_max_sample_rate to 79750",
+	"[ 1000.222324] TCP: request_sock_TCP: Possible SYN flooding on port 8080. Sending cookies.",
+	"[ 5000.252627] nvme nvme0: I/O 123 QID 4 timeout, completion polled",
+	"[86400.282930] loop3: detected capacity change from 0 to 8",
+}
+
+// BenchmarkClassifyBenignLines measures ClassifyLine (wrapper stripping and
+// classification) on lines that are none of our kinds. The target is at
+// least 10 M lines/s with 0 allocations.
+func BenchmarkClassifyBenignLines(b *testing.B) {
+	for _, l := range benignLines {
+		if k := ClassifyLine(l).Kind; k != "unrelated" {
+			b.Fatalf("%q classified as %s", l, k)
+		}
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		_ = ClassifyLine(benignLines[n%len(benignLines)])
+		n++
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds()/1e6, "Mlines/s")
+}
+
+// BenchmarkClassifyBenignMessages is the same without wrappers, as the
+// reader calls Classify on Record.Message.
+func BenchmarkClassifyBenignMessages(b *testing.B) {
+	msgs := make([]string, len(benignLines))
+	for i, l := range benignLines {
+		msgs[i] = StripWrapper(l).Message
+	}
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		_ = Classify(msgs[n%len(msgs)])
+		n++
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds()/1e6, "Mlines/s")
+}
+
+// BenchmarkClassifyXidLine is the hit path, for reference.
+func BenchmarkClassifyXidLine(b *testing.B) {
+	line := "[6781741.548779] NVRM: Xid (PCI:0000:91:00): 79, pid=1234, name=python3, GPU has fallen off the bus."
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = ClassifyLine(line)
+	}
+}
+
+// The /dev/kmsg pair: one op reads this host's whole ring buffer from its
+// first record. Raw is read(2) and nothing else; Reader adds parsing,
+// batching and hand-over. Compare their records/s.
+
+// rawPass reads the whole ring with read(2) and nothing else.
+func rawPass(b *testing.B, buf []byte) int {
+	fd, err := syscall.Open(DefaultPath, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	records := 0
+	for {
+		_, err := syscall.Read(fd, buf)
+		if err == syscall.EAGAIN {
+			return records
+		}
+		if err == syscall.EPIPE || err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		records++
+	}
+}
+
+// readerPass reads the whole ring through a Reader: open, read, parse,
+// batch, hand over. Run is called in this goroutine and the batches are
+// counted after it returns (the ring fits the queue), so the pass measures
+// the reader's work and not the scheduler waking a consumer goroutine,
+// which the raw loop does not have either.
+func readerPass(b *testing.B) int {
+	r, err := Open(Config{NoFollow: true, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	records := 0
+	for batch := range r.Batches() {
+		records += len(batch)
+	}
+	if st := r.Stats(); st.Dropped != 0 {
+		b.Fatalf("dropped %d records: the queue is too small for this ring", st.Dropped)
+	}
+	return records
+}
+
+func skipWithoutKmsg(b *testing.B) {
+	if _, err := os.Stat(DefaultPath); err != nil {
+		b.Skip(err)
+	}
+}
+
+func BenchmarkDevKmsgRawRead(b *testing.B) {
+	skipWithoutKmsg(b)
+	buf := make([]byte, 16<<10)
+	records := 0
+	for b.Loop() {
+		records += rawPass(b, buf)
+	}
+	b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(records)/float64(b.N), "records/op")
+}
+
+func BenchmarkDevKmsgReader(b *testing.B) {
+	skipWithoutKmsg(b)
+	records := 0
+	for b.Loop() {
+		records += readerPass(b)
+	}
+	b.ReportMetric(float64(records)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(records)/float64(b.N), "records/op")
+}
+
+// BenchmarkDevKmsgReaderVsRaw alternates the two passes in one loop, so a
+// change in the machine's load (this host is shared) hits both alike, and
+// reports the reader's rate as a percentage of the raw rate.
+func BenchmarkDevKmsgReaderVsRaw(b *testing.B) {
+	skipWithoutKmsg(b)
+	buf := make([]byte, 16<<10)
+	var rawT, readerT time.Duration
+	var rawN, readerN int
+	for b.Loop() {
+		t := time.Now()
+		rawN += rawPass(b, buf)
+		rawT += time.Since(t)
+		t = time.Now()
+		readerN += readerPass(b)
+		readerT += time.Since(t)
+	}
+	raw := float64(rawN) / rawT.Seconds()
+	reader := float64(readerN) / readerT.Seconds()
+	b.ReportMetric(raw, "raw-records/s")
+	b.ReportMetric(reader, "reader-records/s")
+	b.ReportMetric(100*reader/raw, "reader-%-of-raw")
+}

@@ -1,0 +1,104 @@
+package kmsg
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/gpuwarden/gpuwarden/collectors/event"
+)
+
+// seedLines are the example lines and the extra real formats: every fuzz
+// target starts from them.
+func seedLines(f *testing.F) []string {
+	b, err := os.ReadFile("testdata/kmsg-examples.tsv")
+	if err != nil {
+		f.Fatal(err)
+	}
+	var lines []string
+	for i, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if i > 0 {
+			lines = append(lines, strings.SplitN(l, "\t", 2)[0])
+		}
+	}
+	for _, tc := range classifyCases {
+		lines = append(lines, tc.line)
+	}
+	return lines
+}
+
+var validKinds = map[event.Kind]bool{
+	event.KindXid: true, event.KindSXid: true, event.KindGPUIdentity: true, event.KindFallenOffBus: true,
+	event.KindRmInitFailed: true, event.KindAPIMismatch: true, event.KindDriverLoaded: true, event.KindAER: true,
+	event.KindMCE: true, event.KindOtherNVRM: true, event.KindUnrelated: true,
+}
+
+func FuzzParseRecord(f *testing.F) {
+	for i, l := range seedLines(f) {
+		f.Add([]byte("6," + strconv.Itoa(i) + ",123,-;" + l + "\n SUBSYSTEM=pci\n DEVICE=+pci:0000:00:01.0\n"))
+	}
+	f.Add([]byte(`4,1,2,-,caller=T1;a\x0ab\xzz\` + "\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseRecord(b)
+		if err != nil {
+			return
+		}
+		if len(r.Message)+len(r.Subsystem)+len(r.Device) > len(b) {
+			t.Fatalf("parsed text is longer than the record: %d > %d", len(r.Message), len(b))
+		}
+		// What String writes, ParseRecord reads back the same.
+		r2, err := ParseRecord([]byte(r.String()))
+		if err != nil || r2.Seq != r.Seq || r2.Message != r.Message || r2.Level != r.Level || r2.Facility != r.Facility {
+			t.Fatalf("round trip: %v\n%+v\n%+v", err, r, r2)
+		}
+	})
+}
+
+func FuzzClassify(f *testing.F) {
+	for _, l := range seedLines(f) {
+		f.Add(l)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		c := ClassifyLine(line)
+		if !validKinds[c.Kind] {
+			t.Fatalf("kind %q", c.Kind)
+		}
+		if c.PCIBusID != "" {
+			if n := pciAddrLen(c.PCIBusID); n != len(c.PCIBusID) || c.PCIBusID != strings.ToLower(c.PCIBusID) ||
+				c.PCIBusID[len(c.PCIBusID)-2] != '.' {
+				t.Fatalf("bus id %q is not DDDD:BB:DD.F", c.PCIBusID)
+			}
+		}
+		if len(c.ProcessName) > len(line) || len(c.UUID) > len(line) || len(c.Switch) > len(line) {
+			t.Fatal("a field is longer than the line")
+		}
+		if c.HasPID && c.PID < 0 || c.HasCode && c.Code < 0 {
+			t.Fatalf("negative number: %+v", c)
+		}
+		if c.Kind == event.KindUnrelated && (c.PCIBusID != "" || c.HasCode || c.HasPID) {
+			t.Fatalf("unrelated with fields: %+v", c)
+		}
+	})
+}
+
+func FuzzStripWrapper(f *testing.F) {
+	for _, l := range seedLines(f) {
+		f.Add(l)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		w := StripWrapper(line)
+		// The message is always a piece of the line: stripping never
+		// invents or copies text, so its memory is bounded by the input.
+		if !strings.Contains(line, w.Message) || len(w.Message) > len(line) {
+			t.Fatalf("message %q is not part of %q", w.Message, line)
+		}
+		// Stripping is idempotent on what it leaves, unless a layer was a
+		// user-space tag.
+		if !w.UserSpace {
+			if again := StripWrapper(w.Message); len(again.Message) > len(w.Message) {
+				t.Fatalf("second strip grew: %q -> %q", w.Message, again.Message)
+			}
+		}
+	})
+}
