@@ -61,7 +61,7 @@ func Classify(msg string) Class {
 	// deviceLine below, without scanning the whole text.
 	switch m[0] {
 	case 'N':
-		if strings.HasPrefix(m, "NVRM") && (m[4] == ':' || m[4] == ' ') {
+		if len(m) > 4 && strings.HasPrefix(m, "NVRM") && (m[4] == ':' || m[4] == ' ') {
 			return classifyNVRM(m)
 		}
 	case 'n':

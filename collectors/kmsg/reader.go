@@ -52,8 +52,8 @@ type Stats struct {
 // Reader is the single reader of the kernel log. Open it, call Run in its
 // own goroutine, and receive from Batches.
 type Reader struct {
-	cfg    Config
-	log    *slog.Logger
+	cfg      Config
+	log      *slog.Logger
 	f        *os.File
 	bootID   string
 	bootOnce sync.Once

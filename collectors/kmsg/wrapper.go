@@ -27,21 +27,40 @@ const maxWrapperLayers = 8
 // [2026-04-22T21:25:20Z]:"). It does not allocate.
 func StripWrapper(line string) Wrapped {
 	var w Wrapped
-	m := strings.TrimRight(line, "\r\n")
+	m := line
+	for len(m) > 0 && (m[len(m)-1] == '\n' || m[len(m)-1] == '\r') {
+		m = m[:len(m)-1]
+	}
 	for range maxWrapperLayers {
 		m = trimBlank(m)
 		if len(m) == 0 {
 			break
 		}
-		if r, ok := cutKmsgHeader(m); ok {
-			m, w.Escaped = r, true
-			continue
+		c := m[0]
+		// Each layer starts with a recognizable byte; test only the layers
+		// that can start with this one.
+		if isDigit(c) {
+			if r, ok := cutKmsgHeader(m); ok {
+				m, w.Escaped = r, true
+				continue
+			}
+			if r, ok := cutIPv4(m); ok {
+				m = r
+				continue
+			}
 		}
-		if r, ok := cutPriority(m); ok {
-			m = r
-			continue
+		if c == '<' {
+			if r, ok := cutPriority(m); ok {
+				m = r
+				continue
+			}
+			break
 		}
-		if r, ok := cutBracketStamp(m); ok {
+		if c == '[' {
+			r, ok := cutBracketStamp(m)
+			if !ok {
+				break
+			}
 			m = r
 			// journalctl -o short-monotonic: "[  12.34] host kernel: msg".
 			if r, user, ok := cutTag(trimBlank(m), true); ok {
@@ -52,29 +71,29 @@ func StripWrapper(line string) Wrapped {
 			}
 			continue
 		}
-		if r, ok := cutFacilityLevel(m); ok {
-			m = r
-			continue
-		}
-		if r, ok := cutIPv4(m); ok {
-			m = r
-			continue
-		}
-		if r, ok := cutFileName(m); ok {
-			m = r
-			continue
-		}
-		if r, ok := cutSyslogTime(m); ok {
-			r, user, _ := cutTag(trimBlank(r), false)
-			m, w.UserSpace = r, user
-			if user {
-				break
+		if c >= 'a' && c <= 'z' {
+			if r, ok := cutFacilityLevel(m); ok {
+				m = r
+				continue
 			}
-			continue
+			if r, ok := strings.CutPrefix(m, "kernel: "); ok {
+				m = r
+				continue
+			}
 		}
-		if r, ok := strings.CutPrefix(m, "kernel: "); ok {
-			m = r
-			continue
+		if c != ' ' && c != '{' && c != '(' && c != '?' {
+			if r, ok := cutFileName(m); ok {
+				m = r
+				continue
+			}
+			if r, ok := cutSyslogTime(m); ok {
+				r, user, _ := cutTag(trimBlank(r), false)
+				m, w.UserSpace = r, user
+				if user {
+					break
+				}
+				continue
+			}
 		}
 		break
 	}
@@ -156,35 +175,57 @@ func cutBracketStamp(m string) (string, bool) {
 	return r, true
 }
 
-var facilities = [...]string{"kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp",
-	"cron", "authpriv", "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"}
-
-var levels = [...]string{"emerg", "alert", "crit", "err", "warning", "warn", "notice", "info", "debug"}
-
 // cutFacilityLevel removes dmesg --decode's "kern  :err   : " and
 // talosctl's "kern: warning: ".
 func cutFacilityLevel(m string) (string, bool) {
-	r, ok := cutWordColon(m, facilities[:])
+	w, r := leadingWord(m)
+	if !isFacility(w) {
+		return "", false
+	}
+	r, ok := cutColon(r)
 	if !ok {
 		return "", false
 	}
-	r, ok = cutWordColon(trimBlank(r), levels[:])
-	if !ok {
+	w, r = leadingWord(trimBlank(r))
+	if !isLevel(w) {
 		return "", false
 	}
-	return r, true
+	return cutColon(r)
 }
 
-func cutWordColon(m string, words []string) (string, bool) {
-	for _, w := range words {
-		if strings.HasPrefix(m, w) {
-			r := trimBlank(m[len(w):])
-			if len(r) > 0 && r[0] == ':' {
-				return r[1:], true
-			}
-		}
+func isFacility(w string) bool {
+	switch w {
+	case "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp",
+		"local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7":
+		return true
 	}
-	return "", false
+	return false
+}
+
+func isLevel(w string) bool {
+	switch w {
+	case "emerg", "alert", "crit", "err", "warning", "warn", "notice", "info", "debug":
+		return true
+	}
+	return false
+}
+
+// leadingWord splits off the lower-case letters and digits at the start.
+func leadingWord(m string) (word, rest string) {
+	i := 0
+	for i < len(m) && i < 10 && (m[i] >= 'a' && m[i] <= 'z' || isDigit(m[i])) {
+		i++
+	}
+	return m[:i], m[i:]
+}
+
+// cutColon removes blanks and one ':'.
+func cutColon(m string) (string, bool) {
+	m = trimBlank(m)
+	if len(m) == 0 || m[0] != ':' {
+		return "", false
+	}
+	return m[1:], true
 }
 
 // cutIPv4 removes talosctl's node address "192.168.1.2: ".

@@ -38,6 +38,7 @@ const (
 	maxListedLines     = 5
 	maxListedProcesses = 5
 	maxShownTextBytes  = 400
+	maxShownNameBytes  = 64
 )
 
 // WriteReport writes the human summary: per device (grouped by PCI bus id),
@@ -95,7 +96,7 @@ func WriteReport(w io.Writer, evs []event.Event, linesRead int) error {
 			f.lines = append(f.lines, ev.Fields[FieldLine])
 		}
 		if name := ev.Fields[kmsg.FieldProcessName]; name != "" || ev.Fields[kmsg.FieldPID] != "" {
-			p := name
+			p := truncate(name, maxShownNameBytes)
 			if pid := ev.Fields[kmsg.FieldPID]; pid != "" {
 				p += " (pid " + pid + ")"
 			}
@@ -146,6 +147,9 @@ func WriteReport(w io.Writer, evs []event.Event, linesRead int) error {
 			fmt.Fprintf(b, " (%s)", Printable(d.uuid))
 		}
 		fmt.Fprintf(b, ": %s\n", d.worst)
+		if a := d.action(); a != "" && a != "none" {
+			fmt.Fprintf(b, "  => what to do now: %s\n", a)
+		}
 		if len(d.findings) == 0 {
 			b.WriteString("  nothing wrong reported\n")
 		}
@@ -158,6 +162,17 @@ func WriteReport(w io.Writer, evs []event.Event, linesRead int) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// action is what to do about the device: the advice of its worst finding
+// (the first one, in input order, at that level).
+func (d *device) action() string {
+	for _, f := range d.findings {
+		if f.worst == d.worst {
+			return f.first.Action
+		}
+	}
+	return ""
 }
 
 func writeFinding(b *strings.Builder, f *finding) {
@@ -183,7 +198,7 @@ func writeFinding(b *strings.Builder, f *finding) {
 		times = strconv.Itoa(f.count) + " times"
 	}
 	fmt.Fprintf(b, "  - %s [%s], %s (line %s)\n", Printable(title), f.worst, times, strings.Join(f.lines, ", "))
-	fmt.Fprintf(b, "    what happened: %s\n", Printable(truncate(ev.Raw, maxShownTextBytes)))
+	fmt.Fprintf(b, "    what happened: %s\n", Printable(truncate(strings.TrimSpace(ev.Raw), maxShownTextBytes)))
 	if len(f.processes) > 0 {
 		fmt.Fprintf(b, "    processes:     %s\n", Printable(strings.Join(f.processes, ", ")))
 	}
