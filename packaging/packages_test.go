@@ -134,9 +134,7 @@ func chrootTools(t *testing.T, root string, names ...string) {
 			t.Skipf("%s not found", n)
 		}
 		files := []string{path}
-		for _, m := range regexp.MustCompile(`(/\S+\.so[.\d]*)`).FindAllString(run(t, "ldd", path), -1) {
-			files = append(files, m)
-		}
+		files = append(files, regexp.MustCompile(`(/\S+\.so[.\d]*)`).FindAllString(run(t, "ldd", path), -1)...)
 		for i, f := range files {
 			data, err := os.ReadFile(f)
 			if err != nil {
