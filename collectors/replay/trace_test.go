@@ -1,0 +1,131 @@
+package replay
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+const goodHeader = `{"format":"gpuwarden-trace","version":1,"duration_s":10,"gpus":[{"index":0,"uuid":"GPU-0","name":"H100","pci_bus_id":"00000000:18:00.0","minor":0}]}`
+
+func TestTraceErrorsNameTheLine(t *testing.T) {
+	cases := []struct {
+		name, text, want string
+	}{
+		{"unknown version", strings.Replace(goodHeader, `"version":1`, `"version":7`, 1), "x:1: header: unsupported trace version 7"},
+		{"not a trace", `{"format":"other","version":1,"gpus":[]}`, `x:1: header: format "other"`},
+		{"corrupt line", goodHeader + "\n{\"t\":1,\"gpu\":0,\"nvml\":{\"GetPowerUsage()\":{\"v\":1}}}\n{\"t\":2,\"gpu\":0,\"nvml\"", "x:3: unexpected EOF"},
+		{"unknown field", goodHeader + "\n{\"t\":1,\"gpu\":0,\"bogus\":1}", `x:2: json: unknown field "bogus"`},
+		{"gpu out of range", goodHeader + "\n{\"t\":1,\"gpu\":5,\"nvml\":{\"a\":{\"v\":1}}}", "x:2: field gpu: 5 is not a GPU"},
+		{"unknown return", goodHeader + "\n{\"t\":1,\"gpu\":0,\"nvml\":{\"a\":{\"r\":\"SOMETIMES\"}}}", `x:2: nvml answer "a": unknown return "SOMETIMES"`},
+		{"negative time", goodHeader + "\n{\"t\":-1,\"kmsg\":\"x\"}", "x:2: field t: -1"},
+		{"two kinds", goodHeader + "\n{\"t\":1,\"kmsg\":\"x\",\"hang_s\":3}", "x:2: a record holds exactly one"},
+		{"empty", "", "x:1: empty trace"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Read(strings.NewReader(c.text), "x")
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, c.want)
+			}
+			var le *LineError
+			if !errors.As(err, &le) {
+				t.Errorf("%T is not a *LineError", err)
+			}
+		})
+	}
+}
+
+func TestTruncatedGzipTraceIsAnError(t *testing.T) {
+	b, err := os.ReadFile("../../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read(bytes.NewReader(b[:len(b)/2]), "half.gz"); err == nil {
+		t.Fatal("half a gzip stream was accepted")
+	}
+}
+
+func TestTraceRecordsNotSupportedAndGPUIsLost(t *testing.T) {
+	tr, err := Open("../../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, r := range tr.Records {
+		for _, a := range r.NVML {
+			seen[a.R] = true
+		}
+		if r.Kmsg != "" {
+			seen["kmsg"] = true
+		}
+	}
+	for _, want := range []string{"NOT_SUPPORTED", "GPU_IS_LOST", "kmsg"} {
+		if !seen[want] {
+			t.Errorf("demo trace has no %s", want)
+		}
+	}
+}
+
+// The demo trace is what `make demo-trace` makes from its scenario, byte for
+// byte, and the embedded copy is the same file.
+func TestDemoTraceIsReproducibleFromItsScenario(t *testing.T) {
+	tr, err := RecordScenario(demoScenario(t), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := t.TempDir() + "/demo.trace.jsonl.gz"
+	if err := WriteFile(tr, path); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(path)
+	want, err := os.ReadFile("../../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Error("testdata/traces/dgx-h100-demo.trace.jsonl.gz is not what its scenario records: run make demo-trace")
+	}
+	embedded, err := os.ReadFile("demo/traces/dgx-h100-demo.trace.jsonl.gz")
+	if err != nil || !bytes.Equal(embedded, want) {
+		t.Error("the embedded demo trace differs from testdata/: run make demo-trace")
+	}
+	if len(want) > 1<<20 {
+		t.Errorf("demo trace is %d bytes; keep it under 1 MiB", len(want))
+	}
+}
+
+func FuzzTraceRead(f *testing.F) {
+	f.Add([]byte(goodHeader + "\n{\"t\":1,\"gpu\":0,\"nvml\":{\"GetPowerUsage()\":{\"v\":71000}}}\n{\"t\":2,\"kmsg\":\"3,1,2,-;NVRM: Xid\"}\n{\"t\":3,\"hang_s\":-1}\n"))
+	f.Add([]byte(goodHeader))
+	f.Add([]byte("\x1f\x8b\x08\x00"))
+	if b, err := os.ReadFile("../../testdata/traces/dgx-h100-demo.trace.jsonl.gz"); err == nil {
+		zr, _ := gzip.NewReader(bytes.NewReader(b))
+		var buf bytes.Buffer
+		buf.ReadFrom(zr)
+		f.Add(buf.Bytes()[:min(buf.Len(), 8000)])
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tr, err := Read(bytes.NewReader(data), "fuzz")
+		if err != nil {
+			return
+		}
+		// What was accepted must play without panicking.
+		p := NewPlayer(tr, PlayerOptions{Speed: 1e6})
+		// Closed first: a call into a recorded hang returns at once instead
+		// of blocking the fuzzer; every other call is answered as usual.
+		p.Close()
+		lib := p.Library()
+		n, _ := lib.DeviceGetCount()
+		for i := 0; i < n && i < 4; i++ {
+			d, _ := lib.DeviceGetHandleByIndex(i)
+			if d != nil {
+				d.GetPowerUsage()
+				d.GetMemoryInfo_v2()
+			}
+		}
+	})
+}
