@@ -132,7 +132,7 @@ func (a *Agent) sampleLoop(ctx context.Context, col *gpu.Collector) {
 			if r.Err.Error() != lastErr {
 				lastErr = r.Err.Error()
 				a.log.Error("GPU collector down; the agent keeps serving and retries on a backoff",
-					"err", r.Err, "fix", "see the message; gpuwarden picks the driver up without a restart")
+					"err", r.Err, "retry", "on a backoff up to 5m; the driver is picked up without a restart")
 			}
 			backoff = min(max(2*backoff, 5*time.Second), 5*time.Minute)
 			wait = backoff

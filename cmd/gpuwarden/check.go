@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,20 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/replay"
 	"github.com/gpuwarden/gpuwarden/dkms"
-)
-
-// What the NVML side of gpuwarden plugs into `gpuwarden check`, from its own
-// file in this package (NVML is not dkms's to load). Both stay nil until
-// then, and check says so instead of guessing.
-var (
-	// checkNVMLProbe returns NVML's driver version or the error its Init
-	// returned (a go-nvml Return is fine): a driver/library mismatch
-	// becomes the nvml_version check's critical finding.
-	checkNVMLProbe dkms.NVMLProbe
-	// checkGPU returns the GPU findings: every expected GPU visible, none
-	// lost. Each Finding names its own check (e.g. "gpu_visible").
-	checkGPU dkms.ExtraCheck
 )
 
 // checkGPUName is the check reported when the GPU checks cannot run.
@@ -39,6 +28,10 @@ type checkOptions struct {
 	gpu     bool
 	modules []string
 	timeout time.Duration
+	// GPU checks: expected count, and a trace to stand in for NVML.
+	expected int
+	backend  string
+	replay   string
 }
 
 func newCheckCmd() *cobra.Command {
@@ -70,6 +63,9 @@ the rootfs).`,
 	f.BoolVar(&o.gpu, "gpu", false, "require the GPU checks: report unknown (exit 3) when they cannot run")
 	f.StringSliceVar(&o.modules, "collector.dkms.modules", nil, "DKMS module names that carry the NVIDIA driver (default: every module named nvidia*)")
 	f.DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline for the whole check, NVML included")
+	f.IntVar(&o.expected, "gpu.expected", 0, "GPUs this host must have; fewer visible is critical (0: any number but none)")
+	f.StringVar(&o.backend, "backend", "nvml", "where the GPU checks read GPUs from: nvml, or replay (a trace standing in for the driver)")
+	f.StringVar(&o.replay, "replay", "", "trace for --backend replay (default: the embedded demo)")
 	return cmd
 }
 
@@ -96,10 +92,25 @@ func runCheck(ctx context.Context, w io.Writer, o checkOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 
-	cfg := dkms.Config{Paths: o.paths, Modules: o.modules, NVML: checkNVMLProbe}
+	cfg := dkms.Config{Paths: o.paths, Modules: o.modules}
 	switch {
-	case checkGPU != nil:
-		cfg.Extra = append(cfg.Extra, checkGPU)
+	case filepath.Clean(o.paths.RootFS) == "/" || o.backend == "replay":
+		// NVML describes this host, not a fixture tree: ask it only when
+		// the root is the real one (or a trace stands in for it).
+		probe := &gpuProbe{expected: o.expected}
+		if o.backend == "replay" {
+			tr, err := openReplay(o.replay)
+			if err != nil {
+				return &exitError{code: event.Unknown.ExitCode(), err: err}
+			}
+			lib, player, _ := backendLibrary("replay", tr, replay.PlayerOptions{}, newLogger(nopWriter{}, "error", "logfmt"))
+			defer player.Close()
+			probe.lib = lib
+		} else {
+			probe.lib = liveNVML()
+		}
+		cfg.NVML = probe.nvmlVersion
+		cfg.Extra = append(cfg.Extra, probe.gpuChecks(o.gpu))
 	default:
 		cfg.Extra = append(cfg.Extra, gpuNotWired(o.gpu))
 	}

@@ -42,8 +42,10 @@ func newRunCmd() *cobra.Command {
 			defer stop()
 			// A replay feeds the trace's kernel records; the live kernel log
 			// is read beside it only when asked for by name.
+			// So are the host's DKMS checks: a replayed node is not this host.
 			liveKmsg := cfg.KmsgEnabled && (cfg.Backend != "replay" || cmd.Flags().Changed("collector.kmsg"))
-			a, err := buildAgent(ctx, cfg, trace, liveKmsg, log)
+			liveDKMS := cfg.DKMSEnabled && (cfg.Backend != "replay" || cmd.Flags().Changed("collector.dkms"))
+			a, err := buildAgent(ctx, cfg, trace, liveKmsg, liveDKMS, log)
 			if err != nil {
 				return err
 			}
@@ -57,7 +59,7 @@ func newRunCmd() *cobra.Command {
 }
 
 // buildAgent wires the backend and the sources into an agent.
-func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, liveKmsg bool, log *slog.Logger) (*agent.Agent, error) {
+func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, liveKmsg, liveDKMS bool, log *slog.Logger) (*agent.Agent, error) {
 	feed := newKernelFeed(log)
 	opts := replay.PlayerOptions{Speed: cfg.ReplaySpeed, Loop: cfg.ReplayLoop, Kmsg: feed.push}
 	lib, player, err := backendLibrary(cfg.Backend, trace, opts, log)
@@ -81,6 +83,11 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, live
 		ks := &kmsgSource{path: cfg.KmsgPath, stateDir: cfg.StateDir, procfs: resolveUnder(cfg.RootFS, cfg.ProcFS), log: log}
 		a.AddSource(ks)
 		a.AddCollector(ks)
+	}
+	if liveDKMS {
+		ds := newDKMSSource(cfg, a.State(), log)
+		a.AddSource(ds)
+		a.AddCollector(ds.w.Collector())
 	}
 	return a, nil
 }

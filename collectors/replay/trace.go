@@ -49,8 +49,8 @@ const (
 // Limits that keep a hostile or broken trace from taking the agent's memory.
 const (
 	MaxLineBytes  = 1 << 20
-	MaxTraceBytes = 256 << 20 // decompressed
-	MaxRecords    = 2_000_000
+	MaxTraceBytes = 128 << 20 // decompressed
+	MaxRecords    = 500_000
 	MaxGPUs       = 1024
 )
 
