@@ -10,25 +10,16 @@ PKG_VERSION      ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/nu
 # Reproducible man page dates: the last commit's time, not now.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 STAGE            := dist/stage
-HOOKS            := packaging/hooks
 
 .PHONY: package package-stage rules-check
 
-# Everything nfpm takes from outside git: generated docs and the hooks mapped
-# to where their package managers look. Directories are created even when
-# empty so nfpm's tree entries always resolve.
+# What nfpm takes from outside git: man pages and completions generated from
+# the command tree.
 package-stage: build
 	rm -rf $(STAGE)
-	mkdir -p $(STAGE)/hooks $(STAGE)/etc-kernel-postinst.d $(STAGE)/apt.conf.d $(STAGE)/dnf-post-transaction-actions.d
+	mkdir -p $(STAGE)
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) ./$(BIN) gen-docs --out $(STAGE)
 	gzip -9n $(STAGE)/man/*.1
-	if [ -d $(HOOKS) ]; then \
-	  cp -a $(HOOKS)/. $(STAGE)/hooks/; \
-	  for f in $(HOOKS)/kernel/postinst.d/*; do [ -f "$$f" ] && cp -a "$$f" $(STAGE)/etc-kernel-postinst.d/; done; \
-	  for f in $(HOOKS)/apt/*.conf; do [ -f "$$f" ] && cp -a "$$f" $(STAGE)/apt.conf.d/; done; \
-	  for f in $(HOOKS)/dnf/*.action; do [ -f "$$f" ] && cp -a "$$f" $(STAGE)/dnf-post-transaction-actions.d/; done; \
-	  find $(STAGE)/hooks -name '*_test.go' -delete; \
-	fi; true
 
 package: package-stage
 	rm -f dist/gpuwarden_*.deb dist/gpuwarden-*.rpm

@@ -20,7 +20,10 @@ var packagedFiles = []string{
 	"/usr/lib/systemd/system/gpuwarden.service",
 	"/etc/gpuwarden/gpuwarden.yaml",
 	"/var/lib/gpuwarden",
-	"/usr/lib/gpuwarden/hooks",
+	"/usr/lib/gpuwarden/check-now",
+	"/etc/kernel/postinst.d/zzz-gpuwarden",
+	"/etc/kernel/postrm.d/zzz-gpuwarden",
+	"/usr/lib/kernel/install.d/99-gpuwarden.install",
 	"/usr/share/man/man1/gpuwarden.1.gz",
 	"/usr/share/bash-completion/completions/gpuwarden",
 	"/usr/share/fish/vendor_completions.d/gpuwarden.fish",
@@ -83,7 +86,8 @@ func TestRpmListsFilesScriptsAndInstallsIntoARoot(t *testing.T) {
 	_, rpm := packages(t)
 
 	list := run(t, "rpm", "-qpl", rpm)
-	for _, f := range append(packagedFiles, "/usr/share/zsh/site-functions/_gpuwarden") {
+	for _, f := range append(packagedFiles, "/usr/share/zsh/site-functions/_gpuwarden",
+		"/etc/dnf/plugins/post-transaction-actions.d/gpuwarden.action") {
 		if !strings.Contains(list, f+"\n") {
 			t.Errorf("rpm -qpl lacks %s", f)
 		}
@@ -182,7 +186,7 @@ func TestDebInstallKeepsConfigAndRemovesCleanly(t *testing.T) {
 	if s := debStatus(t); s != "install ok installed" {
 		t.Fatalf("after dpkg -i: status %q", s)
 	}
-	for _, f := range append(packagedFiles, "/usr/share/zsh/vendor-completions/_gpuwarden") {
+	for _, f := range append(packagedFiles, "/usr/share/zsh/vendor-completions/_gpuwarden", "/etc/apt/apt.conf.d/99gpuwarden") {
 		if _, err := os.Lstat(f); err != nil {
 			t.Errorf("after dpkg -i: %v", err)
 		}
