@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,8 @@ type Agent struct {
 	extra    []prometheus.Collector
 	notifier *sdnotify.Notifier
 	ready    sync.Once
+	mu       sync.Mutex    // guards cfg's reloadable fields
+	reloaded chan struct{} // wakes the sampler after a reload
 }
 
 // New returns an agent sampling lib.
@@ -52,7 +55,7 @@ func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
 	}
 	return &Agent{cfg: cfg, log: log, lib: lib,
 		state:    NewState(host, cfg.GPUExpected, cfg.EventWindow, time.Now),
-		notifier: sdnotify.New()}
+		notifier: sdnotify.New(), reloaded: make(chan struct{}, 1)}
 }
 
 // State is the agent's state, for sources and tests.
@@ -127,7 +130,7 @@ func (a *Agent) sampleLoop(ctx context.Context, col *gpu.Collector) {
 	for {
 		r := col.Sample(ctx)
 		a.state.ApplyRound(r)
-		wait := a.cfg.GPUInterval
+		wait := a.interval()
 		if r.Err != nil {
 			if r.Err.Error() != lastErr {
 				lastErr = r.Err.Error()
@@ -146,12 +149,70 @@ func (a *Agent) sampleLoop(ctx context.Context, col *gpu.Collector) {
 		a.notifier.Progress()
 		a.ready.Do(func() { a.notifier.Ready() })
 		a.notifier.Status(StatusLine(a.state.Snapshot()))
-		select {
-		case <-ctx.Done():
+		if !a.idle(ctx, wait) {
 			return
-		case <-time.After(wait):
 		}
 	}
+}
+
+// idle waits between samples, counting progress every second: a loop that
+// waits (a long interval, a backoff while NVML is missing) is alive; only a
+// loop stuck inside an NVML call stops the systemd watchdog's pings.
+func (a *Agent) idle(ctx context.Context, wait time.Duration) bool {
+	until := time.Now().Add(wait)
+	for {
+		left := time.Until(until)
+		if left <= 0 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-a.reloaded:
+			return true // a new interval takes effect now
+		case <-time.After(min(left, time.Second)):
+			a.notifier.Progress()
+		}
+	}
+}
+
+// Reload applies what can change without a restart (the sampling interval,
+// the health event window, the expected GPU count) from cfg, which the
+// caller has already loaded and validated, and says which changed settings
+// need a restart. RELOADING=1 and READY=1 bracket it for systemd.
+func (a *Agent) Reload(cfg Config) {
+	a.notifier.Reloading()
+	defer a.notifier.Ready()
+	a.mu.Lock()
+	old := a.cfg
+	a.cfg.GPUInterval, a.cfg.EventWindow, a.cfg.GPUExpected = cfg.GPUInterval, cfg.EventWindow, cfg.GPUExpected
+	a.mu.Unlock()
+	a.state.Reconfigure(cfg.GPUExpected, cfg.EventWindow)
+	var restart []string
+	if !slices.Equal(old.ListenAddresses, cfg.ListenAddresses) || old.WebConfigFile != cfg.WebConfigFile {
+		restart = append(restart, "web.*")
+	}
+	if old.Backend != cfg.Backend || old.ReplayFile != cfg.ReplayFile {
+		restart = append(restart, "backend, replay")
+	}
+	if old.KmsgEnabled != cfg.KmsgEnabled || old.DKMSEnabled != cfg.DKMSEnabled || old.StateDir != cfg.StateDir || old.RootFS != cfg.RootFS {
+		restart = append(restart, "collector switches, state.dir, path.*")
+	}
+	a.log.Info("configuration reloaded", "collector.gpu.interval", cfg.GPUInterval, "gpu.expected", cfg.GPUExpected,
+		"health.event-window", cfg.EventWindow)
+	if len(restart) > 0 {
+		a.log.Warn("changed settings that take effect only after a restart", "settings", restart)
+	}
+	select {
+	case a.reloaded <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) interval() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg.GPUInterval
 }
 
 // StatusLine is the one-line summary for systemd's STATUS= and logs:

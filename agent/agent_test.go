@@ -230,7 +230,7 @@ func TestScrapeIsAnsweredDuringAnNVMLHang(t *testing.T) {
 	p := replay.NewPlayer(tr, replay.PlayerOptions{})
 	defer p.Close()
 	st := NewState("h", 0, time.Hour, time.Now)
-	a := &Agent{cfg: Config{GPUInterval: 100 * time.Millisecond}, log: quiet, state: st, notifier: nil}
+	a := &Agent{cfg: Config{GPUInterval: 100 * time.Millisecond}, log: quiet, state: st, reloaded: make(chan struct{}, 1)}
 	col := gpu.New(p.Library(), gpu.Options{Log: quiet, Timeout: time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

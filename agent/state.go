@@ -110,6 +110,14 @@ func NewState(hostname string, expectedGPUs int, eventWindow time.Duration, cloc
 	return s
 }
 
+// Reconfigure changes the expected GPU count and the event window.
+func (s *State) Reconfigure(expectedGPUs int, eventWindow time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expected, s.window = expectedGPUs, eventWindow
+	s.publish()
+}
+
 // Snapshot returns the latest published Snapshot.
 func (s *State) Snapshot() *Snapshot { return s.snap.Load() }
 

@@ -9,16 +9,6 @@ import (
 	"testing"
 )
 
-// gpuwardenBinary builds the real binary for a test: the exit code is what
-// Ansible and Nagios see, so it is tested through a process.
-func gpuwardenBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "gpuwarden")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // runCheckBinary runs gpuwarden check on a fixture and returns its stdout
 // and exit code.

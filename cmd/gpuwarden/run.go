@@ -49,6 +49,7 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			go reloadOnHUP(ctx, cmd, configFile, a, log)
 			return a.Run(ctx)
 		},
 	}
@@ -99,4 +100,25 @@ func resolveUnder(root, p string) string {
 		return p
 	}
 	return filepath.Join(root, p)
+}
+
+// reloadOnHUP re-reads the configuration on SIGHUP (systemctl reload). A bad
+// file is refused before anything changes: the running configuration stays.
+func reloadOnHUP(ctx context.Context, cmd *cobra.Command, file string, a *agent.Agent, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			cfg, err := agent.Load(cmd.Flags(), file)
+			if err != nil {
+				log.Error("reload refused: the configuration is invalid; the running one stays", "err", err)
+				continue
+			}
+			a.Reload(cfg)
+		}
+	}
 }
