@@ -9,7 +9,6 @@ import (
 	"testing"
 )
 
-
 // runCheckBinary runs gpuwarden check on a fixture and returns its stdout
 // and exit code.
 func runCheckBinary(t *testing.T, bin, scenario string, args ...string) (string, int) {
