@@ -72,7 +72,7 @@ func (a *Agent) AddCollector(c prometheus.Collector) { a.extra = append(a.extra,
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	reg := NewRegistry(a.state, a.extra...)
+	reg := NewRegistry(a.extra...)
 	srv := &http.Server{Handler: Handler(a.state, reg), ReadHeaderTimeout: 10 * time.Second}
 	flags := &web.FlagConfig{WebListenAddresses: &a.cfg.ListenAddresses, WebSystemdSocket: &a.cfg.SystemdSocket, WebConfigFile: &a.cfg.WebConfigFile}
 	serveErr := make(chan error, 1)

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
@@ -46,26 +45,21 @@ func demoAt(t testing.TB, at time.Duration) (*State, *replay.Player) {
 	return st, p
 }
 
-func scrape(t testing.TB, reg *prometheus.Registry) string {
+// scrape gets /metrics of the state alone (no process metrics, which differ
+// run to run).
+func scrape(t testing.TB, st *State) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	MetricsHandler(st, nil).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != 200 {
 		t.Fatalf("scrape: %d %s", rec.Code, rec.Body)
 	}
 	return rec.Body.String()
 }
 
-// goldenRegistry leaves out the process metrics, which differ run to run.
-func goldenRegistry(st *State) *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewExporter(st))
-	return reg
-}
-
 func TestGoldenMetricsOfTheDemoAt130s(t *testing.T) {
 	st, _ := demoAt(t, 130*time.Second)
-	got := scrape(t, goldenRegistry(st))
+	got := scrape(t, st)
 	// build_info carries the Go version: normalise it.
 	got = regexpGoVersion.ReplaceAllString(got, `goversion="GO"`)
 	golden := filepath.Join("testdata", "demo-t130.metrics")
@@ -115,7 +109,7 @@ func firstDiff(a, b string) string {
 
 func TestNotSupportedFieldIsAbsentNotZero(t *testing.T) {
 	st, _ := demoAt(t, 60*time.Second)
-	body := scrape(t, goldenRegistry(st))
+	body := scrape(t, st)
 	memTemp := 0
 	for _, line := range strings.Split(body, "\n") {
 		if strings.HasPrefix(line, "DCGM_FI_DEV_MEMORY_TEMP{") {
@@ -148,7 +142,7 @@ func TestLostGPUIsCriticalWhileTheOthersKeepReporting(t *testing.T) {
 	if h.Level != event.Critical {
 		t.Errorf("host level = %v, want critical", h.Level)
 	}
-	body := scrape(t, goldenRegistry(st))
+	body := scrape(t, st)
 	for i := 0; i < 8; i++ {
 		sel := `DCGM_FI_DEV_GPU_TEMP{` // any temp series of GPU i
 		found := false
@@ -164,7 +158,7 @@ func TestLostGPUIsCriticalWhileTheOthersKeepReporting(t *testing.T) {
 			t.Errorf("GPU %d stopped reporting when GPU 3 was lost", i)
 		}
 	}
-	if !strings.Contains(body, `gpuwarden_gpu_lost{UUID="`+snap.GPUs[3].Info.UUID+`",gpu="3",pci_bus_id="00000000:5D:00.0"} 1`) {
+	if !strings.Contains(body, `gpuwarden_gpu_lost{gpu="3",UUID="`+snap.GPUs[3].Info.UUID+`",pci_bus_id="00000000:5D:00.0"} 1`) {
 		t.Error("gpuwarden_gpu_lost for GPU 3 is not 1")
 	}
 	if line := StatusLine(snap); !strings.HasPrefix(line, "8 GPUs, ") || !strings.Contains(line, "GPU 3") {
@@ -178,7 +172,7 @@ func TestHTTPEndpointsServeTheSnapshot(t *testing.T) {
 		GPU: event.GPURef{Index: -1, PCIBusID: "0000:5d:00.0"}, Mnemonic: "GPU_HAS_FALLEN_OFF_THE_BUS", Raw: "x"})
 	st.ApplyEvent(event.Event{Source: "kmsg", Kind: event.KindAER, Severity: event.Warning,
 		GPU: event.GPURef{Index: -1, PCIBusID: "0000:99:00.0"}, Raw: "y"})
-	srv := httptest.NewServer(Handler(st, goldenRegistry(st)))
+	srv := httptest.NewServer(Handler(st, prometheus.NewRegistry()))
 	defer srv.Close()
 	get := func(path string) string {
 		resp, err := http.Get(srv.URL + path)
@@ -199,7 +193,7 @@ func TestHTTPEndpointsServeTheSnapshot(t *testing.T) {
 		t.Errorf("/v1/events?kind=aer = %s", body)
 	}
 	metrics := get("/metrics")
-	if !strings.Contains(metrics, `gpuwarden_xid_errors_total{UUID="`+st.Snapshot().GPUs[3].Info.UUID+`",gpu="3",pci_bus_id="0000:5d:00.0",xid="79"} 1`) {
+	if !strings.Contains(metrics, `gpuwarden_xid_errors_total{gpu="3",UUID="`+st.Snapshot().GPUs[3].Info.UUID+`",pci_bus_id="0000:5d:00.0",xid="79"} 1`) {
 		t.Error("Xid 79 on 0000:5d:00.0 was not mapped to GPU 3 in gpuwarden_xid_errors_total")
 	}
 	if !strings.Contains(metrics, `err_code="79"`) {
@@ -236,11 +230,10 @@ func TestScrapeIsAnsweredDuringAnNVMLHang(t *testing.T) {
 	defer cancel()
 	a.notifier = newTestNotifier()
 	go a.sampleLoop(ctx, col)
-	reg := goldenRegistry(st)
-	waitFor(t, func() bool { return strings.Contains(scrape(t, reg), "DCGM_FI_DEV_GPU_TEMP") })
-	first := sampleAge(t, scrape(t, reg))
+	waitFor(t, func() bool { return strings.Contains(scrape(t, st), "DCGM_FI_DEV_GPU_TEMP") })
+	first := sampleAge(t, scrape(t, st))
 	time.Sleep(1200 * time.Millisecond) // the sampler is stuck in the hang now
-	second := sampleAge(t, scrape(t, reg))
+	second := sampleAge(t, scrape(t, st))
 	if second < first+1 {
 		t.Errorf("sample age went from %v to %v across 1.2 s of hang; want it to grow", first, second)
 	}

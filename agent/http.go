@@ -9,17 +9,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 )
 
-// NewRegistry returns a registry with the Exporter, the process metrics, and
-// any extra collectors (the DKMS checks).
-func NewRegistry(state *State, extra ...prometheus.Collector) *prometheus.Registry {
+// NewRegistry returns a registry of what /metrics serves besides the
+// Snapshot: the process metrics and the extra collectors (DKMS, kernel log).
+func NewRegistry(extra ...prometheus.Collector) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewExporter(state), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, c := range extra {
 		reg.MustRegister(c)
 	}
@@ -29,11 +28,7 @@ func NewRegistry(state *State, extra ...prometheus.Collector) *prometheus.Regist
 // Handler serves /metrics, the JSON API and the landing page.
 func Handler(state *State, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: 10,
-		Timeout:             10 * time.Second,
-	}))
+	mux.Handle("GET /metrics", MetricsHandler(state, reg))
 	mux.HandleFunc("GET /v1/gpus", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, ViewGPUs(state.Snapshot(), state.clock()))
 	})

@@ -28,6 +28,8 @@ type Snapshot struct {
 	XidCounts   []XidCount
 	KindCounts  map[event.Kind]uint64
 	EventCounts map[EventKey]uint64
+
+	render rendered // the exposition text, made on first use
 }
 
 // GPUState is one GPU as the readers see it.

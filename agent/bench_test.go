@@ -1,0 +1,119 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/replay"
+)
+
+// syntheticState is a host with n GPUs whose every field has a value.
+func syntheticState(n int) *State {
+	st := NewState("bench-host", 0, time.Hour, time.Now)
+	r := gpu.Round{Time: time.Now(), DriverVersion: "550.54.15"}
+	for i := 0; i < n; i++ {
+		s := &gpu.Sample{GPU: gpu.Info{Index: i, Minor: i, UUID: fmt.Sprintf("GPU-%08x-0000-0000-0000-000000000000", i),
+			Name: "NVIDIA H100 80GB HBM3", PCIBusID: fmt.Sprintf("00000000:%02X:00.0", i)}, Time: time.Now(),
+			Values: make([]float64, len(gpu.Fields)), Status: make([]gpu.Status, len(gpu.Fields))}
+		for f := range s.Values {
+			s.Values[f] = float64(i*100 + f)
+		}
+		r.Samples = append(r.Samples, s)
+	}
+	st.ApplyRound(r)
+	return st
+}
+
+// BenchmarkScrape is one full /metrics request as Prometheus makes it
+// (gzip accepted), process metrics included; NVML is not involved. "new"
+// publishes a new Snapshot before every scrape, so each one renders the text
+// afresh (the worst case: a scrape interval longer than the sampling
+// interval); "same" scrapes one Snapshot again (scrapes faster than samples).
+func BenchmarkScrape(b *testing.B) {
+	for _, n := range []int{8, 64} {
+		for _, fresh := range []bool{true, false} {
+			name := fmt.Sprintf("gpus=%d/snapshot=same", n)
+			if fresh {
+				name = fmt.Sprintf("gpus=%d/snapshot=new", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				st := syntheticState(n)
+				h := MetricsHandler(st, NewRegistry())
+				req := httptest.NewRequest("GET", "/metrics", nil)
+				req.Header.Set("Accept-Encoding", "gzip")
+				b.ReportAllocs()
+				w := &discard{header: http.Header{}}
+				for b.Loop() {
+					if fresh {
+						b.StopTimer() // publishing is the sampler's cost, not the scrape's
+						st.Refresh()
+						b.StartTimer()
+					}
+					h.ServeHTTP(w, req)
+				}
+				b.ReportMetric(float64(w.n)/float64(b.N), "bytes/scrape")
+			})
+		}
+	}
+}
+
+// BenchmarkSampleRound is one sampling round of the 8-GPU demo through the
+// collector and the replay backend; ns/GPU is the cost per GPU per interval
+// on our side (on a live host NVML's own time adds to it).
+func BenchmarkSampleRound(b *testing.B) {
+	tr, err := replay.Open("../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := replay.NewPlayer(tr, replay.PlayerOptions{})
+	defer p.Close()
+	col := gpu.New(p.Library(), gpu.Options{Log: quiet})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if r := col.Sample(ctx); r.Err != nil {
+			b.Fatal(r.Err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/8, "ns/GPU")
+}
+
+// BenchmarkScrapeDuringNVMLHang scrapes while the sampler is stuck in a
+// replayed NVML hang: the figure to compare with BenchmarkScrape/gpus=8.
+func BenchmarkScrapeDuringNVMLHang(b *testing.B) {
+	tr, err := replay.Open("../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr.Records = append(tr.Records, replay.Record{T: 0.001, HangS: -1})
+	p := replay.NewPlayer(tr, replay.PlayerOptions{})
+	defer p.Close()
+	st := NewState("h", 0, time.Hour, time.Now)
+	col := gpu.New(p.Library(), gpu.Options{Log: quiet, Timeout: time.Second})
+	st.ApplyRound(col.Sample(context.Background()))
+	stuck := make(chan struct{})
+	go func() { close(stuck); col.Sample(context.Background()) }() // blocks in the hang
+	<-stuck
+	h := MetricsHandler(st, NewRegistry())
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	w := &discard{header: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		h.ServeHTTP(w, req)
+	}
+}
+
+// discard is the network: the scrape's cost without a test recorder's copy.
+type discard struct {
+	header http.Header
+	n      int
+}
+
+func (d *discard) Header() http.Header         { return d.header }
+func (d *discard) WriteHeader(int)             {}
+func (d *discard) Write(p []byte) (int, error) { d.n += len(p); return len(p), nil }
