@@ -334,3 +334,7 @@ func (d simDevice) GetProfilingActivity() (map[string]float64, nvml.Return) {
 	}
 	return d.g.profiling(), nvml.SUCCESS
 }
+
+// MockDevice is GPU i's go-nvml mock device, for tests that make one GPU
+// misbehave.
+func (s *Simulation) MockDevice(i int) *server.Device { return s.server.Devices[i].(*server.Device) }
