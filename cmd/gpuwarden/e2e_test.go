@@ -20,7 +20,7 @@ import (
 	"time"
 )
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,7 +56,7 @@ func (s *syncBuffer) String() string {
 
 // startAgent runs `gpuwarden run` with args plus a free listen address and
 // waits until it serves /metrics.
-func startAgent(t *testing.T, env []string, args ...string) *agentProc {
+func startAgent(t testing.TB, env []string, args ...string) *agentProc {
 	t.Helper()
 	addr := freePort(t)
 	a := &agentProc{addr: addr, log: &syncBuffer{}}
@@ -107,7 +107,7 @@ func (a *agentProc) get(path string) (string, error) {
 	return string(b), err
 }
 
-func (a *agentProc) mustGet(t *testing.T, path string) string {
+func (a *agentProc) mustGet(t testing.TB, path string) string {
 	t.Helper()
 	b, err := a.get(path)
 	if err != nil {
@@ -339,3 +339,39 @@ func TestDemoValuesMoveOverTime(t *testing.T) {
 }
 
 var _ = context.Background
+
+func TestStatusPrintsOneRowPerGPU(t *testing.T) {
+	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "60",
+		"--collector.gpu.interval", "100ms", "--collector.kmsg=false", "--collector.dkms=false")
+	// At 60x the demo's GPU 3 falls off the bus within 4-5 s.
+	eventually(t, 15*time.Second, "GPU 3 lost", func() bool {
+		return strings.Contains(a.mustGet(t, "/v1/health"), `"lost": true`)
+	})
+	out, err := exec.Command(gpuwardenBinary(t), "status", "--agent", "http://"+a.addr).CombinedOutput()
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 9 || !strings.HasPrefix(lines[0], "GPU ") {
+		t.Fatalf("want a header and 8 rows:\n%s", out)
+	}
+	for i, l := range lines[1:] {
+		if !strings.HasPrefix(l, fmt.Sprint(i)+" ") || !strings.Contains(l, "NVIDIA H100 80GB HBM3") {
+			t.Errorf("row %d: %q", i, l)
+		}
+	}
+	if !strings.Contains(lines[4], "LOST") || !strings.Contains(lines[4], "critical") {
+		t.Errorf("GPU 3's row does not say it is lost: %q", lines[4])
+	}
+	if !strings.Contains(lines[1], " C ") || !strings.Contains(lines[1], " W ") || !strings.Contains(lines[1], "GiB") {
+		t.Errorf("GPU 0's row lacks temperature, power or memory: %q", lines[1])
+	}
+	out, err = exec.Command(gpuwardenBinary(t), "status", "--agent", "http://127.0.0.1:1").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--once") {
+		t.Errorf("status without an agent should fail and suggest --once: %v\n%s", err, out)
+	}
+	out, err = exec.Command(gpuwardenBinary(t), "status", "--once", "--backend", "replay").CombinedOutput()
+	if err != nil || strings.Count(string(out), "NVIDIA H100") != 8 {
+		t.Errorf("status --once on the demo: %v\n%s", err, out)
+	}
+}
