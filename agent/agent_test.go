@@ -193,7 +193,7 @@ func TestHTTPEndpointsServeTheSnapshot(t *testing.T) {
 		t.Errorf("/v1/events?kind=aer = %s", body)
 	}
 	metrics := get("/metrics")
-	if !strings.Contains(metrics, `gpuwarden_xid_errors_total{gpu="3",UUID="`+st.Snapshot().GPUs[3].Info.UUID+`",pci_bus_id="0000:5d:00.0",xid="79"} 1`) {
+	if !strings.Contains(metrics, `gpuwarden_xid_errors_total{gpu="3",UUID="`+st.Snapshot().GPUs[3].Info.UUID+`",pci_bus_id="00000000:5D:00.0",xid="79"} 1`) {
 		t.Error("Xid 79 on 0000:5d:00.0 was not mapped to GPU 3 in gpuwarden_xid_errors_total")
 	}
 	if !strings.Contains(metrics, `err_code="79"`) {
@@ -237,4 +237,43 @@ func TestScrapeIsAnsweredDuringAnNVMLHang(t *testing.T) {
 	if second < first+1 {
 		t.Errorf("sample age went from %v to %v across 1.2 s of hang; want it to grow", first, second)
 	}
+}
+
+// One Xid reported by both the kernel log and NVML is one error.
+func TestAnXidFromBothSourcesIsCountedOnce(t *testing.T) {
+	st, _ := demoAt(t, 10*time.Second)
+	uuid := st.Snapshot().GPUs[6].Info.UUID
+	st.ApplyEvent(event.Event{Source: "kmsg", Kind: event.KindXid, Code: 94, Severity: event.Warning,
+		GPU: event.GPURef{Index: -1, PCIBusID: "0000:ba:00.0"}, Raw: "NVRM: Xid (PCI:0000:ba:00): 94, ..."})
+	st.ApplyRound(gpu.Round{Time: time.Now(), DriverVersion: "550.54.15", Samples: samplesOf(st),
+		Xids: []gpu.XidEvent{{GPU: st.Snapshot().GPUs[6].Info, Xid: 94}}})
+	// A second, later Xid 94 from NVML alone is a new error.
+	st.ApplyRound(gpu.Round{Time: time.Now(), DriverVersion: "550.54.15", Samples: samplesOf(st),
+		Xids: []gpu.XidEvent{{GPU: st.Snapshot().GPUs[6].Info, Xid: 94}}})
+	body := scrape(t, st)
+	want := `gpuwarden_xid_errors_total{gpu="6",UUID="` + uuid + `",pci_bus_id="00000000:BA:00.0",xid="94"} 2`
+	if !strings.Contains(body, want) {
+		t.Errorf("want %s in:\n%s", want, grepLines(body, "gpuwarden_xid_errors_total"))
+	}
+	if n := len(st.Events().Recent(100, func(e *event.Event) bool { return e.Code == 94 })); n != 2 {
+		t.Errorf("%d Xid 94 events kept, want 2", n)
+	}
+}
+
+func samplesOf(st *State) []*gpu.Sample {
+	var out []*gpu.Sample
+	for _, g := range st.Snapshot().GPUs {
+		out = append(out, g.Sample)
+	}
+	return out
+}
+
+func grepLines(body, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

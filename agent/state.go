@@ -10,6 +10,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/xid"
 )
 
 // Snapshot is everything the readers see, built by State whenever something
@@ -85,6 +86,7 @@ type State struct {
 	gpus       []GPUState
 	collectors map[string]*CollectorState
 	xid        map[xidKey]*XidCount
+	lastXid    map[xidKey]xidSeen // for counting an Xid seen by both sources once
 	kinds      map[event.Kind]uint64
 	events     map[EventKey]uint64
 	ring       *EventRing
@@ -106,7 +108,7 @@ func NewState(hostname string, expectedGPUs int, eventWindow time.Duration, cloc
 		clock = time.Now
 	}
 	s := &State{hostname: hostname, expected: expectedGPUs, window: eventWindow, clock: clock,
-		collectors: map[string]*CollectorState{}, xid: map[xidKey]*XidCount{},
+		collectors: map[string]*CollectorState{}, xid: map[xidKey]*XidCount{}, lastXid: map[xidKey]xidSeen{},
 		kinds: map[event.Kind]uint64{}, events: map[EventKey]uint64{}, ring: NewEventRing(1000)}
 	s.publish()
 	return s
@@ -205,6 +207,13 @@ func (s *State) ApplyRound(r gpu.Round) {
 			}
 		}
 	}
+	for _, x := range r.Xids {
+		ev := event.Event{Time: r.Time, Source: "nvml", Kind: event.KindXid, Code: x.Xid,
+			GPU: event.GPURef{Index: x.GPU.Index, UUID: x.GPU.UUID, PCIBusID: x.GPU.PCIBusID},
+			Raw: fmt.Sprintf("NVML event: Xid %d on GPU %d (%s)", x.Xid, x.GPU.Index, x.GPU.UUID)}
+		xid.Enrich(&ev)
+		s.applyEvent(ev)
+	}
 	s.publish()
 }
 
@@ -213,6 +222,20 @@ func (s *State) ApplyRound(r gpu.Round) {
 func (s *State) ApplyEvent(ev event.Event) event.Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	ev, _ = s.applyEvent(ev)
+	s.publish()
+	return ev
+}
+
+// xidDedupWindow is how far apart the kernel log's and NVML's reports of one
+// Xid on one GPU may be. NVML's are read once per sampling round, so this
+// must exceed the longest sampling interval worth running with.
+const xidDedupWindow = 60 * time.Second
+
+// applyEvent is ApplyEvent without the lock or the publish. It reports false
+// for an Xid already seen from the other source (the same Xid on the same
+// GPU from the kernel log and from NVML is one error, counted once).
+func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
 	if ev.GPU.PCIBusID != "" && ev.GPU.Index < 0 {
 		key := gpu.ShortBusID(ev.GPU.PCIBusID)
 		for i := range s.gpus {
@@ -226,15 +249,30 @@ func (s *State) ApplyEvent(ev event.Event) event.Event {
 	if ev.Time.IsZero() {
 		ev.Time = s.clock()
 	}
+	if ev.Kind == event.KindXid && ev.GPU.Index >= 0 {
+		k := xidKey{gpu: ev.GPU.Index, xid: ev.Code}
+		if last, ok := s.lastXid[k]; ok && last.source != ev.Source && absDuration(s.clock().Sub(last.at)) < xidDedupWindow {
+			delete(s.lastXid, k) // matched: the next report is a new error
+			return ev, false
+		}
+		s.lastXid[k] = xidSeen{at: s.clock(), source: ev.Source}
+	}
 	if ev.Source == "kmsg" || ev.Source == "replay" {
 		s.kinds[ev.Kind]++
 	}
 	s.events[EventKey{ev.Kind, ev.Severity}]++
 	if ev.Kind == event.KindXid {
-		k := xidKey{ev.GPU.Index, ev.GPU.PCIBusID, ev.Code}
+		// One series per GPU and code whichever source spelled the bus id:
+		// a known GPU is labelled with dcgm-exporter's spelling, as its other
+		// series are; an unknown one keeps the kernel's.
+		bus := ev.GPU.PCIBusID
+		if ev.GPU.Index >= 0 && ev.GPU.Index < len(s.gpus) {
+			bus = s.gpus[ev.GPU.Index].Info.PCIBusID
+		}
+		k := xidKey{ev.GPU.Index, bus, ev.Code}
 		c := s.xid[k]
 		if c == nil {
-			c = &XidCount{GPU: ev.GPU.Index, UUID: ev.GPU.UUID, PCIBusID: ev.GPU.PCIBusID, Xid: ev.Code}
+			c = &XidCount{GPU: ev.GPU.Index, UUID: ev.GPU.UUID, PCIBusID: bus, Xid: ev.Code}
 			s.xid[k] = c
 		}
 		c.Count++
@@ -252,8 +290,19 @@ func (s *State) ApplyEvent(ev event.Event) event.Event {
 		}
 	}
 	s.ring.Add(ev)
-	s.publish()
-	return ev
+	return ev, true
+}
+
+type xidSeen struct {
+	at     time.Time
+	source string
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
 }
 
 // affectsHealth says which events change a GPU's health: those the catalog

@@ -34,32 +34,34 @@ func writeKmsg(t *testing.T, lines ...string) {
 // uniqueGPUTrace writes a one-GPU trace whose GPU sits at a PCI domain no
 // earlier run used, so lines left in the ring buffer by other runs cannot be
 // mistaken for this run's.
-func uniqueGPUTrace(t *testing.T) (path, bus string) {
+func uniqueGPUTrace(t *testing.T) (path, bus, nvmlBus string) {
 	t.Helper()
 	dom := 0x1000 + rand.New(rand.NewSource(time.Now().UnixNano())).Intn(0xe000)
 	bus = fmt.Sprintf("%04x:3b:00", dom)
+	nvmlBus = strings.ToUpper(fmt.Sprintf("0000%04x:3b:00.0", dom))
 	zero := 0
 	tr := &replay.Trace{Header: replay.Header{Format: replay.Format, Version: replay.Version, Hostname: "kmsg-e2e", DurationS: 60,
 		GPUs: []gpu.Info{{Index: 0, UUID: "GPU-11111111-2222-3333-4444-555555555555", Name: "NVIDIA H100 80GB HBM3",
-			PCIBusID: strings.ToUpper(fmt.Sprintf("0000%04x:3b:00.0", dom))}}}}
+			PCIBusID: nvmlBus}}}}
 	tr.Records = []replay.Record{{T: 0, GPU: &zero, NVML: map[string]replay.Answer{"GetTemperature(0)": {V: []byte("40")}}}}
 	path = filepath.Join(t.TempDir(), "one.trace.jsonl")
 	if err := replay.WriteFile(tr, path); err != nil {
 		t.Fatal(err)
 	}
-	return path, bus
+	return path, bus, nvmlBus
 }
 
 func TestKernelLogEventsEndToEnd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("writing /dev/kmsg needs root")
 	}
-	trace, bus := uniqueGPUTrace(t)
+	trace, bus, nvmlBus := uniqueGPUTrace(t)
 	state := t.TempDir()
 	args := []string{"--backend", "replay", "--replay", trace, "--replay.loop", "--collector.gpu.interval", "200ms",
 		"--collector.kmsg=true", "--collector.dkms=false", "--state.dir", state}
 	a := startAgent(t, nil, args...)
-	sel := `pci_bus_id="` + bus + `.0"`
+	// The counter labels a known GPU as its other series do (NVML's spelling).
+	sel := `pci_bus_id="` + nvmlBus + `"`
 	xidCount := func(a *agentProc, xid int) int {
 		v, _ := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_xid_errors_total", sel, `xid="`+strconv.Itoa(xid)+`"`)
 		n, _ := strconv.Atoi(v)

@@ -27,6 +27,25 @@ type Round struct {
 	Samples       []*Sample // by GPU index
 	// Err is set when no GPU could be read at all (NVML down).
 	Err error
+	// Xids are the Xid events NVML reported since the previous round.
+	Xids []XidEvent
+}
+
+// XidEvent is an Xid error NVML reported for a GPU.
+type XidEvent struct {
+	GPU Info
+	Xid int
+}
+
+// eventLibrary and eventDevice are the parts of NVML's event API the Xid
+// watch needs; go-nvml's library and devices have them, a trace does not
+// (a trace carries Xids as kernel-log records).
+type eventLibrary interface {
+	EventSetCreate() (nvml.EventSet, nvml.Return)
+}
+
+type eventDevice interface {
+	RegisterEvents(uint64, nvml.EventSet) nvml.Return
 }
 
 // Options tunes a Collector.
@@ -51,6 +70,8 @@ type Collector struct {
 
 	nvmlFields  []nvml.FieldValue // the batched GetFieldValues request template
 	nvmlFieldOf []int             // Fields index of each entry in nvmlFields
+
+	xidSet nvml.EventSet // NVML's Xid events, drained after each round; nil if unsupported
 }
 
 type gpuState struct {
@@ -144,7 +165,67 @@ func (c *Collector) enumerate() error {
 		gpus = append(gpus, g)
 	}
 	c.gpus = gpus
+	c.watchXids()
 	return nil
+}
+
+// watchXids registers every GPU for NVML's Xid events. They are drained with
+// a zero timeout after each round, in the sampling goroutine, so the event
+// set never outlives NVML and needs no lock. The kernel log is the fast path
+// for Xids; this one works where /dev/kmsg cannot be read (a container).
+func (c *Collector) watchXids() {
+	if c.xidSet != nil {
+		c.xidSet.Free()
+		c.xidSet = nil
+	}
+	el, ok := c.lib.(eventLibrary)
+	if !ok {
+		return
+	}
+	set, ret := el.EventSetCreate()
+	if ret != nvml.SUCCESS {
+		return
+	}
+	registered := 0
+	for _, g := range c.gpus {
+		if d, ok := g.dev.(eventDevice); ok && d.RegisterEvents(nvml.EventTypeXidCriticalError, set) == nvml.SUCCESS {
+			registered++
+		}
+	}
+	if registered == 0 {
+		set.Free()
+		return
+	}
+	c.xidSet = set
+}
+
+// drainXids returns the Xid events waiting in the event set.
+func (c *Collector) drainXids() []XidEvent {
+	if c.xidSet == nil {
+		return nil
+	}
+	var out []XidEvent
+	for range 1024 { // bounded: a storm of Xids must not stall sampling
+		data, ret := c.xidSet.Wait(0)
+		if ret != nvml.SUCCESS {
+			break
+		}
+		if data.EventType&nvml.EventTypeXidCriticalError == 0 {
+			continue
+		}
+		ev := XidEvent{Xid: int(data.EventData), GPU: Info{Index: -1}}
+		if data.Device != nil {
+			if uuid, ret := data.Device.GetUUID(); ret == nvml.SUCCESS {
+				for _, g := range c.gpus {
+					if g.info.UUID == uuid {
+						ev.GPU = g.info
+					}
+				}
+			}
+		}
+		out = append(out, ev)
+	}
+	return out
 }
 
 func readInfo(i int, d Device) Info {
@@ -172,6 +253,10 @@ func readInfo(i int, d Device) Info {
 
 // Close shuts NVML down if it was initialised.
 func (c *Collector) Close() {
+	if c.xidSet != nil {
+		c.xidSet.Free()
+		c.xidSet = nil
+	}
 	if c.up {
 		c.lib.Shutdown()
 		c.up = false
@@ -240,6 +325,7 @@ func (c *Collector) Sample(ctx context.Context) Round {
 			r.Samples[i] = c.timedOut(g, start, fmt.Sprintf("no answer from NVML within %s", c.opts.Timeout))
 		}
 	}
+	r.Xids = c.drainXids()
 	r.Duration = c.clock().Sub(start)
 	return r
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
@@ -106,5 +107,46 @@ func TestAHungGPUTimesOutAloneAndGetsOneStuckCall(t *testing.T) {
 	}
 	if n := calls.Load(); n != 1 {
 		t.Errorf("the hung GPU got %d stuck calls, want 1 (no new goroutine while one is stuck)", n)
+	}
+}
+
+// NVML's Xid events are drained after each round and name their GPU.
+func TestXidEventsFromNVMLArriveWithTheRound(t *testing.T) {
+	sim := replay.NewSimulation(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
+	srv := sim.NVML().(*server.Server)
+	queue := []nvml.EventData{}
+	set := &mock.EventSet{
+		WaitFunc: func(uint32) (nvml.EventData, nvml.Return) {
+			if len(queue) == 0 {
+				return nvml.EventData{}, nvml.ERROR_TIMEOUT
+			}
+			d := queue[0]
+			queue = queue[1:]
+			return d, nvml.SUCCESS
+		},
+		FreeFunc: func() nvml.Return { return nvml.SUCCESS },
+	}
+	srv.EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) { return set, nvml.SUCCESS }
+	registered := 0
+	for i := range 8 {
+		sim.MockDevice(i).RegisterEventsFunc = func(types uint64, _ nvml.EventSet) nvml.Return {
+			if types&nvml.EventTypeXidCriticalError != 0 {
+				registered++
+			}
+			return nvml.SUCCESS
+		}
+	}
+	col := gpu.New(gpu.FromNVML(srv), gpu.Options{Log: quiet})
+	defer col.Close()
+	if r := col.Sample(context.Background()); r.Err != nil || len(r.Xids) != 0 {
+		t.Fatalf("first round: %v, %d xids", r.Err, len(r.Xids))
+	}
+	if registered != 8 {
+		t.Fatalf("%d GPUs registered for Xid events, want 8", registered)
+	}
+	queue = append(queue, nvml.EventData{Device: srv.Devices[6], EventType: nvml.EventTypeXidCriticalError, EventData: 94})
+	r := col.Sample(context.Background())
+	if len(r.Xids) != 1 || r.Xids[0].Xid != 94 || r.Xids[0].GPU.Index != 6 || r.Xids[0].GPU.PCIBusID != "00000000:BA:00.0" {
+		t.Fatalf("xids = %+v", r.Xids)
 	}
 }

@@ -63,6 +63,9 @@ func (l nvmlLibrary) SystemGetDriverVersion() (string, nvml.Return) {
 	return l.lib.SystemGetDriverVersion()
 }
 func (l nvmlLibrary) DeviceGetCount() (int, nvml.Return) { return l.lib.DeviceGetCount() }
+func (l nvmlLibrary) EventSetCreate() (nvml.EventSet, nvml.Return) {
+	return l.lib.EventSetCreate()
+}
 func (l nvmlLibrary) DeviceGetHandleByIndex(i int) (Device, nvml.Return) {
 	d, ret := l.lib.DeviceGetHandleByIndex(i)
 	if ret != nvml.SUCCESS {

@@ -338,3 +338,7 @@ func (d simDevice) GetProfilingActivity() (map[string]float64, nvml.Return) {
 // MockDevice is GPU i's go-nvml mock device, for tests that make one GPU
 // misbehave.
 func (s *Simulation) MockDevice(i int) *server.Device { return s.server.Devices[i].(*server.Device) }
+
+// NVML is the simulated node as go-nvml's whole interface (the mock server),
+// for tests of NVML features a trace does not carry, such as event sets.
+func (s *Simulation) NVML() nvml.Interface { return s.server }
