@@ -6,6 +6,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/xid"
 )
 
 // Health is a level with its reasons and the one action to take.
@@ -14,20 +15,6 @@ type Health struct {
 	Reasons []string    `json:"reasons,omitempty"`
 	Action  string      `json:"action,omitempty"`
 }
-
-// The recommended actions, worst last. They match the XID catalog's vocabulary.
-const (
-	ActionNone          = "none"
-	ActionRestartApp    = "restart the application"
-	ActionResetGPU      = "reset the GPU"
-	ActionReboot        = "reboot"
-	ActionDrainAndReset = "drain and reset"
-	ActionInspect       = "hardware inspection"
-	ActionSupport       = "contact support"
-)
-
-var actionRank = map[string]int{"": 0, ActionNone: 0, ActionRestartApp: 1, ActionResetGPU: 2,
-	ActionReboot: 3, ActionDrainAndReset: 4, ActionInspect: 5, ActionSupport: 6}
 
 // merge folds o into h: the worse level, every reason (prefixed with who),
 // and the strongest action.
@@ -39,7 +26,7 @@ func (h *Health) merge(o Health, who string) {
 		}
 		h.Reasons = append(h.Reasons, r)
 	}
-	if rank, ok := actionRank[o.Action]; !ok || rank > actionRank[h.Action] {
+	if xid.Action(o.Action).Rank() > xid.Action(h.Action).Rank() {
 		h.Action = o.Action
 	}
 }
@@ -58,7 +45,7 @@ const stale = 2 * time.Minute
 func gpuHealth(g *GPUState, now time.Time, window time.Duration) Health {
 	h := Health{Level: event.OK}
 	if g.Lost {
-		h.merge(Health{Level: event.Critical, Action: ActionDrainAndReset,
+		h.merge(Health{Level: event.Critical, Action: string(xid.ActionDrainAndReset),
 			Reasons: []string{"NVML reports the GPU lost (GPU_IS_LOST)"}}, "")
 	}
 	for _, ev := range g.Sticky {
@@ -87,15 +74,15 @@ func gpuHealth(g *GPUState, now time.Time, window time.Duration) Health {
 		return h
 	}
 	if v, ok := s.Value(idxRemapFailure); ok && v > 0 {
-		h.merge(Health{Level: event.Critical, Action: ActionDrainAndReset, Reasons: []string{"row remapping failed: the memory cannot be repaired"}}, "")
+		h.merge(Health{Level: event.Critical, Action: string(xid.ActionDrainAndReset), Reasons: []string{"row remapping failed: the memory cannot be repaired"}}, "")
 	}
 	if v, ok := s.Value(idxRemapPending); ok && v > 0 {
-		h.merge(Health{Level: event.Warning, Action: ActionResetGPU, Reasons: []string{"a row remap is pending: reset the GPU to activate it"}}, "")
+		h.merge(Health{Level: event.Warning, Action: string(xid.ActionResetGPU), Reasons: []string{"a row remap is pending: reset the GPU to activate it"}}, "")
 	}
 	if v, ok := s.Value(idxClockEvents); ok {
 		const thermal = 0x20 | 0x40 // sw and hw thermal slowdown
 		if uint64(v)&thermal != 0 {
-			h.merge(Health{Level: event.Warning, Action: ActionInspect, Reasons: []string{"clocks held down by a thermal slowdown"}}, "")
+			h.merge(Health{Level: event.Warning, Action: string(xid.ActionHardwareInspection), Reasons: []string{"clocks held down by a thermal slowdown"}}, "")
 		}
 	}
 	if !g.Lost {

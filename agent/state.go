@@ -350,7 +350,7 @@ func (s *State) publish() {
 		}
 	}
 	if c := s.collectors["gpu"]; c != nil && c.Up && snap.GPUsExpected > 0 && len(s.gpus) < snap.GPUsExpected {
-		host.merge(Health{Level: event.Critical, Action: ActionDrainAndReset,
+		host.merge(Health{Level: event.Critical, Action: string(xid.ActionDrainAndReset),
 			Reasons: []string{fmt.Sprintf("%d of %d expected GPUs visible", len(s.gpus), snap.GPUsExpected)}}, "")
 	}
 	for _, f := range s.extra {

@@ -37,8 +37,25 @@ const (
 	ActionContactSupport     Action = "contact support"
 )
 
+// actions is the vocabulary, from the least to the most an operator must do.
 var actions = []Action{ActionNone, ActionRestartApplication, ActionResetGPU, ActionReboot,
 	ActionDrainAndReset, ActionHardwareInspection, ActionContactSupport}
+
+// Rank orders actions by how much they ask of an operator (none is 0), so
+// that of several findings the strongest action can be recommended. An
+// action outside the vocabulary ranks above every one in it: it is free text
+// a person must read.
+func (a Action) Rank() int {
+	if a == "" {
+		return 0
+	}
+	for i, v := range actions {
+		if v == a {
+			return i
+		}
+	}
+	return len(actions)
+}
 
 // BadGPU says how strongly a code points at faulty GPU hardware.
 type BadGPU string

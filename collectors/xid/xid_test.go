@@ -94,3 +94,14 @@ func TestEnrichKinds(t *testing.T) {
 		}
 	}
 }
+
+func TestActionRankOrdersTheVocabularyLeastFirst(t *testing.T) {
+	if !(ActionNone.Rank() < ActionRestartApplication.Rank() && ActionRestartApplication.Rank() < ActionResetGPU.Rank() &&
+		ActionResetGPU.Rank() < ActionReboot.Rank() && ActionReboot.Rank() < ActionDrainAndReset.Rank() &&
+		ActionDrainAndReset.Rank() < ActionHardwareInspection.Rank() && ActionHardwareInspection.Rank() < ActionContactSupport.Rank()) {
+		t.Error("actions are not ranked least to most")
+	}
+	if Action("").Rank() != 0 || Action("dkms autoinstall -k 6.1.0-20-amd64").Rank() <= ActionContactSupport.Rank() {
+		t.Error("empty must rank 0 and free text above the vocabulary")
+	}
+}
