@@ -42,6 +42,21 @@ test: build
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
 
+# Every fuzz target for FUZZTIME each (their seed corpora also run in make test).
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./collectors/replay:FuzzTraceRead ./collectors/kmsg:FuzzParseRecord ./collectors/kmsg:FuzzClassify \
+	./collectors/kmsg:FuzzStripWrapper ./dkms:FuzzParseStatusLine ./dkms:FuzzParseDriverVersion
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+lint:
+	gofmt -l . | tee /dev/stderr | (! read)
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+
 clean:
 	rm -rf bin dist
 include packaging/package.mk
