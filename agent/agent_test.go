@@ -277,3 +277,18 @@ func grepLines(body, prefix string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestStatusLineSaysWhichGPUFellOffTheBus(t *testing.T) {
+	st, _ := demoAt(t, 100*time.Second)
+	if line := StatusLine(st.Snapshot()); line != "8 GPUs, 0 unhealthy" {
+		t.Fatalf("before: %q", line)
+	}
+	st.ApplyEvent(event.Event{Source: "kmsg", Kind: event.KindFallenOffBus, Severity: event.Critical, Action: "reboot",
+		GPU: event.GPURef{Index: -1, PCIBusID: "0000:3a:00.0"}, Mnemonic: "GPU_FALLEN_OFF_BUS"})
+	if line := StatusLine(st.Snapshot()); !strings.HasPrefix(line, "8 GPUs, 1 unhealthy: GPU 2 fell off the bus") {
+		t.Errorf("status line %q", line)
+	}
+	if h := st.Snapshot().GPUs[2].Health; h.Level != event.Critical || h.Action != "reboot" {
+		t.Errorf("GPU 2 health %+v", h)
+	}
+}

@@ -31,6 +31,16 @@ func (h *Health) merge(o Health, who string) {
 	}
 }
 
+// kindWords say what a kernel event means for a GPU, for health reasons
+// and systemd's status line ("GPU 3 fell off the bus").
+var kindWords = map[event.Kind]string{
+	event.KindFallenOffBus: "fell off the bus",
+	event.KindRmInitFailed: "failed to initialise (RmInitAdapter)",
+	event.KindXid:          "Xid",
+	event.KindSXid:         "NVSwitch SXid",
+	event.KindAER:          "PCIe AER error",
+}
+
 // stale is how old a sample may get before the GPU's health is unknown.
 const stale = 2 * time.Minute
 
@@ -53,9 +63,12 @@ func gpuHealth(g *GPUState, now time.Time, window time.Duration) Health {
 		if !gone && window > 0 && now.Sub(ev.Time) > window {
 			continue
 		}
-		what := string(ev.Kind)
+		what, ok := kindWords[ev.Kind]
+		if !ok {
+			what = string(ev.Kind)
+		}
 		if ev.Code != 0 {
-			what = fmt.Sprintf("%s %d", ev.Kind, ev.Code)
+			what = fmt.Sprintf("%s %d", what, ev.Code)
 		}
 		if ev.Mnemonic != "" {
 			what += " (" + ev.Mnemonic + ")"
