@@ -2,9 +2,12 @@ package agent
 
 import (
 	"encoding/json"
-	"html/template"
+	"fmt"
+	"html"
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,7 +48,7 @@ func Handler(state *State, reg *prometheus.Registry) http.Handler {
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		landing.Execute(w, state.Snapshot())
+		writeLanding(w, state.Snapshot())
 	})
 	return mux
 }
@@ -158,15 +161,26 @@ func (e paramError) Error() string {
 
 func errBadParam(name, value string) error { return paramError{name, value} }
 
-var landing = template.Must(template.New("landing").Parse(`<!doctype html>
+// writeLanding writes the landing page. Plain fmt with html.EscapeString:
+// html/template would link its parser, escaper and reflection-driven executor
+// into the agent for one small page.
+func writeLanding(w io.Writer, s *Snapshot) {
+	var reasons strings.Builder
+	for _, r := range s.Health.Reasons {
+		reasons.WriteString("<br>")
+		reasons.WriteString(html.EscapeString(r))
+	}
+	fmt.Fprintf(w, `<!doctype html>
 <html><head><title>gpuwarden</title></head><body>
-<h1>gpuwarden on {{.Hostname}}</h1>
-<p>Health: <b>{{.Health.Level}}</b>{{range .Health.Reasons}}<br>{{.}}{{end}}</p>
-<p>{{len .GPUs}} GPUs, driver {{.DriverVersion}}</p>
+<h1>gpuwarden on %s</h1>
+<p>Health: <b>%s</b>%s</p>
+<p>%d GPUs, driver %s</p>
 <ul>
 <li><a href="metrics">/metrics</a>: Prometheus metrics, dcgm-exporter's names</li>
 <li><a href="v1/gpus">/v1/gpus</a>: every GPU's latest sample</li>
 <li><a href="v1/health">/v1/health</a>: health of the host and each GPU</li>
 <li><a href="v1/events">/v1/events</a>: recent events (?gpu=, ?kind=, ?limit=)</li>
 </ul></body></html>
-`))
+`, html.EscapeString(s.Hostname), html.EscapeString(s.Health.Level.String()), reasons.String(),
+		len(s.GPUs), html.EscapeString(s.DriverVersion))
+}

@@ -14,11 +14,12 @@ STAGE            := dist/stage
 .PHONY: package package-stage rules-check
 
 # What nfpm takes from outside git: man pages and completions generated from
-# the command tree.
+# the command tree, by a build of it with the gen-docs command (the gendocs
+# tag; the shipped binary leaves the generator out).
 package-stage: build
 	rm -rf $(STAGE)
 	mkdir -p $(STAGE)
-	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) ./$(BIN) gen-docs --out $(STAGE)
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run -tags gendocs ./cmd/gpuwarden gen-docs --out $(STAGE)
 	gzip -9n $(STAGE)/man/*.1
 
 package: package-stage

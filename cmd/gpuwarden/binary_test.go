@@ -17,8 +17,8 @@ var (
 
 // gpuwardenBinary builds the command once per test run: exit codes, signals
 // and sd_notify are what systemd, Ansible and Nagios see, so the end-to-end
-// tests run the real binary.
-func gpuwardenBinary(t *testing.T) string {
+// tests run the real binary, built as `make build` builds the shipped one.
+func gpuwardenBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "gpuwarden-test")
@@ -27,7 +27,7 @@ func gpuwardenBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "gpuwarden")
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", binPath, ".")
 		cmd.Env = append(os.Environ(), "CGO_CFLAGS=-O2 -Wno-deprecated-declarations")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			binErr = fmt.Errorf("go build: %v\n%s", err, out)

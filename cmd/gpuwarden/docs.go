@@ -1,3 +1,11 @@
+//go:build gendocs
+
+// The man pages and completions are generated at packaging time by a build
+// of this same command tree with the gendocs tag (`make package` does
+// `go run -tags gendocs ./cmd/gpuwarden gen-docs`), so the shipped agent does
+// not link cobra/doc and its markdown and roff renderers. gen-docs is hidden
+// and so absent from what it writes: the pages match the shipped binary.
+
 package main
 
 import (
@@ -9,9 +17,11 @@ import (
 	"github.com/spf13/cobra/doc"
 )
 
+func init() { extraCommands = append(extraCommands, newDocsCmd) }
+
 // newDocsCmd writes man pages and shell completions from the command tree, so
 // what the packages ship can never drift from the flags the binary has. It is
-// hidden: users want the results, not the generator. `make package` runs it.
+// hidden: users want the results, not the generator.
 func newDocsCmd() *cobra.Command {
 	var out string
 	cmd := &cobra.Command{

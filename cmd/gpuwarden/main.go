@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
@@ -38,12 +40,33 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newExplainCmd(),
 		newCheckCmd(),
-		newDocsCmd(),
 	)
+	for _, c := range extraCommands {
+		root.AddCommand(c())
+	}
 	return root
 }
 
+// extraCommands are added by files behind build tags (gen-docs, with gendocs).
+var extraCommands []func() *cobra.Command
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		// The agent's live heap is a few MB; the default GOGC=100 lets the
+		// heap double before each collection. Half the headroom keeps the
+		// resident set of a node agent small for little CPU (one short GC
+		// per second or so at a 100 ms sampling interval).
+		debug.SetGCPercent(50)
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// The agent's work is a sample and a scrape now and then; one P is
+		// plenty (a goroutine stuck in a hung NVML call gives its P up).
+		// Each P costs its own span caches and, during GC, a worker thread:
+		// on a 100-core GPU host the default turns into megabytes of
+		// resident memory for no throughput anyone needs. Like
+		// node_exporter's --runtime.gomaxprocs=1; GOMAXPROCS overrides it.
+		runtime.GOMAXPROCS(1)
+	}
 	err := newRootCmd().Execute()
 	if err == nil {
 		return
