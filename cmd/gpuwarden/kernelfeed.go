@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/agent"
@@ -14,7 +14,7 @@ import (
 // counts.
 type kernelFeed struct {
 	ch      chan string
-	dropped atomic.Uint64
+	dropped sync.Once
 	log     *slog.Logger
 }
 
@@ -26,7 +26,9 @@ func (f *kernelFeed) push(raw string) {
 	select {
 	case f.ch <- raw:
 	default:
-		f.dropped.Add(1)
+		f.dropped.Do(func() {
+			f.log.Warn("replayed kernel records dropped: the trace plays faster than they are applied (lower --replay.speed)")
+		})
 	}
 }
 

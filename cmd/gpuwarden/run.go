@@ -40,6 +40,10 @@ func newRunCmd() *cobra.Command {
 			log := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// Caught from the start: SIGHUP's default action would kill the agent.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			// A replay feeds the trace's kernel records; the live kernel log
 			// is read beside it only when asked for by name.
 			// So are the host's DKMS checks: a replayed node is not this host.
@@ -49,7 +53,7 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			go reloadOnHUP(ctx, cmd, configFile, a, log)
+			go reloadOnHUP(ctx, hup, cmd, configFile, a, log)
 			return a.Run(ctx)
 		},
 	}
@@ -104,10 +108,7 @@ func resolveUnder(root, p string) string {
 
 // reloadOnHUP re-reads the configuration on SIGHUP (systemctl reload). A bad
 // file is refused before anything changes: the running configuration stays.
-func reloadOnHUP(ctx context.Context, cmd *cobra.Command, file string, a *agent.Agent, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cmd *cobra.Command, file string, a *agent.Agent, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
