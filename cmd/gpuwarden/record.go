@@ -1,20 +1,26 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
 )
 
 func newRecordCmd() *cobra.Command {
 	var backend, scenario, out string
+	var withKmsg bool
 	var interval, duration time.Duration
 	cmd := &cobra.Command{
 		Use:   "record --out FILE",
@@ -51,7 +57,11 @@ NVML answer (values and error returns) into a trace that 'gpuwarden run
 				}
 				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 				defer stop()
-				if tr, err = replay.RecordLive(ctx, liveNVML(), interval, duration, log); err != nil {
+				var kernel <-chan string
+				if withKmsg {
+					kernel = recordKernel(ctx, log)
+				}
+				if tr, err = replay.RecordLive(ctx, liveNVML(), interval, duration, kernel, log); err != nil {
 					return err
 				}
 			default:
@@ -72,5 +82,35 @@ NVML answer (values and error returns) into a trace that 'gpuwarden run
 	f.StringVar(&out, "out", "", "trace file to write (.gz compresses)")
 	f.DurationVar(&interval, "interval", time.Second, "sampling interval for --backend nvml")
 	f.DurationVar(&duration, "duration", time.Minute, "how long to record for --backend nvml")
+	f.BoolVar(&withKmsg, "kmsg", true, "with --backend nvml: also record the NVIDIA-related kernel-log records that appear while recording")
 	return cmd
+}
+
+// recordKernel reads /dev/kmsg while recording and passes on the records
+// that appear from now on and are about NVIDIA hardware (the rest of the
+// host's log stays out of the trace). Without the kernel log it says so and
+// the trace has GPU answers only.
+func recordKernel(ctx context.Context, log *slog.Logger) <-chan string {
+	out := make(chan string, 1024)
+	r, err := kmsg.Open(kmsg.Config{Logger: log})
+	if err != nil {
+		log.Warn("kernel log not recorded", "err", err)
+		return out
+	}
+	since := time.Since(bootTime("/proc"))
+	go r.Run(ctx)
+	go func() {
+		for batch := range r.Batches() {
+			for _, rec := range batch {
+				if rec.Monotonic < since || kmsg.Classify(rec.Message).Kind == event.KindUnrelated {
+					continue
+				}
+				select {
+				case out <- strings.TrimSuffix(rec.String(), "\n"):
+				default: // a storm: the trace keeps what fits
+				}
+			}
+		}
+	}()
+	return out
 }

@@ -53,19 +53,32 @@ func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
 }
 
 // RecordLive samples lib every interval for duration and returns the trace.
-func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Duration, log *slog.Logger) (*Trace, error) {
+// Kernel-log records (in /dev/kmsg's format) that arrive on kernel while it
+// records are kept at their arrival time; kernel may be nil.
+func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Duration, kernel <-chan string, log *slog.Logger) (*Trace, error) {
 	rec := NewRecorder(lib)
 	col := gpu.New(rec.Library(), gpu.Options{Log: log})
 	defer col.Close()
 	start := time.Now()
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	keepKernel := func() {
+		for {
+			select {
+			case raw := <-kernel:
+				rec.Kmsg(time.Since(start).Seconds(), raw)
+			default:
+				return
+			}
+		}
+	}
 	for {
 		round := col.Sample(ctx)
 		if round.Err != nil {
 			return nil, round.Err
 		}
 		rec.Commit(time.Since(start).Seconds())
+		keepKernel()
 		if time.Since(start)+interval > duration {
 			break
 		}

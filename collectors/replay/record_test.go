@@ -74,3 +74,32 @@ func TestRecordedScenarioReplaysTheSameAnswers(t *testing.T) {
 		}
 	}
 }
+
+// A live recording keeps the kernel-log records that arrive while it runs,
+// so the trace replays them through the same parser.
+func TestLiveRecordingKeepsKernelRecords(t *testing.T) {
+	sim := NewSimulation(demoScenario(t))
+	kernel := make(chan string, 4)
+	const line = "3,77,123456,-;NVRM: Xid (PCI:0000:18:00): 13, pid=1, name=x, Graphics Exception"
+	kernel <- line
+	tr, err := RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 300*time.Millisecond, kernel, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	rounds := 0
+	for _, r := range tr.Records {
+		if r.Kmsg != "" {
+			kept = append(kept, r.Kmsg)
+		}
+		if r.GPU != nil && *r.GPU == 0 {
+			rounds++
+		}
+	}
+	if len(kept) != 1 || kept[0] != line {
+		t.Errorf("kernel records kept: %q", kept)
+	}
+	if len(tr.Header.GPUs) != 8 || rounds == 0 {
+		t.Errorf("%d GPUs, %d records for GPU 0", len(tr.Header.GPUs), rounds)
+	}
+}
