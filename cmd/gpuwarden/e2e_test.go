@@ -4,7 +4,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -338,7 +337,6 @@ func TestDemoValuesMoveOverTime(t *testing.T) {
 	})
 }
 
-var _ = context.Background
 
 func TestStatusPrintsOneRowPerGPU(t *testing.T) {
 	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "60",
