@@ -125,3 +125,20 @@ func TestKernelLogEventsEndToEnd(t *testing.T) {
 	writeKmsg(t, fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 13, pid=1, name=%s-2, Graphics Exception", bus, marker))
 	eventually(t, time.Second, "a new line after the restart is counted once", func() bool { return xidCount(b, 13) == 1 })
 }
+
+// What the kernel said before the agent started (since boot, still in the
+// ring buffer) counts on a first start: a GPU that fell off the bus an hour
+// ago is critical the moment the agent comes up.
+func TestKernelEventsFromBeforeTheAgentStartedMarkTheirGPU(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("writing /dev/kmsg needs root")
+	}
+	trace, bus, _ := uniqueGPUTrace(t)
+	writeKmsg(t, fmt.Sprintf("<3>NVRM: GPU %s.0: GPU has fallen off the bus.", bus))
+	a := startAgent(t, nil, "--backend", "replay", "--replay", trace, "--replay.loop", "--collector.gpu.interval", "200ms",
+		"--collector.kmsg=true", "--collector.dkms=false", "--state.dir", t.TempDir())
+	eventually(t, 10*time.Second, "GPU 0 critical from the earlier line", func() bool {
+		h := a.mustGet(t, "/v1/health")
+		return strings.Contains(h, `"level": "critical"`) && strings.Contains(h, "fell off the bus")
+	})
+}

@@ -28,6 +28,10 @@ type kmsgSource struct {
 func (s *kmsgSource) Name() string { return "kmsg" }
 
 func (s *kmsgSource) Run(ctx context.Context, state *agent.State) error {
+	// The ring buffer holds what happened since boot, read in a burst at
+	// start: wait for the first GPU round so those events find their GPU
+	// (an Xid 79 from before the agent started must still mark it).
+	waitForFirstRound(ctx, state, 15*time.Second)
 	backoff := 5 * time.Second
 	lastErr := ""
 	for ctx.Err() == nil {
@@ -74,6 +78,20 @@ func (s *kmsgSource) Run(ctx context.Context, state *agent.State) error {
 		}
 	}
 	return nil
+}
+
+// waitForFirstRound returns once the GPU collector has reported a round
+// (with GPUs or with the reason it has none), or after limit.
+func waitForFirstRound(ctx context.Context, state *agent.State, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		for _, c := range state.Snapshot().Collectors {
+			if c.Name == "gpu" {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // bootTime is the wall-clock time of boot: now less the uptime. Kernel
