@@ -236,19 +236,7 @@ const xidDedupWindow = 60 * time.Second
 // for an Xid already seen from the other source (the same Xid on the same
 // GPU from the kernel log and from NVML is one error, counted once).
 func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
-	if ev.GPU.PCIBusID != "" && ev.GPU.Index < 0 {
-		key := gpu.ShortBusID(ev.GPU.PCIBusID)
-		for i := range s.gpus {
-			if gpu.ShortBusID(s.gpus[i].Info.PCIBusID) == key {
-				ev.GPU.Index = i
-				ev.GPU.UUID = s.gpus[i].Info.UUID
-				break
-			}
-		}
-	}
-	if ev.Time.IsZero() {
-		ev.Time = s.clock()
-	}
+	ev = s.locate(ev)
 	if ev.Kind == event.KindXid && ev.GPU.Index >= 0 {
 		k := xidKey{gpu: ev.GPU.Index, xid: ev.Code}
 		if last, ok := s.lastXid[k]; ok && last.source != ev.Source && absDuration(s.clock().Sub(last.at)) < xidDedupWindow {
@@ -277,20 +265,55 @@ func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
 		}
 		c.Count++
 	}
-	if ev.GPU.Index >= 0 && ev.GPU.Index < len(s.gpus) {
-		g := &s.gpus[ev.GPU.Index]
-		if ev.Kind == event.KindXid {
-			g.LastXid, g.LastXidMsg = ev.Code, ev.Mnemonic
-		}
-		if affectsHealth(ev) {
-			g.Sticky = append(g.Sticky, ev)
-			if len(g.Sticky) > 32 {
-				g.Sticky = g.Sticky[len(g.Sticky)-32:]
+	s.remember(ev)
+	s.ring.Add(ev)
+	return ev, true
+}
+
+// RestoreEvent takes an event the agent already applied before a restart
+// (a kernel-log record re-read below the saved cursor): its GPU's health and
+// last Xid come back, and nothing is counted or listed again.
+func (s *State) RestoreEvent(ev event.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.remember(s.locate(ev))
+	s.publish()
+}
+
+// locate fills in the GPU an event's bus id names, and its time.
+func (s *State) locate(ev event.Event) event.Event {
+	if ev.GPU.PCIBusID != "" && ev.GPU.Index < 0 {
+		key := gpu.ShortBusID(ev.GPU.PCIBusID)
+		for i := range s.gpus {
+			if gpu.ShortBusID(s.gpus[i].Info.PCIBusID) == key {
+				ev.GPU.Index = i
+				ev.GPU.UUID = s.gpus[i].Info.UUID
+				break
 			}
 		}
 	}
-	s.ring.Add(ev)
-	return ev, true
+	if ev.Time.IsZero() {
+		ev.Time = s.clock()
+	}
+	return ev
+}
+
+// remember keeps what an event means for its GPU: the last Xid and, for
+// events that affect health, the event itself.
+func (s *State) remember(ev event.Event) {
+	if ev.GPU.Index < 0 || ev.GPU.Index >= len(s.gpus) {
+		return
+	}
+	g := &s.gpus[ev.GPU.Index]
+	if ev.Kind == event.KindXid {
+		g.LastXid, g.LastXidMsg = ev.Code, ev.Mnemonic
+	}
+	if affectsHealth(ev) {
+		g.Sticky = append(g.Sticky, ev)
+		if len(g.Sticky) > 32 {
+			g.Sticky = g.Sticky[len(g.Sticky)-32:]
+		}
+	}
 }
 
 type xidSeen struct {

@@ -122,6 +122,14 @@ func TestKernelLogEventsEndToEnd(t *testing.T) {
 	if strings.Contains(b.mustGet(t, "/v1/events?limit=1000"), marker) {
 		t.Error("after a restart the old events were read again")
 	}
+	// What they meant is not forgotten: the GPU that fell off the bus is
+	// still critical, and its last Xid is still 13.
+	if h := b.mustGet(t, "/v1/health"); !strings.Contains(h, `"level": "critical"`) || !strings.Contains(h, "fell off the bus") {
+		t.Errorf("after a restart the GPU that fell off the bus is no longer critical:\n%s", h)
+	}
+	if v, _ := metricValue(b.mustGet(t, "/metrics"), "DCGM_FI_DEV_XID_ERRORS", sel); v != "13" {
+		t.Errorf("after a restart DCGM_FI_DEV_XID_ERRORS = %q, want 13", v)
+	}
 	writeKmsg(t, fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 13, pid=1, name=%s-2, Graphics Exception", bus, marker))
 	eventually(t, time.Second, "a new line after the restart is counted once", func() bool { return xidCount(b, 13) == 1 })
 }

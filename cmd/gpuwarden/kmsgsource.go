@@ -35,7 +35,7 @@ func (s *kmsgSource) Run(ctx context.Context, state *agent.State) error {
 	backoff := 5 * time.Second
 	lastErr := ""
 	for ctx.Err() == nil {
-		r, err := kmsg.Open(kmsg.Config{Path: s.path, StateDir: s.stateDir, Logger: s.log})
+		r, err := kmsg.Open(kmsg.Config{Path: s.path, StateDir: s.stateDir, RereadSeen: true, Logger: s.log})
 		if err != nil {
 			state.SetCollector("kmsg", false, err, "", 0)
 			if err.Error() != lastErr {
@@ -62,7 +62,12 @@ func (s *kmsgSource) Run(ctx context.Context, state *agent.State) error {
 		for batch := range r.Batches() {
 			start := time.Now()
 			for _, rec := range batch {
-				if ev, ok := recordEvent(rec, "kmsg", r.BootID(), boot); ok {
+				ev, ok := recordEvent(rec, "kmsg", r.BootID(), boot)
+				switch {
+				case !ok:
+				case rec.Seen:
+					state.RestoreEvent(ev) // applied before a restart: health back, no count
+				default:
 					state.ApplyEvent(ev)
 				}
 			}

@@ -35,7 +35,11 @@ type Config struct {
 	// NoFollow stops Run at the end of what the kernel has (or at EOF)
 	// instead of waiting for new records.
 	NoFollow bool
-	Logger   *slog.Logger
+	// RereadSeen hands over the records at or before the saved cursor too,
+	// marked Seen: a restarted agent rebuilds what they imply (a GPU that
+	// fell off the bus is still gone) without counting them again.
+	RereadSeen bool
+	Logger     *slog.Logger
 }
 
 // Stats are the reader's counters, for the agent to export.
@@ -356,6 +360,10 @@ func (r *Reader) parse(b []byte) {
 func (r *Reader) take(rec Record) {
 	if r.resuming && rec.Seq <= r.resume {
 		r.skipped.Add(1)
+		if r.cfg.RereadSeen {
+			rec.Seen = true
+			r.add(rec)
+		}
 		return
 	}
 	r.resuming = false
@@ -363,6 +371,11 @@ func (r *Reader) take(rec Record) {
 		r.lost.Add(rec.Seq - r.lastSeq - 1)
 	}
 	r.lastSeq, r.haveLast = rec.Seq, true
+	r.add(rec)
+}
+
+// add puts a record in the batch, handing the batch over when full.
+func (r *Reader) add(rec Record) {
 	if r.batch == nil {
 		// Size the batch like the last one: one record at a time when the
 		// log is quiet, whole ring buffers after a restart or in a flood,

@@ -26,6 +26,8 @@ type Record struct {
 	// Flags is the header's flags field: '-' for a whole record, 'c' and '+'
 	// for the pieces of a continued line on older kernels.
 	Flags byte
+	// Seen marks a record handed over before a restart (Config.RereadSeen).
+	Seen bool
 }
 
 // FromKernel reports whether the kernel wrote the record (facility 0), as
