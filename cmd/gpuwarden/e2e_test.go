@@ -337,7 +337,6 @@ func TestDemoValuesMoveOverTime(t *testing.T) {
 	})
 }
 
-
 func TestStatusPrintsOneRowPerGPU(t *testing.T) {
 	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "60",
 		"--collector.gpu.interval", "100ms", "--collector.kmsg=false", "--collector.dkms=false")
