@@ -53,9 +53,18 @@ func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
 	if host == "" {
 		host, _ = os.Hostname()
 	}
-	return &Agent{cfg: cfg, log: log, lib: lib,
+	a := &Agent{cfg: cfg, log: log, lib: lib,
 		state:    NewState(host, cfg.GPUExpected, cfg.EventWindow, time.Now),
 		notifier: sdnotify.New(), reloaded: make(chan struct{}, 1)}
+	if cfg.Backend == "nvml" {
+		// The host's own GPUs only: a replayed node is not this host.
+		inv, err := LoadInventory(cfg.StateDir)
+		if err != nil {
+			log.Warn("GPU inventory", "err", err)
+		}
+		a.state.KeepInventory(inv, cfg.StateDir, log)
+	}
+	return a
 }
 
 // State is the agent's state, for sources and tests.

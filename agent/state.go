@@ -2,6 +2,8 @@ package agent
 
 import (
 	"fmt"
+	"log/slog"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"sync"
@@ -92,6 +94,9 @@ type State struct {
 	ring       *EventRing
 	extra      []func() (string, Health) // host-level health from other sources (dkms)
 	firstCount int
+	inventory  *Inventory // GPUs this host has had; nil when not kept (a replay)
+	invDir     string
+	invLog     *slog.Logger
 
 	snap atomic.Pointer[Snapshot]
 }
@@ -112,6 +117,15 @@ func NewState(hostname string, expectedGPUs int, eventWindow time.Duration, cloc
 		kinds: map[event.Kind]uint64{}, events: map[EventKey]uint64{}, ring: NewEventRing(1000)}
 	s.publish()
 	return s
+}
+
+// KeepInventory makes State remember every GPU it sees in dir, so a GPU
+// that is gone after a restart or a reboot is reported missing by name.
+func (s *State) KeepInventory(inv *Inventory, dir string, log *slog.Logger) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inventory, s.invDir, s.invLog = inv, dir, log
+	s.publish()
 }
 
 // Reconfigure changes the expected GPU count and the event window.
@@ -204,6 +218,17 @@ func (s *State) ApplyRound(r gpu.Round) {
 		for fi, st := range smp.Status {
 			if st == gpu.StatusNotSupported || st == gpu.StatusNoSource {
 				g.Unsupported = append(g.Unsupported, gpu.Fields[fi].Name)
+			}
+		}
+	}
+	if s.inventory != nil {
+		infos := make([]gpu.Info, len(r.Samples))
+		for i, smp := range r.Samples {
+			infos[i] = smp.GPU
+		}
+		if s.inventory.Add(infos, r.Time) {
+			if err := s.inventory.Save(s.invDir); err != nil {
+				s.invLog.Warn("cannot save the GPU inventory; a GPU lost before a restart may go unnoticed", "dir", s.invDir, "err", err)
 			}
 		}
 	}
@@ -349,6 +374,9 @@ func (s *State) publish() {
 	snap.GPUsExpected = s.expected
 	if snap.GPUsExpected == 0 {
 		snap.GPUsExpected = s.firstCount
+		if s.inventory != nil {
+			snap.GPUsExpected = max(snap.GPUsExpected, len(s.inventory.GPUs))
+		}
 	}
 	host := Health{Level: event.OK}
 	for i := range s.gpus {
@@ -373,8 +401,18 @@ func (s *State) publish() {
 		}
 	}
 	if c := s.collectors["gpu"]; c != nil && c.Up && snap.GPUsExpected > 0 && len(s.gpus) < snap.GPUsExpected {
-		host.merge(Health{Level: event.Critical, Action: string(xid.ActionDrainAndReset),
-			Reasons: []string{fmt.Sprintf("%d of %d expected GPUs visible", len(s.gpus), snap.GPUsExpected)}}, "")
+		reasons := []string{fmt.Sprintf("%d of %d expected GPUs visible", len(s.gpus), snap.GPUsExpected)}
+		if s.inventory != nil {
+			infos := make([]gpu.Info, len(s.gpus))
+			for i := range s.gpus {
+				infos[i] = s.gpus[i].Info
+			}
+			for _, m := range s.inventory.Missing(infos) {
+				reasons = append(reasons, fmt.Sprintf("%s %s (%s) was on this host and is not visible now; if it was removed on purpose, delete it from %s",
+					m.Name, m.UUID, m.PCIBusID, filepath.Join(s.invDir, InventoryFile)))
+			}
+		}
+		host.merge(Health{Level: event.Critical, Action: string(xid.ActionDrainAndReset), Reasons: reasons}, "")
 	}
 	for _, f := range s.extra {
 		name, h := f()
