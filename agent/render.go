@@ -173,7 +173,7 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 		sample(b, "gpuwarden_gpus_visible", "", float64(len(s.GPUs)))
 	}
 	if s.GPUsExpected > 0 {
-		family(b, "gpuwarden_gpus_expected", "GPUs this host should have: configured gpu.expected, else the first count seen.", "gauge")
+		family(b, "gpuwarden_gpus_expected", "GPUs this host should have: configured gpu.expected, else every GPU it has had.", "gauge")
 		sample(b, "gpuwarden_gpus_expected", "", float64(s.GPUsExpected))
 	}
 
