@@ -10,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/gpuwarden/gpuwarden/agent/statefile"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 )
 
@@ -46,9 +47,9 @@ func LoadInventory(dir string) (*Inventory, error) {
 	}
 	var inv Inventory
 	if err := json.Unmarshal(b, &inv); err != nil {
-		aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
-		if rerr := os.Rename(path, aside); rerr != nil {
-			return &Inventory{}, fmt.Errorf("GPU inventory %s is corrupt (%v) and could not be moved aside: %w", path, err, rerr)
+		aside, merr := statefile.MoveAside(path)
+		if merr != nil {
+			return &Inventory{}, fmt.Errorf("GPU inventory %s is corrupt (%v) and could not be moved aside: %w", path, err, merr)
 		}
 		return &Inventory{}, fmt.Errorf("GPU inventory %s was corrupt (%v); moved to %s, starting a new one", path, err, aside)
 	}
@@ -100,18 +101,5 @@ func (inv *Inventory) Save(dir string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, "."+InventoryFile+".*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, InventoryFile))
+	return statefile.Write(dir, InventoryFile, append(b, '\n'))
 }

@@ -8,8 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/gpuwarden/gpuwarden/agent/statefile"
 )
 
 // CursorFile is the name of the kernel-log cursor in the state directory.
@@ -56,7 +57,7 @@ func loadCursor(dir string) (c cursor, found bool, err error) {
 	if perr == nil {
 		return c, true, nil
 	}
-	moved, merr := moveAside(path)
+	moved, merr := statefile.MoveAside(path)
 	if merr != nil {
 		return cursor{}, false, fmt.Errorf("kernel-log cursor %s is corrupt (%v) and could not be moved aside: %w", path, perr, merr)
 	}
@@ -81,45 +82,16 @@ func parseCursor(b []byte, c *cursor) error {
 	return nil
 }
 
-// moveAside renames path to the first free path.corrupt-N, so repeated
-// corruption keeps every copy for inspection.
-func moveAside(path string) (string, error) {
-	for n := 1; n < 1000; n++ {
-		to := path + ".corrupt-" + strconv.Itoa(n)
-		if _, err := os.Lstat(to); errors.Is(err, fs.ErrNotExist) {
-			return to, os.Rename(path, to)
-		}
-	}
-	return "", fmt.Errorf("%s.corrupt-1 to -999 all exist", path)
-}
-
-// saveCursor writes the cursor atomically: a temporary file in the same
-// directory, then rename. It does not fsync: the cursor only matters within
-// one boot, and a power loss starts a new boot (new boot id) anyway, so the
-// only crash that matters here is the process's own, which rename covers.
+// saveCursor writes the cursor atomically. Not fsyncing is fine: the cursor
+// only matters within one boot, and a power loss starts a new boot anyway.
 func saveCursor(dir string, c cursor) error {
 	c.Version = cursorVersion
 	b, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
-	f, err := os.CreateTemp(dir, "."+CursorFile+".*")
-	if err != nil {
-		return fmt.Errorf("save kernel-log cursor: %w", err)
-	}
-	tmp := f.Name()
-	_, werr := f.Write(b)
-	cerr := f.Close()
-	if werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, filepath.Join(dir, CursorFile))
-	}
-	if werr != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("save kernel-log cursor in %s: %w", dir, werr)
+	if err := statefile.Write(dir, CursorFile, append(b, '\n')); err != nil {
+		return fmt.Errorf("save kernel-log cursor in %s: %w", dir, err)
 	}
 	return nil
 }
