@@ -10,11 +10,11 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/spf13/cobra"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/kmsg/explain"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
 	"github.com/gpuwarden/gpuwarden/dkms"
 )
@@ -172,15 +172,17 @@ func writeCheckTable(w io.Writer, r *dkms.Report) error {
 		if c.NotRun != "" && c.Level == event.OK {
 			status = "skipped"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", status, c.Check, checkPrintable(c.Summary))
+		// Evidence quotes make.log lines and file contents: escaped, they cannot
+		// drive the reader's terminal.
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", status, c.Check, explain.Printable(c.Summary))
 		if c.Level == event.OK {
 			continue
 		}
 		for _, e := range c.Evidence {
-			fmt.Fprintf(tw, "\t\t  evidence: %s\n", checkPrintable(e))
+			fmt.Fprintf(tw, "\t\t  evidence: %s\n", explain.Printable(e))
 		}
 		if c.Fix != "" {
-			fmt.Fprintf(tw, "\t\t  fix: %s\n", checkPrintable(c.Fix))
+			fmt.Fprintf(tw, "\t\t  fix: %s\n", explain.Printable(c.Fix))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -195,21 +197,4 @@ func checkOrDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// checkPrintable escapes control characters: evidence quotes make.log lines and
-// file contents, which must not drive the reader's terminal.
-func checkPrintable(s string) string {
-	if strings.IndexFunc(s, func(r rune) bool { return unicode.IsControl(r) }) < 0 {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			fmt.Fprintf(&b, "\\x%02x", r)
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }

@@ -9,12 +9,12 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/spf13/cobra"
 
 	"github.com/gpuwarden/gpuwarden/agent"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/kmsg/explain"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
 )
 
@@ -124,23 +124,12 @@ func printStatus(w io.Writer, v agent.GPUsView) error {
 		if g.Lost {
 			health = "LOST: " + health
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Index, printable(g.Name), g.PCIBusID,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Index, explain.Printable(g.Name), g.PCIBusID,
 			val("DCGM_FI_DEV_GPU_TEMP", "%.0f C", 1), val("DCGM_FI_DEV_POWER_USAGE", "%.0f W", 1),
-			val("DCGM_FI_DEV_GPU_UTIL", "%.0f %%", 1), mem, printable(health))
+			val("DCGM_FI_DEV_GPU_UTIL", "%.0f %%", 1), mem, explain.Printable(health))
 	}
 	if len(v.GPUs) == 0 {
 		fmt.Fprintln(tw, "no GPUs")
 	}
 	return tw.Flush()
-}
-
-// printable keeps a terminal safe from control characters in names and
-// reasons that came from outside (kernel log text, NVML strings).
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return '?'
-		}
-		return r
-	}, s)
 }
