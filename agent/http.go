@@ -161,9 +161,9 @@ func (e paramError) Error() string {
 
 func errBadParam(name, value string) error { return paramError{name, value} }
 
-// writeLanding writes the landing page. Plain fmt with html.EscapeString:
-// html/template would link its parser, escaper and reflection-driven executor
-// into the agent for one small page.
+// writeLanding writes the landing page. Every string from outside (the
+// hostname, health reasons that quote kernel and DKMS text) goes through
+// html.EscapeString; one small page needs no template.
 func writeLanding(w io.Writer, s *Snapshot) {
 	var reasons strings.Builder
 	for _, r := range s.Health.Reasons {
