@@ -219,7 +219,7 @@ func TestScrapeIsAnsweredDuringAnNVMLHang(t *testing.T) {
 	zero := 0
 	tr.Records = []replay.Record{
 		{T: 0, GPU: &zero, NVML: map[string]replay.Answer{"GetTemperature(0)": {V: []byte("40")}}},
-		{T: 0.2, HangS: -1},
+		{T: 0.2, HangS: 10}, // a 10 s NVML hang
 	}
 	p := replay.NewPlayer(tr, replay.PlayerOptions{})
 	defer p.Close()
