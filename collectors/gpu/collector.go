@@ -81,7 +81,6 @@ type gpuState struct {
 	// stuck goroutine, not one per interval.
 	busy   sync.Mutex
 	warned []bool // per field: "not supported" already logged
-	last   *Sample
 }
 
 // ErrNVMLUnavailable wraps every failure to initialise NVML.
@@ -288,7 +287,11 @@ func (c *Collector) Sample(ctx context.Context) Round {
 	}
 
 	r := Round{Time: start, DriverVersion: c.driverVersion, Samples: make([]*Sample, len(c.gpus))}
-	done := make(chan int, len(c.gpus))
+	type result struct {
+		i int
+		s *Sample
+	}
+	done := make(chan result, len(c.gpus)) // buffered: a sample that comes too late never blocks
 	started := 0
 	for i, g := range c.gpus {
 		if !g.busy.TryLock() {
@@ -297,23 +300,24 @@ func (c *Collector) Sample(ctx context.Context) Round {
 		}
 		started++
 		go func() {
-			defer g.busy.Unlock()
 			s := c.sampleGPU(g, start)
+			// Unlocked before the round hears of it: the next round, which
+			// may start at once, must find this GPU free.
+			g.busy.Unlock()
 			if len(s.newlyUnsupported) > 0 {
 				// Once per GPU and field, in one line per GPU.
 				c.log.Info("fields not supported on this GPU; they are absent from /metrics",
 					"gpu", g.info.Index, "uuid", g.info.UUID, "fields", s.newlyUnsupported)
 			}
-			g.last = s
-			done <- i
+			done <- result{i, s}
 		}()
 	}
 	timer := time.NewTimer(c.opts.Timeout)
 	defer timer.Stop()
 	for got := 0; got < started; got++ {
 		select {
-		case i := <-done:
-			r.Samples[i] = c.gpus[i].last
+		case res := <-done:
+			r.Samples[res.i] = res.s
 		case <-timer.C:
 			got = started
 		case <-ctx.Done():

@@ -150,3 +150,17 @@ func TestXidEventsFromNVMLArriveWithTheRound(t *testing.T) {
 		t.Fatalf("xids = %+v", r.Xids)
 	}
 }
+
+// Rounds back to back (a replay at speed, a recording in simulated time)
+// never find a GPU still marked busy by the round before.
+func TestBackToBackRoundsNeverFindAGPUBusy(t *testing.T) {
+	sim := replay.NewSimulation(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
+	col := gpu.New(sim.Library(), gpu.Options{Log: quiet, Timeout: time.Minute})
+	for round := 0; round < 300; round++ {
+		for i, s := range col.Sample(context.Background()).Samples {
+			if s.Err != "" {
+				t.Fatalf("round %d, GPU %d: %s", round, i, s.Err)
+			}
+		}
+	}
+}
