@@ -150,3 +150,28 @@ func TestKernelEventsFromBeforeTheAgentStartedMarkTheirGPU(t *testing.T) {
 		return strings.Contains(h, `"level": "critical"`) && strings.Contains(h, "fell off the bus")
 	})
 }
+
+// Without the kernel log the collector is down with the cause and the fix,
+// and everything else keeps working.
+func TestWithoutTheKernelLogTheRestKeepsRunning(t *testing.T) {
+	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--collector.gpu.interval", "200ms",
+		"--collector.kmsg=true", "--collector.kmsg.path", "/nonexistent/kmsg", "--collector.dkms=false", "--state.dir", t.TempDir())
+	eventually(t, 20*time.Second, "kmsg collector down", func() bool {
+		v, _ := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_collector_up", `collector="kmsg"`)
+		return v == "0"
+	})
+	h := a.mustGet(t, "/v1/health")
+	if !strings.Contains(h, "collector kmsg is down") || !strings.Contains(h, "/dev/kmsg") {
+		t.Errorf("/v1/health does not say why the kernel log is not read:\n%s", h)
+	}
+	m := a.mustGet(t, "/metrics")
+	if v, _ := metricValue(m, "gpuwarden_collector_up", `collector="gpu"`); v != "1" {
+		t.Errorf("GPU collector up = %q, want 1", v)
+	}
+	if _, ok := metricValue(m, "DCGM_FI_DEV_GPU_TEMP", `gpu="7"`); !ok {
+		t.Error("GPU metrics stopped with the kernel log")
+	}
+	if n := strings.Count(a.log.String(), "kernel-log collector down"); n != 1 {
+		t.Errorf("the cause is logged %d times, want once", n)
+	}
+}
