@@ -96,6 +96,12 @@ func TestKernelLogEventsEndToEnd(t *testing.T) {
 			t.Errorf("gpuwarden_kernel_events_total{kind=%q} = %q", kind, v)
 		}
 	}
+	if _, ok := metricValue(m, "gpuwarden_kmsg_lost_records_total"); !ok {
+		t.Error("no gpuwarden_kmsg_lost_records_total")
+	}
+	if v, _ := metricValue(m, "gpuwarden_kmsg_records_total"); v == "" || v == "0" {
+		t.Errorf("gpuwarden_kmsg_records_total = %q", v)
+	}
 	events := a.mustGet(t, "/v1/events?gpu=0&kind=xid")
 	// The hostile name is kept verbatim in JSON (escaped only as JSON must).
 	if !strings.Contains(events, `$(reboot); rm -rf / \u001b[31m`+marker) {
