@@ -227,7 +227,7 @@ func (a *Agent) interval() time.Duration {
 // StatusLine is the one-line summary for systemd's STATUS= and logs:
 // "8 GPUs, 1 unhealthy: GPU 3 fell off the bus".
 func StatusLine(s *Snapshot) string {
-	if c := collectorByName(s, "gpu"); c != nil && !c.Up {
+	if c := s.Collector("gpu"); c != nil && !c.Up {
 		return "GPU collector down: " + firstLine(c.Err)
 	}
 	bad := 0

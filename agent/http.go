@@ -84,7 +84,7 @@ type GPUsView struct {
 
 // ViewGPUs renders a Snapshot as /v1/gpus does.
 func ViewGPUs(s *Snapshot, now time.Time) GPUsView {
-	v := GPUsView{Hostname: s.Hostname, DriverVersion: s.DriverVersion, GPUs: []GPUView{}, Collector: collectorByName(s, "gpu")}
+	v := GPUsView{Hostname: s.Hostname, DriverVersion: s.DriverVersion, GPUs: []GPUView{}, Collector: s.Collector("gpu")}
 	for _, g := range s.GPUs {
 		gv := GPUView{Info: g.Info, Lost: g.Lost, Health: g.Health, LastXid: g.LastXid, LastXidText: g.LastXidMsg,
 			SampleAge: now.Sub(g.SampleTime).Seconds(), Values: map[string]float64{}, Missing: map[string]string{}}

@@ -168,7 +168,7 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 	}
 	family(b, "gpuwarden_health", "Host health from gpuwarden's rules: 0 ok, 1 warning, 2 critical, 3 unknown.", "gauge")
 	sample(b, "gpuwarden_health", "", float64(s.Health.Level))
-	if gc := collectorByName(s, "gpu"); gc != nil && gc.Up {
+	if gc := s.Collector("gpu"); gc != nil && gc.Up {
 		family(b, "gpuwarden_gpus_visible", "GPUs NVML enumerates now.", "gauge")
 		sample(b, "gpuwarden_gpus_visible", "", float64(len(s.GPUs)))
 	}
@@ -302,7 +302,8 @@ func MetricsHandler(state *State, extra prometheus.Gatherer) http.Handler {
 	})
 }
 
-func collectorByName(s *Snapshot, name string) *CollectorState {
+// Collector returns the named source's state, or nil before it reported.
+func (s *Snapshot) Collector(name string) *CollectorState {
 	for i := range s.Collectors {
 		if s.Collectors[i].Name == name {
 			return &s.Collectors[i]

@@ -27,15 +27,13 @@ func newDKMSSource(cfg agent.Config, state *agent.State, log *slog.Logger) *dkms
 		// never load NVML themselves (one guard owns it).
 		NVML: func(context.Context) (string, error) {
 			snap := state.Snapshot()
-			for _, c := range snap.Collectors {
-				if c.Name == "gpu" {
-					if !c.Up {
-						return "", errors.New(c.Err)
-					}
-					return snap.DriverVersion, nil
-				}
+			switch c := snap.Collector("gpu"); {
+			case c == nil:
+				return "", errors.New("the GPU collector has not run yet")
+			case !c.Up:
+				return "", errors.New(c.Err)
 			}
-			return "", errors.New("the GPU collector has not run yet")
+			return snap.DriverVersion, nil
 		},
 		OnEvent: func(ev event.Event) { state.ApplyEvent(ev) },
 	})

@@ -89,12 +89,7 @@ func (s *kmsgSource) Run(ctx context.Context, state *agent.State) error {
 // (with GPUs or with the reason it has none), or after limit.
 func waitForFirstRound(ctx context.Context, state *agent.State, limit time.Duration) {
 	deadline := time.Now().Add(limit)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		for _, c := range state.Snapshot().Collectors {
-			if c.Name == "gpu" {
-				return
-			}
-		}
+	for time.Now().Before(deadline) && ctx.Err() == nil && state.Snapshot().Collector("gpu") == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
