@@ -33,7 +33,27 @@ type Class struct {
 
 	DriverVersion string // driver_loaded; api_mismatch: the kernel module's version
 	ClientVersion string // api_mismatch: the user-space driver's version
+
+	// Rejected says why a line that looked NVIDIA's (or like another event
+	// kind) was not believed: one of the Reject constants. Kind is then
+	// unrelated. "" for every accepted line and for ordinary unrelated lines.
+	Rejected string
 }
+
+// Reasons for Class.Rejected: a small fixed set, fit for a metric label.
+const (
+	// RejectProcessName: the text begins with a process name, as the
+	// kernel's reports of user-space faults and notices do ("comm[pid]:
+	// segfault at ...", "traps: comm[pid] trap ...", "comm (pid): ..."),
+	// and would otherwise have read as an NVIDIA line or another event.
+	// Any local user chooses its process and file name.
+	RejectProcessName = "process_name_prefix"
+	// RejectMalformed: the text starts like an NVIDIA event line ("NVRM:
+	// Xid (", "nvidia-nvswitchN: SXid (", "NVRM: GPU ...") or says what one
+	// says ("fallen off the bus", "RmInitAdapter failed") but does not
+	// follow the driver's grammar for it.
+	RejectMalformed = "malformed"
+)
 
 // ClassifyLine classifies one line of kernel-log text in any common wrapper
 // (raw /dev/kmsg record, dmesg, kern.log/syslog, journalctl, talosctl):
@@ -57,6 +77,20 @@ func Classify(msg string) Class {
 	if len(m) < 4 {
 		return Class{Kind: event.KindUnrelated}
 	}
+	if processNamePrefix(m) {
+		// Never believed, whatever follows. Counted as a rejection only
+		// when it would have been an event or names NVIDIA things, so that
+		// ordinary segfaults are plain unrelated lines.
+		if classify(m).Kind != event.KindUnrelated || nvidiaPhrase(m) {
+			return Class{Kind: event.KindUnrelated, Rejected: RejectProcessName}
+		}
+		return Class{Kind: event.KindUnrelated}
+	}
+	return classify(m)
+}
+
+// classify is Classify without the process-name rule; m is trimmed.
+func classify(m string) Class {
 	// Dispatch on the first byte: almost every line is rejected here or in
 	// deviceLine below, without scanning the whole text.
 	switch m[0] {
@@ -117,18 +151,20 @@ func classifyNVRM(m string) Class {
 		if c, ok := parseXid(body[3:], event.KindXid); ok {
 			return c
 		}
-		return other(m)
-	case strings.Contains(body, "fallen off the bus"):
-		c := Class{Kind: event.KindFallenOffBus}
-		c.PCIBusID, _ = findPCIAddr(body)
-		return c
-	case strings.HasPrefix(body, "GPU at "):
-		if i := strings.Index(body, ": GPU-"); i >= 0 {
-			c := Class{Kind: event.KindGPUIdentity}
-			c.PCIBusID, _ = findPCIAddr(body[:i+1])
-			c.UUID = token(body[i+2:])
+		return malformed()
+	case strings.HasPrefix(body, "GPU "):
+		if c, ok := gpuLine(body[len("GPU "):]); ok {
 			return c
 		}
+	case strings.HasPrefix(body, "The NVIDIA GPU "):
+		if c, ok := theNVIDIAGPU(body[len("The NVIDIA GPU "):]); ok {
+			return c
+		}
+	case body == "fallen off the bus and is not responding to commands." ||
+		strings.HasPrefix(body, "fallen off the bus and is not responding to commands.") &&
+			trimSpaceRight(body) == "fallen off the bus and is not responding to commands.":
+		// Line 3 of the 570+ message read on its own: no address.
+		return Class{Kind: event.KindFallenOffBus}
 	case strings.HasPrefix(body, "loading NVIDIA UNIX"):
 		if i := strings.Index(body, "Kernel Module"); i >= 0 {
 			c := Class{Kind: event.KindDriverLoaded}
@@ -146,15 +182,250 @@ func classifyNVRM(m string) Class {
 			}
 		}
 		return c
+	case strings.HasPrefix(body, "RmInitAdapter failed! "):
+		if parenCodes(body[len("RmInitAdapter failed! "):]) {
+			return Class{Kind: event.KindRmInitFailed}
+		}
+	case strings.HasPrefix(body, "rm_init_adapter("):
+		if d, n := leadingInt(body[len("rm_init_adapter("):]); n > 0 && d >= 0 &&
+			trimSpaceRight(body[len("rm_init_adapter(")+n:]) == ") failed" {
+			return Class{Kind: event.KindRmInitFailed}
+		}
+	case strings.HasPrefix(body, "The NVIDIA probe routine failed for "):
+		r := body[len("The NVIDIA probe routine failed for "):]
+		if _, n := leadingInt(r); n > 0 && strings.HasPrefix(trimSpaceRight(r[n:]), " device(s).") &&
+			len(trimSpaceRight(r[n:])) == len(" device(s).") {
+			return Class{Kind: event.KindRmInitFailed}
+		}
 	}
-	if strings.Contains(body, "RmInitAdapter failed") ||
-		strings.Contains(body, "probe routine failed") ||
-		(strings.Contains(body, "rm_init_adapter") && strings.Contains(body, "failed")) {
-		c := Class{Kind: event.KindRmInitFailed}
-		c.PCIBusID, _ = findPCIAddr(body)
-		return c
+	if claimsEvent(body) {
+		return malformed()
 	}
 	return other(m)
+}
+
+// gpuLine parses what follows "NVRM: GPU ": the 4xx-5xx per-GPU sentences
+// "DDDD:BB:DD.F: GPU has fallen off the bus.", "DDDD:BB:DD.F: RmInitAdapter
+// failed! (...)", "DDDD:BB:DD.F: rm_init_adapter failed, device minor number
+// N", and "at PCI:DDDD:BB:DD: GPU-<uuid>" (gpu_identity) or the 3xx "at
+// DDDD:BB:DD.F has fallen off the bus.". ok is false for any other text,
+// which the caller treats as other_nvrm or malformed.
+func gpuLine(s string) (Class, bool) {
+	if r, ok := strings.CutPrefix(s, "at "); ok {
+		pci := strings.HasPrefix(r, "PCI:")
+		if pci {
+			r = r[len("PCI:"):]
+		}
+		n := pciAddrLen(r)
+		if n == 0 {
+			return Class{}, false
+		}
+		addr, tail := r[:n], r[n:]
+		if u, ok := strings.CutPrefix(tail, ": GPU-"); ok {
+			u = trimSpaceRight(u)
+			if len(u) == 0 || !isUUIDText(u) {
+				return Class{}, false
+			}
+			return Class{Kind: event.KindGPUIdentity, PCIBusID: normalizeAddr(addr), UUID: tail[2 : 2+len("GPU-")+len(u)]}, true
+		}
+		if !pci && trimSpaceRight(tail) == " has fallen off the bus." {
+			return Class{Kind: event.KindFallenOffBus, PCIBusID: normalizeAddr(addr)}, true
+		}
+		return Class{}, false
+	}
+	n := fullAddrLen(s)
+	if n == 0 || !strings.HasPrefix(s[n:], ": ") {
+		return Class{}, false
+	}
+	addr, tail := s[:n], trimSpaceRight(s[n+2:])
+	switch {
+	case tail == "GPU has fallen off the bus.":
+		return Class{Kind: event.KindFallenOffBus, PCIBusID: normalizeAddr(addr)}, true
+	case strings.HasPrefix(tail, "RmInitAdapter failed! ") && parenCodes(tail[len("RmInitAdapter failed! "):]):
+		return Class{Kind: event.KindRmInitFailed, PCIBusID: normalizeAddr(addr)}, true
+	case strings.HasPrefix(tail, "rm_init_adapter failed, device minor number "):
+		if _, k := leadingInt(tail[len("rm_init_adapter failed, device minor number "):]); k > 0 &&
+			k == len(tail)-len("rm_init_adapter failed, device minor number ") {
+			return Class{Kind: event.KindRmInitFailed, PCIBusID: normalizeAddr(addr)}, true
+		}
+	}
+	return Class{}, false
+}
+
+// theNVIDIAGPU parses what follows "NVRM: The NVIDIA GPU ": the 570+
+// fallen-off-the-bus message, as one record (lines joined by "\n" and
+// "NVRM: ", as the kernel and journald keep it) or in its one-line
+// rendering. Line 1 alone, and the start of the "not supported" message,
+// are other_nvrm with the address that follows "The NVIDIA GPU ".
+func theNVIDIAGPU(s string) (Class, bool) {
+	n := fullAddrLen(s)
+	if n == 0 {
+		return Class{}, false
+	}
+	addr, r := s[:n], s[n:]
+	if rest, ok := nvrmSep(r); ok {
+		r = rest
+		if strings.HasPrefix(r, "(PCI ID: ") {
+			k := len("(PCI ID: ")
+			if len(r) < k+10 || !isHexN(r[k:k+4]) || r[k+4] != ':' || !isHexN(r[k+5:k+9]) || r[k+9] != ')' {
+				return Class{}, false
+			}
+			if r, ok = nvrmSep(r[k+10:]); !ok {
+				return Class{}, false
+			}
+		}
+		if r, ok = strings.CutPrefix(r, "installed in this system has"); ok {
+			if r, ok = nvrmSep(r); ok && trimSpaceRight(r) == "fallen off the bus and is not responding to commands." {
+				return Class{Kind: event.KindFallenOffBus, PCIBusID: normalizeAddr(addr)}, true
+			}
+			return Class{}, false
+		}
+	}
+	// Not the fallen-off-the-bus message: other_nvrm about this GPU when
+	// the line stops here or goes on with its PCI ID (line 1 of either
+	// message); ok false otherwise.
+	if t := trimSpaceRight(r); t == "" || strings.HasPrefix(t, " (PCI ID: ") {
+		return Class{Kind: event.KindOtherNVRM, PCIBusID: normalizeAddr(addr)}, true
+	}
+	return Class{}, false
+}
+
+// nvrmSep consumes the break between the lines of one multi-line NVRM
+// message: blanks, or a newline with the next line's "NVRM: " prefix.
+func nvrmSep(s string) (string, bool) {
+	t := trimBlank(s)
+	if strings.HasPrefix(t, "\r\n") {
+		t = t[1:]
+	}
+	if strings.HasPrefix(t, "\n") {
+		t = trimBlank(t[1:])
+		if !strings.HasPrefix(t, "NVRM:") {
+			return "", false
+		}
+		return trimBlank(t[len("NVRM:"):]), true
+	}
+	if len(t) == len(s) {
+		return "", false // nothing separated the words
+	}
+	return t, true
+}
+
+// parenCodes matches the RmInitAdapter status "(0x22:0x56:894)" ending the
+// line.
+func parenCodes(s string) bool {
+	s = trimSpaceRight(s)
+	if len(s) < 3 || s[0] != '(' || s[len(s)-1] != ')' {
+		return false
+	}
+	for i := 1; i < len(s)-1; i++ {
+		if c := s[i]; !isHex(c) && c != 'x' && c != ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// claimsEvent reports whether an NVIDIA line says what an event line says.
+// Such a line that did not parse as its event is malformed, not other_nvrm.
+func claimsEvent(body string) bool {
+	return strings.Contains(body, "fallen off the bus") ||
+		strings.Contains(body, "RmInitAdapter failed") ||
+		strings.Contains(body, "rm_init_adapter failed") ||
+		strings.Contains(body, "rm_init_adapter(") ||
+		strings.Contains(body, "probe routine failed")
+}
+
+func malformed() Class { return Class{Kind: event.KindUnrelated, Rejected: RejectMalformed} }
+
+// processNamePrefix reports whether m begins the way the kernel's reports
+// about a user-space task do, with the task's name (comm: at most 15 bytes
+// of anything but NUL, chosen by the task with prctl(PR_SET_NAME) or its
+// file name):
+//
+//	comm[pid]: segfault at ... / comm[pid]: bad frame in ...
+//	comm[pid] general protection fault ... / comm[pid] trap ...
+//	traps: comm[pid] trap divide error ...
+//	comm (pid): drop_caches: 3 (and other notices)
+func processNamePrefix(m string) bool {
+	if strings.HasPrefix(m, "traps: ") {
+		return true
+	}
+	lim := min(len(m), maxComm+1)
+	for i := 0; i < lim; i++ {
+		switch m[i] {
+		case '[':
+			if n := digitsLen(m[i+1:]); n > 0 && i+1+n < len(m) && m[i+1+n] == ']' {
+				r := m[i+2+n:]
+				if strings.HasPrefix(r, ": ") || strings.HasPrefix(r, " ") {
+					return true
+				}
+			}
+		case '(':
+			if i > 0 && m[i-1] == ' ' {
+				if n := digitsLen(m[i+1:]); n > 0 && strings.HasPrefix(m[i+1+n:], "): ") {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// maxComm is the longest task name the kernel keeps (TASK_COMM_LEN - 1).
+const maxComm = 15
+
+// nvidiaPhrase reports whether m names NVIDIA things: a rejected line that
+// does is worth counting.
+func nvidiaPhrase(m string) bool {
+	for _, p := range [...]string{"NVRM", "nvidia", "NVIDIA", "Xid", "fallen off the bus", "RmInit", "rm_init_adapter", "GPU-"} {
+		if strings.Contains(m, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func digitsLen(s string) int {
+	n := 0
+	for n < len(s) && n < 10 && isDigit(s[n]) {
+		n++
+	}
+	return n
+}
+
+func isHexN(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isHex(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isUUIDText(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isHex(s[i]) && s[i] != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// fullAddrLen is the length of a DDDD:BB:DD.F address (with its function)
+// at the start of s, or 0.
+func fullAddrLen(s string) int {
+	n := pciAddrLen(s)
+	if n < 3 || s[n-2] != '.' {
+		return 0
+	}
+	return n
+}
+
+func trimSpaceRight(s string) string {
+	for len(s) > 0 && (isBlank(s[len(s)-1]) || s[len(s)-1] == '\r' || s[len(s)-1] == '\n') {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // nvidiaModule recognizes a line printed by an NVIDIA kernel module: the
@@ -195,51 +466,47 @@ func classifyModule(m, name, rest string) Class {
 		}
 	}
 	if strings.HasPrefix(body, "SXid") {
-		if c, ok := parseXid(body[4:], event.KindSXid); ok {
-			c.Switch = name
-			return c
+		if strings.HasPrefix(name, "nvidia-nvswitch") && m[len(name)] == ':' {
+			if c, ok := parseXid(body[4:], event.KindSXid); ok {
+				c.Switch = name
+				return c
+			}
 		}
-		return other(m)
+		return malformed()
 	}
-	if strings.Contains(body, "fallen off the bus") {
-		c := Class{Kind: event.KindFallenOffBus}
-		c.PCIBusID, _ = findPCIAddr(body)
-		return c
+	if claimsEvent(body) {
+		return malformed()
 	}
 	return other(m)
 }
 
 // parseXid parses what follows "Xid" or "SXid": " (PCI:0000:3b:00): 79, ...".
+// The parenthesis holds exactly an address as drivers print it and nothing
+// else; the code follows "): " and ends the line or is followed by ','.
 func parseXid(s string, kind event.Kind) (Class, bool) {
 	s = trimBlank(s)
 	if len(s) == 0 || s[0] != '(' {
 		return Class{}, false
 	}
-	end := strings.IndexByte(s, ')')
-	if end < 0 {
+	c := Class{Kind: kind}
+	n, ok := xidAddr(s[1:], &c)
+	if !ok {
 		return Class{}, false
 	}
-	inside := s[1:end]
-	rest := s[end+1:]
-	if len(rest) < 2 || rest[0] != ':' {
+	rest := s[1+n:]
+	if !strings.HasPrefix(rest, "):") {
 		return Class{}, false
 	}
-	rest = trimBlank(rest[1:])
+	rest = trimBlank(rest[2:])
 	code, n := leadingInt(rest)
 	if n == 0 {
 		return Class{}, false
 	}
-	c := Class{Kind: kind, Code: code, HasCode: true}
-	c.PCIBusID, _ = findPCIAddr(inside)
-	if i := strings.Index(inside, "GPU-I:"); i >= 0 {
-		j := i + len("GPU-I:")
-		k := j
-		for k < len(inside) && isDigit(inside[k]) {
-			k++
-		}
-		c.GPUInstance = inside[j:k]
-	}
 	rest = rest[n:]
+	if t := trimSpaceRight(rest); t != "" && t[0] != ',' {
+		return Class{}, false
+	}
+	c.Code, c.HasCode = code, true
 	if kind == event.KindSXid {
 		parseSXidTail(rest, &c)
 		return c, true
@@ -264,6 +531,38 @@ func parseXid(s string, kind event.Kind) (Class, bool) {
 		}
 	}
 	return c, true
+}
+
+// xidAddr parses the address inside an Xid's parenthesis, as the drivers
+// print it: "PCI:DDDD:BB:DD" (R450+), with an optional ".F" and an optional
+// " GPU-I:NN" (MIG), the older "DDDD:BB:DD" without "PCI:", and the
+// pre-2010 "DDDD:BB" with no usable address. It returns the length used,
+// which must reach the closing ')'; the bus id and GPU instance go into c.
+func xidAddr(s string, c *Class) (int, bool) {
+	i := 0
+	if strings.HasPrefix(s, "PCI:") {
+		i = len("PCI:")
+	}
+	if n := pciAddrLen(s[i:]); n > 0 {
+		c.PCIBusID = normalizeAddr(s[i : i+n])
+		i += n
+	} else if i == 0 && len(s) >= 8 && isHexN(s[:4]) && s[4] == ':' && isHexN(s[5:7]) && s[7] == ')' {
+		return 7, true // "0009:00"
+	} else {
+		return 0, false
+	}
+	if g, ok := strings.CutPrefix(s[i:], " GPU-I:"); ok {
+		n := digitsLen(g)
+		if n == 0 {
+			return 0, false
+		}
+		c.GPUInstance = g[:n]
+		i += len(" GPU-I:") + n
+	}
+	if i >= len(s) || s[i] != ')' {
+		return 0, false
+	}
+	return i, true
 }
 
 func parseSXidTail(rest string, c *Class) {

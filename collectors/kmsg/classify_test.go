@@ -164,11 +164,12 @@ func TestDriverAndMismatchVersions(t *testing.T) {
 }
 
 // TestXidCodeNeverFromTrailingText: the code is the number after "): " even
-// when that is not a plain number and the text is full of numbers.
+// when that is not a plain number and the text is full of numbers; an Xid
+// line without one is malformed.
 func TestXidCodeNeverFromTrailingText(t *testing.T) {
 	c := ClassifyLine("NVRM: Xid (PCI:0000:3b:00): ab, pid=12, name=x, 79 13 48")
-	if c.HasCode || c.Kind != event.KindOtherNVRM {
-		t.Errorf("got kind %q code %d (%v); want other_nvrm without a code", c.Kind, c.Code, c.HasCode)
+	if c.HasCode || c.Kind != event.KindUnrelated || c.Rejected != RejectMalformed {
+		t.Errorf("got kind %q code %d (%v) rejected %q; want unrelated, malformed, without a code", c.Kind, c.Code, c.HasCode, c.Rejected)
 	}
 	c = ClassifyLine("NVRM: Xid (PCI:0000:3b:00): 13, Graphics Exception on (GPC 4, TPC 79): pid=5, name=evil")
 	if c.Code != 13 || c.HasPID || c.ProcessName != "" {
