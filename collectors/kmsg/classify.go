@@ -350,10 +350,15 @@ func processNamePrefix(m string) bool {
 	if strings.HasPrefix(m, "traps: ") {
 		return true
 	}
-	lim := min(len(m), maxComm+1)
+	// '[' follows at most maxComm bytes of name; " (" does, so '(' is at
+	// most one byte further.
+	lim := min(len(m), maxComm+2)
 	for i := 0; i < lim; i++ {
 		switch m[i] {
 		case '[':
+			if i > maxComm {
+				break
+			}
 			if n := digitsLen(m[i+1:]); n > 0 && i+1+n < len(m) && m[i+1+n] == ']' {
 				r := m[i+2+n:]
 				if strings.HasPrefix(r, ": ") || strings.HasPrefix(r, " ") {
@@ -587,6 +592,12 @@ func deviceLine(m string) (driver, addr, rest string, ok bool) {
 	sp := strings.IndexByte(m[:lim], ' ')
 	if sp <= 0 || sp+13 > len(m) || !isHex(m[sp+1]) {
 		return "", "", "", false
+	}
+	// A driver's name is a plain word; a task name may hold anything.
+	for i := 0; i < sp; i++ {
+		if !isAlnum(m[i]) && m[i] != '-' && m[i] != '.' {
+			return "", "", "", false
+		}
 	}
 	a := m[sp+1:]
 	n := pciAddrLen(a)
