@@ -179,23 +179,31 @@ func TestKernelForgery(t *testing.T) {
 		if err := os.Link(bin, name); err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command("runuser", "-u", "nobody", "--", name, f.comm)
-		cmd.Dir = dir
-		err := cmd.Run()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("%q did not fail: %v", f.file, err)
-		}
 		marker := bus(i) + ":00"
 		var found []Record
-		for deadline := time.Now().Add(2 * time.Second); len(found) == 0 && time.Now().Before(deadline); {
-			for _, r := range readKmsg(t, kmsg) {
-				if strings.HasPrefix(r.Message, f.comm+"[") && strings.Contains(r.Message, "segfault") && strings.Contains(r.Message, marker) {
-					found = append(found, r)
-				}
+		// The kernel prints at most 10 reports each 5 s (printk_ratelimit):
+		// a report missing after a quick rerun is tried again once the
+		// window has passed.
+		for try := 0; try < 2 && len(found) == 0; try++ {
+			if try > 0 {
+				time.Sleep(5500 * time.Millisecond)
 			}
-			if len(found) == 0 {
-				time.Sleep(50 * time.Millisecond)
+			cmd := exec.Command("runuser", "-u", "nobody", "--", name, f.comm)
+			cmd.Dir = dir
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) {
+				t.Fatalf("%q did not fail: %v", f.file, err)
+			}
+			for deadline := time.Now().Add(time.Second); len(found) == 0 && time.Now().Before(deadline); {
+				for _, r := range readKmsg(t, kmsg) {
+					if strings.HasPrefix(r.Message, f.comm+"[") && strings.Contains(r.Message, "segfault") && strings.Contains(r.Message, marker) {
+						found = append(found, r)
+					}
+				}
+				if len(found) == 0 {
+					time.Sleep(50 * time.Millisecond)
+				}
 			}
 		}
 		if len(found) == 0 {
@@ -211,8 +219,6 @@ func TestKernelForgery(t *testing.T) {
 				t.Errorf("kernel's report classified %q rejected %q, want unrelated, %s: %q", c.Kind, c.Rejected, RejectProcessName, r.Message)
 			}
 		}
-		// The kernel prints at most 10 reports each 5 s (printk_ratelimit);
-		// five runs stay under it.
 	}
 }
 
