@@ -471,7 +471,8 @@ func classifyModule(m, name, rest string) Class {
 		}
 	}
 	if strings.HasPrefix(body, "SXid") {
-		if strings.HasPrefix(name, "nvidia-nvswitch") && m[len(name)] == ':' {
+		if len(name) > len("nvidia-nvswitch") && strings.HasPrefix(name, "nvidia-nvswitch") &&
+			strings.HasPrefix(m[len(name):], ": SXid") {
 			if c, ok := parseXid(body[4:], event.KindSXid); ok {
 				c.Switch = name
 				return c
@@ -489,20 +490,20 @@ func classifyModule(m, name, rest string) Class {
 // The parenthesis holds exactly an address as drivers print it and nothing
 // else; the code follows "): " and ends the line or is followed by ','.
 func parseXid(s string, kind event.Kind) (Class, bool) {
-	s = trimBlank(s)
-	if len(s) == 0 || s[0] != '(' {
+	if !strings.HasPrefix(s, " (") {
 		return Class{}, false
 	}
+	s = s[1:]
 	c := Class{Kind: kind}
 	n, ok := xidAddr(s[1:], &c)
 	if !ok {
 		return Class{}, false
 	}
 	rest := s[1+n:]
-	if !strings.HasPrefix(rest, "):") {
+	if !strings.HasPrefix(rest, "): ") {
 		return Class{}, false
 	}
-	rest = trimBlank(rest[2:])
+	rest = rest[3:]
 	code, n := leadingInt(rest)
 	if n == 0 {
 		return Class{}, false

@@ -2,6 +2,7 @@ package kmsg
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -79,7 +80,71 @@ func FuzzClassify(f *testing.F) {
 		if c.Kind == event.KindUnrelated && (c.PCIBusID != "" || c.HasCode || c.HasPID) {
 			t.Fatalf("unrelated with fields: %+v", c)
 		}
+		if c.Rejected != "" && c.Rejected != RejectProcessName && c.Rejected != RejectMalformed {
+			t.Fatalf("rejected for %q", c.Rejected)
+		}
+
+		// An event's bus id is the address where the grammar puts it.
+		m := Classify(line)
+		if m.Kind != event.KindUnrelated && m.Kind != event.KindOtherNVRM && m.PCIBusID != "" {
+			if !slices.Contains(anchoredAddrs(line), m.PCIBusID) {
+				t.Fatalf("%s bus id %q is not at an anchored position of %q (have %q)", m.Kind, m.PCIBusID, line, anchoredAddrs(line))
+			}
+		}
+
+		// Whatever a task calls itself and its file, the kernel's report
+		// of its segfault is never an event.
+		comm := line[:min(len(line), maxComm)]
+		forged := comm + "[4242]: segfault at 0 ip 0000556304466180 sp 00007ffd6a1f7fd0 error 6 in " + line + "[1180,556304466000+1000] likely on CPU 1 (core 1, socket 0)"
+		if f := Classify(forged); f.Kind != event.KindUnrelated || f.PCIBusID != "" || f.HasCode {
+			t.Fatalf("forged segfault report classified %+v: %q", f, forged)
+		}
 	})
+}
+
+// anchoredAddrs lists the normalized addresses found where the grammars
+// put them in a kernel message: after "NVRM: Xid (" or "NVRM: Xid (PCI:",
+// "NVRM: GPU ", "NVRM: GPU at ", "NVRM: GPU at PCI:", "NVRM: The NVIDIA
+// GPU ", "nvidia-nvswitchN: SXid (PCI:", a dev_printk device name, and
+// AER's "received: " / "received from ".
+func anchoredAddrs(m string) []string {
+	m = trimBlank(m)
+	var starts []string
+	if strings.HasPrefix(m, "NVRM") && len(m) > 5 {
+		body := trimBlank(m[5:])
+		if x, ok := strings.CutPrefix(body, "Xid"); ok {
+			if x, ok := strings.CutPrefix(trimBlank(x), "("); ok {
+				starts = append(starts, x, strings.TrimPrefix(x, "PCI:"))
+			}
+		}
+		for _, p := range []string{"GPU at PCI:", "GPU at ", "GPU ", "The NVIDIA GPU "} {
+			if r, ok := strings.CutPrefix(body, p); ok {
+				starts = append(starts, r)
+			}
+		}
+	}
+	if strings.HasPrefix(m, "nvidia-nvswitch") {
+		if i := strings.Index(m, ": SXid"); i >= 0 {
+			if x, ok := strings.CutPrefix(trimBlank(m[i+len(": SXid"):]), "("); ok {
+				starts = append(starts, x, strings.TrimPrefix(x, "PCI:"))
+			}
+		}
+	}
+	if sp := strings.IndexByte(m, ' '); sp >= 0 {
+		starts = append(starts, m[sp+1:])
+		for _, p := range []string{"received: ", "received from "} {
+			if i := strings.Index(m, p); i >= 0 {
+				starts = append(starts, m[i+len(p):])
+			}
+		}
+	}
+	var addrs []string
+	for _, s := range starts {
+		if n := pciAddrLen(s); n > 0 {
+			addrs = append(addrs, normalizeAddr(s[:n]))
+		}
+	}
+	return addrs
 }
 
 func FuzzStripWrapper(f *testing.F) {
