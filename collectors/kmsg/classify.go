@@ -77,44 +77,32 @@ func Classify(msg string) Class {
 	if len(m) < 4 {
 		return Class{Kind: event.KindUnrelated}
 	}
-	if processNamePrefix(m) {
-		// Never believed, whatever follows. Counted as a rejection only
-		// when it would have been an event or names NVIDIA things, so that
-		// ordinary segfaults are plain unrelated lines.
-		if classify(m).Kind != event.KindUnrelated || nvidiaPhrase(m) {
-			return Class{Kind: event.KindUnrelated, Rejected: RejectProcessName}
-		}
-		return Class{Kind: event.KindUnrelated}
-	}
-	return classify(m)
-}
-
-// classify is Classify without the process-name rule; m is trimmed.
-func classify(m string) Class {
 	// Dispatch on the first byte: almost every line is rejected here or in
-	// deviceLine below, without scanning the whole text.
+	// deviceLine below, without scanning the whole text. Every verdict but
+	// unrelated goes through believe, which refuses lines that begin with a
+	// task's name; unrelated lines that do are counted when they name
+	// NVIDIA things (refusedTask).
 	switch m[0] {
 	case 'N':
 		if len(m) > 4 && strings.HasPrefix(m, "NVRM") && (m[4] == ':' || m[4] == ' ') {
-			return classifyNVRM(m)
+			return believe(m, classifyNVRM(m))
 		}
 	case 'n':
 		if strings.HasPrefix(m, "nvidia") {
 			if name, rest, ok := nvidiaModule(m); ok {
-				return classifyModule(m, name, rest)
+				return believe(m, classifyModule(m, name, rest))
 			}
 		}
 	case '[':
 		if strings.HasPrefix(m, "[Hardware Error]:") {
-			return classifyMCE(m)
+			return believe(m, classifyMCE(m))
 		}
 		if (strings.HasPrefix(m, "[drm") || strings.HasPrefix(m, "[nvidia")) && strings.Contains(m, "nvidia") {
-			return other(m)
+			return believe(m, other(m))
 		}
-		return Class{Kind: event.KindUnrelated}
 	case 'm':
 		if strings.HasPrefix(m, "mce: ") {
-			return classifyMCE(m)
+			return believe(m, classifyMCE(m))
 		}
 		if strings.HasPrefix(m, "message repeated ") {
 			if i := strings.IndexByte(m, '['); i >= 0 {
@@ -126,16 +114,37 @@ func classify(m string) Class {
 		}
 	case 'M':
 		if strings.HasPrefix(m, "Machine check events logged") {
-			return Class{Kind: event.KindMCE}
+			return believe(m, Class{Kind: event.KindMCE})
 		}
 	}
 	if _, addr, rest, ok := deviceLine(m); ok {
 		if c, ok := classifyAER(addr, rest); ok {
-			return c
+			return believe(m, c)
 		}
+	}
+	if refusedTask(m) {
+		return Class{Kind: event.KindUnrelated, Rejected: RejectProcessName}
 	}
 	return Class{Kind: event.KindUnrelated}
 }
+
+// believe returns c, the verdict on m, unless m begins with a task's name:
+// such a line is never believed, whatever follows, and is refused as
+// process_name_prefix when it would have been anything but unrelated.
+func believe(m string, c Class) Class {
+	if processNamePrefix(m) {
+		if c.Kind != event.KindUnrelated || c.Rejected != "" || nvidiaPhrase(m) {
+			return Class{Kind: event.KindUnrelated, Rejected: RejectProcessName}
+		}
+		return Class{Kind: event.KindUnrelated}
+	}
+	return c
+}
+
+// refusedTask reports whether an unrelated line begins with a task's name
+// and names NVIDIA things: counted, so that forgeries show, while ordinary
+// segfaults are plain unrelated lines.
+func refusedTask(m string) bool { return processNamePrefix(m) && nvidiaPhrase(m) }
 
 // other is an other_nvrm verdict with the first PCI address in the text.
 func other(m string) Class {
@@ -347,42 +356,67 @@ func malformed() Class { return Class{Kind: event.KindUnrelated, Rejected: Rejec
 //	traps: comm[pid] trap divide error ...
 //	comm (pid): drop_caches: 3 (and other notices)
 func processNamePrefix(m string) bool {
-	if strings.HasPrefix(m, "traps: ") {
+	if m[0] == 't' && strings.HasPrefix(m, "traps: ") {
 		return true
 	}
 	// '[' follows at most maxComm bytes of name; " (" does, so '(' is at
 	// most one byte further.
-	lim := min(len(m), maxComm+2)
-	for i := 0; i < lim; i++ {
-		switch m[i] {
-		case '[':
-			if i > maxComm {
-				break
-			}
-			if n := digitsLen(m[i+1:]); n > 0 && i+1+n < len(m) && m[i+1+n] == ']' {
-				r := m[i+2+n:]
-				if strings.HasPrefix(r, ": ") || strings.HasPrefix(r, " ") {
-					return true
-				}
-			}
-		case '(':
-			if i > 0 && m[i-1] == ' ' {
-				if n := digitsLen(m[i+1:]); n > 0 && strings.HasPrefix(m[i+1+n:], "): ") {
-					return true
-				}
-			}
+	n := min(len(m), maxComm+2)
+	if n == maxComm+2 && !hasOpenBracket(load64(m)) && !hasOpenBracket(load64(m[8:])) && m[16] != '[' && m[16] != '(' {
+		return false // the common case, eight bytes at a time
+	}
+	for i := 0; i < n; i++ {
+		if c := m[i]; (c == '[' || c == '(') && taskAt(m, i) {
+			return true
 		}
 	}
 	return false
 }
 
+func load64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// hasOpenBracket reports whether any byte of x is '[' or '(' (the
+// zero-byte test of Hacker's Delight 6-1 on x XOR each).
+func hasOpenBracket(x uint64) bool {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	a := x ^ (lo * '[')
+	b := x ^ (lo * '(')
+	return (a-lo)&^a&hi != 0 || (b-lo)&^b&hi != 0
+}
+
+// taskAt reports whether the '[' or '(' at m[i] opens the pid after a task
+// name: "[pid]: ", "[pid] " or " (pid): ".
+func taskAt(m string, i int) bool {
+	if m[i] == '[' {
+		if i > maxComm {
+			return false
+		}
+		n := digitsLen(m[i+1:])
+		if n == 0 || i+1+n >= len(m) || m[i+1+n] != ']' {
+			return false
+		}
+		r := m[i+2+n:]
+		return len(r) > 0 && r[0] == ' ' || len(r) > 1 && r[0] == ':' && r[1] == ' '
+	}
+	if i == 0 || m[i-1] != ' ' {
+		return false
+	}
+	n := digitsLen(m[i+1:])
+	return n > 0 && strings.HasPrefix(m[i+1+n:], "): ")
+}
+
 // maxComm is the longest task name the kernel keeps (TASK_COMM_LEN - 1).
 const maxComm = 15
 
-// nvidiaPhrase reports whether m names NVIDIA things: a rejected line that
-// does is worth counting.
+// nvidiaPhrase reports whether m says what NVIDIA driver lines say: a
+// refused line that does is worth counting. Library names ("libnvidia-ml",
+// "libcuda") are not among them: programs using the GPU crash too.
 func nvidiaPhrase(m string) bool {
-	for _, p := range [...]string{"NVRM", "nvidia", "NVIDIA", "Xid", "fallen off the bus", "RmInit", "rm_init_adapter", "GPU-"} {
+	for _, p := range [...]string{"NVRM", "Xid", "fallen off the bus", "RmInit", "rm_init_adapter"} {
 		if strings.Contains(m, p) {
 			return true
 		}
@@ -594,16 +628,16 @@ func deviceLine(m string) (driver, addr, rest string, ok bool) {
 	if sp <= 0 || sp+13 > len(m) || !isHex(m[sp+1]) {
 		return "", "", "", false
 	}
+	a := m[sp+1:]
+	n := pciAddrLen(a)
+	if n == 0 || n >= len(a) || a[n] != ':' {
+		return "", "", "", false
+	}
 	// A driver's name is a plain word; a task name may hold anything.
 	for i := 0; i < sp; i++ {
 		if !isAlnum(m[i]) && m[i] != '-' && m[i] != '.' {
 			return "", "", "", false
 		}
-	}
-	a := m[sp+1:]
-	n := pciAddrLen(a)
-	if n == 0 || n >= len(a) || a[n] != ':' {
-		return "", "", "", false
 	}
 	r := a[n+1:]
 	if strings.HasPrefix(r, "pcie") { // port service suffix of old kernels
