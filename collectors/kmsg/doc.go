@@ -40,14 +40,15 @@
 //     "pid=N, name=X," prefix; '<unknown>' gives none.
 //   - Bus ids are lower case DDDD:BB:DD.F. Xid and "GPU at PCI:" lines print
 //     no function, so ".0" is added; the pre-2010 "Xid (0009:00)" form has
-//     no usable address and gets none. Other NVIDIA lines get the first
-//     full PCI address in the text.
-//   - fallen_off_bus is any NVIDIA line that says "fallen off the bus" and is
-//     not itself an Xid line, in every driver's wording: "GPU at 0000:..
-//     has fallen off the bus", "GPU 0000:..: GPU has fallen off the bus.",
-//     and the 570+ three-line "The NVIDIA GPU 0000:.. / (PCI ID: ..)
-//     installed in this system has / fallen off the bus and is not
-//     responding to commands." As one /dev/kmsg record that message is one
+//     no usable address and gets none. An event's bus id is only ever the
+//     address where the driver's grammar puts it (see Trust below); only
+//     other_nvrm lines get the first full PCI address in the text.
+//   - fallen_off_bus is one of the driver's exact sentences: "GPU at
+//     DDDD:BB:DD.F has fallen off the bus." (3xx), "GPU DDDD:BB:DD.F: GPU
+//     has fallen off the bus." (4xx-5xx), and the 570+ three-line "The
+//     NVIDIA GPU DDDD:BB:DD.F / (PCI ID: 10de:XXXX) installed in this system
+//     has / fallen off the bus and is not responding to commands." (also in
+//     its one-line rendering). As one /dev/kmsg record that message is one
 //     fallen_off_bus event with its bus id. Read line by line, its first line
 //     cannot be told apart from the start of the "not supported" message, so
 //     it stays other_nvrm with its bus id, and the line saying "fallen off
@@ -70,6 +71,58 @@
 //   - Records written to /dev/kmsg from user space (facility other than
 //     kernel) are classified like any other; Record.FromKernel lets a caller
 //     distrust them.
+//
+// # Trust
+//
+// The kernel log is not only written by the kernel and the NVIDIA driver.
+// Any local user can put text into it without privilege: the kernel's
+// reports about a user-space task begin with the task's name (comm, up to
+// 15 bytes of anything, set with prctl(PR_SET_NAME)) and often go on with
+// the name of its executable, which is any file name the user likes. A
+// program named "NVRM: " run from a file named "GPU 0000:e7:00.0 has fallen
+// off the bus" that segfaults makes the kernel itself (facility kernel, no
+// way to tell by the record) print
+//
+//	NVRM: [8098]: segfault at 0 ip ... error 6 in GPU 0000:e7:00.0 has fallen off the bus[1180,...] likely on CPU 1 (core 1, socket 0)
+//
+// So the classifier trusts position, never words:
+//
+//   - Each event kind is a grammar anchored at the start of the message,
+//     read part by part where the driver prints each part, never by
+//     searching for a phrase or an address anywhere in the text. An Xid is
+//     "NVRM: Xid (" + exactly an address ("PCI:DDDD:BB:DD" with optional
+//     ".F" and " GPU-I:NN", the older "DDDD:BB:DD", the pre-2010
+//     "DDDD:BB") + "): " + the decimal code + end of line or ','; an SXid
+//     is "nvidia-nvswitchN: SXid (" the same way; fallen_off_bus is one of
+//     the sentences above; rminit_failed is "NVRM: GPU DDDD:BB:DD.F:
+//     RmInitAdapter failed! (codes)", "NVRM: GPU DDDD:BB:DD.F:
+//     rm_init_adapter failed, device minor number N", "NVRM: RmInitAdapter
+//     failed! (codes)", "NVRM: rm_init_adapter(N) failed" or "NVRM: The
+//     NVIDIA probe routine failed for N device(s)."; gpu_identity is "NVRM:
+//     GPU at PCI:DDDD:BB:DD: GPU-<uuid>"; aer is a dev_printk line whose
+//     driver name is a plain word.
+//   - A message that begins with a task name is refused, whatever follows:
+//     a "[pid]" after at most 15 bytes followed by ": " or " " ("comm[pid]:
+//     segfault at", "comm[pid]: bad frame", "comm[pid] general protection
+//     fault", "comm[pid] trap"), the "traps: " prefix, or " (pid): " after
+//     at most 15 bytes ("comm (pid): drop_caches: 3" and other notices).
+//     No driver line has that shape.
+//   - A refused line is unrelated and says why in Class.Rejected, which the
+//     agent counts in gpuwarden_kmsg_rejected_records_total{reason}. The
+//     reasons are fixed: RejectProcessName ("process_name_prefix") for a
+//     line beginning with a task name that would otherwise have been an
+//     event or other_nvrm, or that says what NVIDIA lines say ("NVRM",
+//     "Xid", "fallen off the bus", "RmInit", "rm_init_adapter");
+//     RejectMalformed ("malformed") for a line that starts like an NVIDIA
+//     event ("NVRM: Xid (", "nvidia-nvswitchN: SXid (", "NVRM: GPU ...") or
+//     says what one says ("fallen off the bus", "RmInitAdapter failed",
+//     "rm_init_adapter", "probe routine failed") but does not follow its
+//     grammar, such as a redacted "Xid (PCI:0000:xx:00)". Ordinary
+//     segfaults of other programs (libnvidia-ml and libcuda crashes
+//     included) are plain unrelated, with no reason, and are not counted.
+//   - The process name in an Xid is the driver's "pid=N, name=X, ", set by
+//     whoever ran the process; it is kept verbatim and never used as a
+//     label (LabelValue bounds it where it is shown).
 //
 // The classifier is built for the common case: most kernel lines are none of
 // the above and are rejected by looking at their first bytes, without
