@@ -4,7 +4,12 @@
 // nvidia-bug-report.log, gzipped or not) and says, per GPU, what happened,
 // what it means and what to do.
 //
-// Three outputs share one classifier (kmsg.ClassifyLine):
+// Three outputs share one classifier, the agent's (kmsg.ClassifyLine), read
+// leniently in one respect only: an Xid or SXid whose address was redacted
+// by whoever pasted the log ("PCI:0000:xx:00") is still reported, without a
+// bus id, marked accepted_leniently in JSON and "accepted leniently" in the
+// report (kmsg.ClassifyLineLenient). Lines the agent refuses for any other
+// reason (see the kmsg package's Trust rules) are unrelated here too.
 //
 //   - Lines: one JSON object per input line, in order, each line classified
 //     on its own, with the keys line, kind, pci_bus_id, xid, pid and
@@ -168,13 +173,17 @@ type LineResult struct {
 	Xid         *int       `json:"xid"`
 	PID         *int       `json:"pid"`
 	ProcessName string     `json:"process_name"`
+	// Lenient is set when the line was only accepted because explain reads
+	// pasted logs leniently (a redacted Xid address); the agent would
+	// refuse it.
+	Lenient bool `json:"accepted_leniently,omitempty"`
 }
 
 // ClassifyLine is the kernel classifier's verdict on one line, in the shape
 // `explain --lines` prints.
 func ClassifyLine(n int, line string) LineResult {
-	c := kmsg.ClassifyLine(line)
-	res := LineResult{Line: n, Kind: c.Kind, PCIBusID: c.PCIBusID, ProcessName: c.ProcessName}
+	c, lenient := kmsg.ClassifyLineLenient(line)
+	res := LineResult{Line: n, Kind: c.Kind, PCIBusID: c.PCIBusID, ProcessName: c.ProcessName, Lenient: lenient}
 	if c.HasCode {
 		res.Xid = &c.Code
 	}
@@ -227,6 +236,11 @@ func standardize(n int, fields map[string]any) map[string]any {
 // FieldLine is the event field holding the input line number.
 const FieldLine = "line"
 
+// FieldLenient is "true" on an event explain only accepted by reading the
+// pasted line leniently (a redacted Xid address); the agent would refuse
+// the line.
+const FieldLenient = "accepted_leniently"
+
 // Events reads the input and returns its kernel events (everything but
 // unrelated lines), in input order, with the catalog's advice, and the number
 // of lines read.
@@ -243,7 +257,7 @@ func Events(r io.Reader) (evs []event.Event, lines int, err error) {
 	)
 	err = eachLine(r, func(n int, line string) error {
 		lines = n
-		c := kmsg.ClassifyLine(line)
+		c, lenient := kmsg.ClassifyLineLenient(line)
 		switch c.Kind {
 		case event.KindUnrelated:
 			return nil
@@ -261,6 +275,9 @@ func Events(r io.Reader) (evs []event.Event, lines int, err error) {
 			ev.Fields = make(map[string]string, 1)
 		}
 		ev.Fields[FieldLine] = fmt.Sprint(n)
+		if lenient {
+			ev.Fields[FieldLenient] = "true"
+		}
 		evs = append(evs, ev)
 		return nil
 	})

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 )
 
 const xidMsg = "NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python3, GPU has fallen off the bus."
@@ -292,4 +293,37 @@ func TestRegisteredClassifierRunsFirstWithStandardKeys(t *testing.T) {
 		}
 	}()
 	Register("test-dkms", nil)
+}
+
+// TestLenientRedactedXid: a pasted Xid with a redacted address is still an
+// Xid in explain, without a bus id, and says it was accepted leniently; the
+// agent's classifier refuses it.
+func TestLenientRedactedXid(t *testing.T) {
+	for _, line := range []string{
+		"[ 12.3] NVRM: Xid (PCI:0000:xx:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.",
+		"NVRM: Xid (PCI:XXXX:XX:XX): 79, pid=12, name=python3, GPU has fallen off the bus.",
+	} {
+		if c := kmsg.ClassifyLine(line); c.Kind != event.KindUnrelated || c.Rejected != kmsg.RejectMalformed {
+			t.Errorf("strict: %q %q, want unrelated, malformed", c.Kind, c.Rejected)
+		}
+		r := ClassifyLine(1, line)
+		if r.Kind != event.KindXid || r.PCIBusID != "" || r.Xid == nil || *r.Xid != 79 || !r.Lenient {
+			t.Errorf("explain: %+v, want a lenient Xid 79 without a bus id", r)
+		}
+		evs, _, err := Events(strings.NewReader(line + "\n"))
+		if err != nil || len(evs) != 1 || evs[0].Fields[FieldLenient] != "true" {
+			t.Fatalf("events: %v %+v", err, evs)
+		}
+		var b strings.Builder
+		if err := WriteReport(&b, evs, 1); err != nil || !strings.Contains(b.String(), "accepted leniently") {
+			t.Errorf("report does not say the line was accepted leniently: %v\n%s", err, b.String())
+		}
+	}
+	// A real address is never lenient, and a forged one stays refused.
+	if r := ClassifyLine(1, "NVRM: Xid (PCI:0000:3b:00): 79, x"); r.Lenient || r.PCIBusID != "0000:3b:00.0" {
+		t.Errorf("real Xid: %+v", r)
+	}
+	if r := ClassifyLine(1, "NVRM: Xid (PCI[12]: segfault at 0 ip 0 sp 0 error 6 in 0000:xx:00): 79, x[1+1000]"); r.Kind != event.KindUnrelated || r.Lenient {
+		t.Errorf("forged Xid: %+v", r)
+	}
 }

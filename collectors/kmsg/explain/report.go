@@ -199,6 +199,9 @@ func writeFinding(b *strings.Builder, f *finding) {
 	}
 	fmt.Fprintf(b, "  - %s [%s], %s (line %s)\n", Printable(title), f.worst, times, strings.Join(f.lines, ", "))
 	fmt.Fprintf(b, "    what happened: %s\n", Printable(truncate(strings.TrimSpace(ev.Raw), maxShownTextBytes)))
+	if ev.Fields[FieldLenient] == "true" {
+		fmt.Fprintf(b, "    note:          accepted leniently: the address is redacted; the agent would refuse this line\n")
+	}
 	if len(f.processes) > 0 {
 		fmt.Fprintf(b, "    processes:     %s\n", Printable(strings.Join(f.processes, ", ")))
 	}
