@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,9 +34,30 @@ type InventoryGPU struct {
 	Name     string `json:"name"`
 }
 
+// CorruptInventoryError reports an inventory file that was unreadable, or
+// held no GPU list, an empty one, a GPU without a UUID or the same UUID
+// twice. It was moved aside (kept for inspection, never silently reset) and
+// LoadInventory returned an empty inventory that the next GPU rounds
+// rebuild. Until then a GPU that vanished before the restart is not known
+// to be missing, which is why the agent should show this error.
+type CorruptInventoryError struct {
+	Path    string // the file as it was
+	MovedTo string // where it is now; "" if it could not be moved
+	Err     error  // what was wrong with it (and the move's failure, if any)
+}
+
+func (e *CorruptInventoryError) Error() string {
+	if e.MovedTo == "" {
+		return fmt.Sprintf("GPU inventory %s is corrupt (%v) and could not be moved aside; starting a new one", e.Path, e.Err)
+	}
+	return fmt.Sprintf("GPU inventory %s was corrupt (%v); moved to %s, starting a new one", e.Path, e.Err, e.MovedTo)
+}
+
+func (e *CorruptInventoryError) Unwrap() error { return e.Err }
+
 // LoadInventory reads the inventory from dir. A missing file is an empty
-// inventory; a corrupt one is moved aside (never silently reset) and the
-// error says where it went.
+// inventory; an empty or malformed one is moved aside and reported as a
+// *CorruptInventoryError, with an empty inventory to rebuild.
 func LoadInventory(dir string) (*Inventory, error) {
 	path := filepath.Join(dir, InventoryFile)
 	b, err := os.ReadFile(path)
@@ -45,15 +67,49 @@ func LoadInventory(dir string) (*Inventory, error) {
 	if err != nil {
 		return &Inventory{}, fmt.Errorf("GPU inventory: %w", err)
 	}
-	var inv Inventory
-	if err := json.Unmarshal(b, &inv); err != nil {
-		aside, merr := statefile.MoveAside(path)
-		if merr != nil {
-			return &Inventory{}, fmt.Errorf("GPU inventory %s is corrupt (%v) and could not be moved aside: %w", path, err, merr)
-		}
-		return &Inventory{}, fmt.Errorf("GPU inventory %s was corrupt (%v); moved to %s, starting a new one", path, err, aside)
+	inv, perr := parseInventory(b)
+	if perr == nil {
+		return inv, nil
 	}
-	return &inv, nil
+	cerr := &CorruptInventoryError{Path: path, Err: perr}
+	aside, merr := statefile.MoveAside(path)
+	if merr != nil {
+		cerr.Err = fmt.Errorf("%w; moving it aside: %v", perr, merr)
+	} else {
+		cerr.MovedTo = aside
+	}
+	return &Inventory{}, cerr
+}
+
+// parseInventory decodes gpus.json strictly: the agent only ever writes a
+// non-empty list of GPUs with distinct UUIDs, so anything else is damage.
+func parseInventory(b []byte) (*Inventory, error) {
+	var raw struct {
+		GPUs    *[]InventoryGPU `json:"gpus"`
+		Updated time.Time       `json:"updated"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the JSON object")
+	}
+	if raw.GPUs == nil || len(*raw.GPUs) == 0 {
+		return nil, errors.New("no GPUs listed")
+	}
+	seen := make(map[string]bool, len(*raw.GPUs))
+	for i, g := range *raw.GPUs {
+		if g.UUID == "" {
+			return nil, fmt.Errorf("gpus[%d] has no uuid", i)
+		}
+		if seen[g.UUID] {
+			return nil, fmt.Errorf("gpus[%d]: uuid %s is listed twice", i, g.UUID)
+		}
+		seen[g.UUID] = true
+	}
+	return &Inventory{GPUs: *raw.GPUs, Updated: raw.Updated}, nil
 }
 
 // Add records the GPUs of a round and reports whether the inventory grew.

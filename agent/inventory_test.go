@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,5 +73,40 @@ func TestACorruptInventoryIsMovedAsideNotLost(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(moved[0]); string(b) != "{not json" {
 		t.Errorf("moved file content %q", b)
+	}
+}
+
+func TestAnEmptyOrMalformedInventoryIsCorrupt(t *testing.T) {
+	good := `{"gpus":[{"uuid":"GPU-a","pci_bus_id":"00000000:18:00.0","name":"H100"}],"updated":"2026-01-01T00:00:00Z"}`
+	cases := map[string]string{
+		"null":           "null",
+		"empty object":   "{}",
+		"empty list":     `{"gpus": []}`,
+		"missing uuid":   `{"gpus":[{"pci_bus_id":"00000000:18:00.0"}]}`,
+		"duplicate uuid": `{"gpus":[{"uuid":"GPU-a"},{"uuid":"GPU-a"}]}`,
+		"trailing data":  good + "\n{}",
+	}
+	for name, content := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, InventoryFile), []byte(content), 0o644)
+			inv, err := LoadInventory(dir)
+			var corrupt *CorruptInventoryError
+			if !errors.As(err, &corrupt) || inv == nil || len(inv.GPUs) != 0 {
+				t.Fatalf("err %v inv %+v, want *CorruptInventoryError and an empty inventory", err, inv)
+			}
+			if b, rerr := os.ReadFile(corrupt.MovedTo); rerr != nil || string(b) != content {
+				t.Errorf("moved file %s: %v %q", corrupt.MovedTo, rerr, b)
+			}
+			if _, serr := os.Stat(filepath.Join(dir, InventoryFile)); !errors.Is(serr, fs.ErrNotExist) {
+				t.Errorf("the corrupt file is still in place: %v", serr)
+			}
+		})
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, InventoryFile), []byte(good), 0o644)
+	inv, err := LoadInventory(dir)
+	if err != nil || len(inv.GPUs) != 1 || inv.GPUs[0].UUID != "GPU-a" {
+		t.Fatalf("valid file: %v %+v", err, inv)
 	}
 }

@@ -61,7 +61,7 @@ func (s *kmsgSource) Run(ctx context.Context, state *agent.State) error {
 		go func() { done <- r.Run(ctx) }()
 		for batch := range r.Batches() {
 			start := time.Now()
-			for _, rec := range batch {
+			for _, rec := range batch.Records {
 				ev, ok := recordEvent(rec, "kmsg", r.BootID(), boot)
 				switch {
 				case !ok:
@@ -71,8 +71,10 @@ func (s *kmsgSource) Run(ctx context.Context, state *agent.State) error {
 					state.ApplyEvent(ev)
 				}
 			}
+			batch.Ack() // applied: a restart resumes after it
 			state.SetCollector("kmsg", true, nil, "", time.Since(start))
 		}
+		r.Close() // writes the last acknowledged cursor
 		if err := <-done; err != nil && ctx.Err() == nil {
 			state.SetCollector("kmsg", false, err, "", 0)
 			s.log.Error("kernel-log reader stopped; reopening", "err", err)

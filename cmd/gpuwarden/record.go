@@ -101,7 +101,7 @@ func recordKernel(ctx context.Context, log *slog.Logger) <-chan string {
 	go r.Run(ctx)
 	go func() {
 		for batch := range r.Batches() {
-			for _, rec := range batch {
+			for _, rec := range batch.Records {
 				if rec.Monotonic < since || kmsg.Classify(rec.Message).Kind == event.KindUnrelated {
 					continue
 				}

@@ -114,7 +114,7 @@ func readerPass(b *testing.B) int {
 	}
 	records := 0
 	for batch := range r.Batches() {
-		records += len(batch)
+		records += len(batch.Records)
 	}
 	if st := r.Stats(); st.Dropped != 0 {
 		b.Fatalf("dropped %d records: the queue is too small for this ring", st.Dropped)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -55,6 +56,27 @@ type Stats struct {
 
 // Reader is the single reader of the kernel log. Open it, call Run in its
 // own goroutine, and receive from Batches.
+//
+// # Acknowledging batches
+//
+// With a StateDir the reader keeps a cursor: the SEQ after which a restart
+// resumes. It moves only when the consumer acknowledges a batch (Batch.Ack
+// or Reader.Ack) after applying its records, never when a batch is merely
+// handed over, so records queued or being applied when the process is
+// killed are not lost. Delivery is at least once across a crash: the
+// records after the last saved acknowledgement are delivered again, as new
+// records (not Seen), after a restart.
+//
+// Acknowledging is cheap and may be done for every batch: the reader writes
+// the latest acknowledged SEQ at most every saveEvery, and at once when Run
+// returns and on Close. For a clean shutdown, acknowledge the batches still
+// in Batches after Run returned, then call Close.
+//
+// An acknowledgement covers every SEQ up to the batch's Last, so batches the
+// reader dropped on a full queue (counted in Stats.Dropped) are passed by
+// the cursor once a later batch is acknowledged: they are lost and counted,
+// not delivered again forever. Acknowledging Seen records (RereadSeen), or
+// the same batch twice, is harmless: the cursor never moves back.
 type Reader struct {
 	cfg      Config
 	log      *slog.Logger
@@ -72,13 +94,19 @@ type Reader struct {
 	resuming bool
 	lastSeq  uint64
 	haveLast bool
-	savedSeq uint64
-	saved    bool
+
+	// acked is 1 + the latest acknowledged SEQ (0: none); the consumer's
+	// goroutine raises it, the cursor writer reads it.
+	acked    atomic.Uint64
+	saveMu   sync.Mutex // one cursor write at a time; guards the fields below
+	saveTmr  *time.Timer
+	savedSeq uint64 // 1 + the SEQ in the cursor file (0: none)
+	closed   bool
 
 	batch   []Record
 	nextCap int
 	arena   arena
-	out     chan []Record
+	out     chan Batch
 
 	stateErr error
 	dropping uint64 // records dropped in the current episode of a full queue
@@ -131,7 +159,8 @@ func Open(cfg Config) (*Reader, error) {
 		case found && c.BootID == r.bootID:
 			r.resume, r.resuming = c.Seq, true
 			r.lastSeq, r.haveLast = c.Seq, true
-			r.savedSeq, r.saved = c.Seq, true
+			r.savedSeq = c.Seq + 1
+			r.acked.Store(c.Seq + 1)
 			r.log.Debug("resuming the kernel log after the saved cursor", "seq", c.Seq, "boot_id", r.bootID)
 		case found:
 			r.log.Info("new boot since the saved cursor; reading the ring buffer from the start",
@@ -159,7 +188,7 @@ func Open(cfg Config) (*Reader, error) {
 	} else {
 		r.buf = make([]byte, 64<<10)
 	}
-	r.out = make(chan []Record, cfg.QueueLen)
+	r.out = make(chan Batch, cfg.QueueLen)
 	// A fresh reader usually starts with the whole ring buffer.
 	r.nextCap = cfg.BatchSize
 	return r, nil
@@ -193,9 +222,57 @@ func (r *Reader) BootID() string {
 // *CorruptStateError), or nil. The agent should surface it once.
 func (r *Reader) StateError() error { return r.stateErr }
 
+// Batch is records handed over together, in SEQ order.
+type Batch struct {
+	Records []Record
+	// First and Last are the SEQs of the first and last record: the range
+	// the batch covers, gaps (records the kernel overwrote) included.
+	First, Last uint64
+	r           *Reader
+}
+
+// Ack tells the reader that the batch's records have been applied, so a
+// restart may resume after Last. See Reader.
+func (b Batch) Ack() {
+	if b.r != nil {
+		b.r.Ack(b.Last)
+	}
+}
+
 // Batches delivers records in order, in batches. It is closed when Run
-// returns.
-func (r *Reader) Batches() <-chan []Record { return r.out }
+// returns. Acknowledge each batch once applied (Batch.Ack).
+func (r *Reader) Batches() <-chan Batch { return r.out }
+
+// saveEvery bounds how often acknowledgements are written to the cursor.
+const saveEvery = 100 * time.Millisecond
+
+// Ack records that every record up to and including seq has been applied.
+// The cursor is written within saveEvery, coalescing acknowledgements in
+// between. An older seq than one already acknowledged changes nothing. Safe
+// to call from any goroutine.
+func (r *Reader) Ack(seq uint64) {
+	if r.cfg.StateDir == "" {
+		return
+	}
+	for {
+		old := r.acked.Load()
+		if seq+1 <= old {
+			return
+		}
+		if r.acked.CompareAndSwap(old, seq+1) {
+			break
+		}
+	}
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	switch {
+	case r.closed:
+		// After Close nothing else will write it: write it now.
+		r.saveLocked()
+	case r.saveTmr == nil:
+		r.saveTmr = time.AfterFunc(saveEvery, r.save)
+	}
+}
 
 // Lost is the number of records the kernel overwrote before they were read.
 func (r *Reader) Lost() uint64 { return r.lost.Load() }
@@ -251,8 +328,8 @@ func (r *Reader) Run(ctx context.Context) error {
 	}
 	r.endPartial()
 	r.flush()
-	r.save()
 	r.close()
+	r.save()
 	if r.perRead {
 		b := r.buf
 		r.buf = nil
@@ -389,15 +466,15 @@ func (r *Reader) add(rec Record) {
 }
 
 // flush hands the batch over without waiting: a full queue drops it and
-// counts it. Then it saves the cursor, so that a restart resumes after what
-// was handed over (or dropped, which is counted and must not come back).
+// counts it. The cursor moves only when a batch is acknowledged.
 func (r *Reader) flush() {
 	if len(r.batch) == 0 {
 		return
 	}
 	n := uint64(len(r.batch))
+	b := Batch{Records: r.batch, First: r.batch[0].Seq, Last: r.batch[len(r.batch)-1].Seq, r: r}
 	select {
-	case r.out <- r.batch:
+	case r.out <- b:
 		r.records.Add(n)
 		if r.dropping > 0 {
 			r.log.Warn("kernel-log consumer caught up", "dropped_records", r.dropping)
@@ -412,29 +489,46 @@ func (r *Reader) flush() {
 	}
 	r.nextCap = min(max(2*len(r.batch), 16), r.cfg.BatchSize)
 	r.batch = nil
-	r.save()
 }
 
+// save writes the latest acknowledged SEQ to the cursor, if it moved.
 func (r *Reader) save() {
-	if r.cfg.StateDir == "" || !r.haveLast || (r.saved && r.savedSeq == r.lastSeq) {
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	r.saveLocked()
+}
+
+func (r *Reader) saveLocked() {
+	if r.saveTmr != nil {
+		r.saveTmr.Stop()
+		r.saveTmr = nil
+	}
+	acked := r.acked.Load()
+	if r.cfg.StateDir == "" || acked == 0 || acked == r.savedSeq {
 		return
 	}
-	if err := saveCursor(r.cfg.StateDir, cursor{BootID: r.bootID, Seq: r.lastSeq}); err != nil {
+	if err := saveCursor(r.cfg.StateDir, cursor{BootID: r.bootID, Seq: acked - 1}); err != nil {
 		if c := r.saveFails.Add(1); c == 1 || c%1000 == 0 {
 			r.log.Warn("could not save the kernel-log cursor; a restart may report events twice", "err", err, "failures", c)
 		}
 		return
 	}
-	r.savedSeq, r.saved = r.lastSeq, true
+	r.savedSeq = acked
 }
 
 func (r *Reader) close() {
 	r.closeOnce.Do(func() { r.closeErr = r.f.Close() })
 }
 
-// Close releases the source without running. Use it when Run was never
-// called; Run closes the source itself.
+// Close writes the latest acknowledged SEQ to the cursor and releases the
+// source. Call it after Run returned and the consumer acknowledged what it
+// applied, or instead of Run when Run was never called. An Ack after Close
+// is written at once.
 func (r *Reader) Close() error {
+	r.saveMu.Lock()
+	r.closed = true
+	r.saveLocked()
+	r.saveMu.Unlock()
 	r.close()
 	if r.closeErr != nil && !strings.Contains(r.closeErr.Error(), "already closed") {
 		return r.closeErr

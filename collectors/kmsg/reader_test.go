@@ -42,9 +42,13 @@ func runAll(t *testing.T, cfg Config) ([]Record, *Reader) {
 	go func() { done <- r.Run(context.Background()) }()
 	var got []Record
 	for b := range r.Batches() {
-		got = append(got, b...)
+		got = append(got, b.Records...)
+		b.Ack()
 	}
 	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
 	return got, r
@@ -181,7 +185,7 @@ func TestReaderFromPipe(t *testing.T) {
 	go func() { done <- r.Run(context.Background()) }()
 	fmt.Fprint(pw, "6,1,1,-;NVRM: Xid (PCI:0000:3b:00): 13, pid=1, name=a, x\n")
 	b := <-r.Batches()
-	if len(b) != 1 || Classify(b[0].Message).Code != 13 {
+	if len(b.Records) != 1 || Classify(b.Records[0].Message).Code != 13 {
 		t.Fatalf("batch %+v", b)
 	}
 	pw.Close()
@@ -230,11 +234,12 @@ func TestRealDevKmsg(t *testing.T) {
 		go func() { done <- r.Run(ctx) }()
 		seen = map[string]Class{}
 		for b := range r.Batches() {
-			for _, rec := range b {
+			for _, rec := range b.Records {
 				if i := strings.Index(rec.Message, "gwtest-"); i >= 0 {
 					seen[rec.Message[i:]] = Classify(rec.Message)
 				}
 			}
+			b.Ack()
 			if _, ok := seen[want]; ok {
 				cancel()
 			}
@@ -242,6 +247,7 @@ func TestRealDevKmsg(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
+		r.Close()
 		if _, ok := seen[want]; !ok {
 			t.Fatalf("%s never arrived; stats %+v seen %v", want, r.Stats(), seen)
 		}
@@ -268,5 +274,103 @@ func TestRealDevKmsg(t *testing.T) {
 	seen = readUntil(writeBootID(t, "boot-2"), m2)
 	if _, ok := seen[m1]; !ok {
 		t.Errorf("after a boot id change %s was not read again from the start of the ring", m1)
+	}
+}
+
+// readBatches opens a reader on a finite source, receives every batch and
+// acknowledges those ack chooses, then closes it (which writes the cursor).
+func readBatches(t *testing.T, cfg Config, ack func(Batch) bool) []Record {
+	t.Helper()
+	cfg.Logger = quiet
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	var got []Record
+	for b := range r.Batches() {
+		got = append(got, b.Records...)
+		if ack(b) {
+			b.Ack()
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func TestUnacknowledgedRecordsAreDeliveredAgainAfterARestart(t *testing.T) {
+	state := t.TempDir()
+	boot := writeBootID(t, "boot-a")
+	path := recordsFile(t, 1, 2, 3, 4)
+	cfg := Config{Path: path, StateDir: state, BootIDPath: boot, RereadSeen: true, BatchSize: 2}
+	got := readBatches(t, cfg, func(Batch) bool { return false })
+	if len(got) != 4 {
+		t.Fatalf("first run: %d records", len(got))
+	}
+	if _, err := os.Stat(filepath.Join(state, CursorFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a cursor was saved though nothing was acknowledged: %v", err)
+	}
+	got = readBatches(t, cfg, func(Batch) bool { return false })
+	if len(got) != 4 || got[0].Seen || got[3].Seen {
+		t.Fatalf("after a restart without acks: %+v, want all 4 again, not Seen", got)
+	}
+}
+
+func TestAcknowledgedHalfResumesAfterTheAcknowledgedSeq(t *testing.T) {
+	state := t.TempDir()
+	boot := writeBootID(t, "boot-a")
+	cfg := Config{Path: recordsFile(t, 1, 2, 3, 4), StateDir: state, BootIDPath: boot, RereadSeen: true, BatchSize: 2}
+	readBatches(t, cfg, func(b Batch) bool { return b.Last <= 2 })
+	var seen, fresh []uint64
+	got := readBatches(t, cfg, func(Batch) bool { return true })
+	for _, rec := range got {
+		if rec.Seen {
+			seen = append(seen, rec.Seq)
+		} else {
+			fresh = append(fresh, rec.Seq)
+		}
+	}
+	if fmt.Sprint(seen) != "[1 2]" || fmt.Sprint(fresh) != "[3 4]" {
+		t.Fatalf("seen %v new %v, want [1 2] seen and [3 4] new", seen, fresh)
+	}
+	// Acknowledging the Seen ones again did not move the cursor back.
+	b, _ := os.ReadFile(filepath.Join(state, CursorFile))
+	var c cursor
+	if err := json.Unmarshal(b, &c); err != nil || c.Seq != 4 {
+		t.Errorf("cursor %s (%v), want seq 4", b, err)
+	}
+}
+
+func TestAcksAreCoalescedAndTheLatestIsSaved(t *testing.T) {
+	state := t.TempDir()
+	r, err := Open(Config{Path: recordsFile(t, 1), StateDir: state, BootIDPath: writeBootID(t, "b"), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for seq := uint64(1); seq <= 1000; seq++ {
+		r.Ack(seq)
+	}
+	r.Ack(5) // older: ignored
+	deadline := time.Now().Add(5 * time.Second)
+	var c cursor
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(filepath.Join(state, CursorFile))
+		if err == nil && json.Unmarshal(b, &c) == nil && c.Seq == 1000 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c.Seq != 1000 {
+		t.Fatalf("cursor seq %d, want the latest ack 1000 within saveEvery", c.Seq)
+	}
+	if st := r.Stats(); st.SaveFails != 0 {
+		t.Errorf("save failures %d", st.SaveFails)
 	}
 }
