@@ -23,6 +23,9 @@ type kmsgSource struct {
 	path, stateDir, procfs string
 	log                    *slog.Logger
 	reader                 atomic.Pointer[kmsg.Reader]
+	// rejected counts records refused by the trust rules, by reason: text
+	// that looks like a driver line but that a user could have written.
+	rejectedName, rejectedMalformed atomic.Uint64
 }
 
 func (s *kmsgSource) Name() string { return "kmsg" }
@@ -62,6 +65,14 @@ func (s *kmsgSource) Run(ctx context.Context, state *agent.State) error {
 		for batch := range r.Batches() {
 			start := time.Now()
 			for _, rec := range batch.Records {
+				if !rec.Seen {
+					switch kmsg.Classify(rec.Message).Rejected {
+					case kmsg.RejectProcessName:
+						s.rejectedName.Add(1)
+					case kmsg.RejectMalformed:
+						s.rejectedMalformed.Add(1)
+					}
+				}
 				ev, ok := recordEvent(rec, "kmsg", r.BootID(), boot)
 				switch {
 				case !ok:
@@ -114,14 +125,43 @@ func bootTime(procfs string) time.Time {
 	return time.Now().Add(-time.Duration(up * float64(time.Second)))
 }
 
-var descKmsgLost = prometheus.NewDesc("gpuwarden_kmsg_lost_records_total",
-	"Kernel-log records the kernel overwrote before gpuwarden read them (SEQ gaps after EPIPE).", nil, nil)
-var descKmsgRecords = prometheus.NewDesc("gpuwarden_kmsg_records_total",
-	"Kernel-log records gpuwarden read, NVIDIA-related or not.", nil, nil)
+// readerCounters are the reader's counters as series, one per Stats field.
+var readerCounters = []struct {
+	desc *prometheus.Desc
+	get  func(kmsg.Stats) uint64
+}{
+	{prometheus.NewDesc("gpuwarden_kmsg_lost_records_total",
+		"Kernel-log records the kernel overwrote before gpuwarden read them (SEQ gaps after EPIPE).", nil, nil),
+		func(s kmsg.Stats) uint64 { return s.Lost }},
+	{prometheus.NewDesc("gpuwarden_kmsg_records_total",
+		"Kernel-log records gpuwarden read, NVIDIA-related or not.", nil, nil),
+		func(s kmsg.Stats) uint64 { return s.Records }},
+	{prometheus.NewDesc("gpuwarden_kmsg_overruns_total",
+		"Times the kernel log overran gpuwarden's reader (read returned EPIPE).", nil, nil),
+		func(s kmsg.Stats) uint64 { return s.Overruns }},
+	{prometheus.NewDesc("gpuwarden_kmsg_dropped_records_total",
+		"Kernel-log records read but dropped because the consumer's queue was full.", nil, nil),
+		func(s kmsg.Stats) uint64 { return s.Dropped }},
+	{prometheus.NewDesc("gpuwarden_kmsg_malformed_records_total",
+		"Kernel-log records that did not parse as /dev/kmsg records.", nil, nil),
+		func(s kmsg.Stats) uint64 { return s.Malformed }},
+	{prometheus.NewDesc("gpuwarden_kmsg_skipped_records_total",
+		"Kernel-log records at or before the saved cursor, not counted again.", nil, nil),
+		func(s kmsg.Stats) uint64 { return s.Skipped }},
+	{prometheus.NewDesc("gpuwarden_kmsg_cursor_save_failures_total",
+		"Kernel-log cursor writes that failed.", nil, nil),
+		func(s kmsg.Stats) uint64 { return s.SaveFails }},
+}
+
+var descKmsgRejected = prometheus.NewDesc("gpuwarden_kmsg_rejected_records_total",
+	"Kernel-log records that look like NVIDIA driver lines but fail the trust rules (a process name first, or the driver's grammar broken), by reason.",
+	[]string{"reason"}, nil)
 
 func (s *kmsgSource) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descKmsgLost
-	ch <- descKmsgRecords
+	for _, c := range readerCounters {
+		ch <- c.desc
+	}
+	ch <- descKmsgRejected
 }
 
 func (s *kmsgSource) Collect(ch chan<- prometheus.Metric) {
@@ -129,6 +169,9 @@ func (s *kmsgSource) Collect(ch chan<- prometheus.Metric) {
 	if r := s.reader.Load(); r != nil {
 		st = r.Stats()
 	}
-	ch <- prometheus.MustNewConstMetric(descKmsgLost, prometheus.CounterValue, float64(st.Lost))
-	ch <- prometheus.MustNewConstMetric(descKmsgRecords, prometheus.CounterValue, float64(st.Records))
+	for _, c := range readerCounters {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(c.get(st)))
+	}
+	ch <- prometheus.MustNewConstMetric(descKmsgRejected, prometheus.CounterValue, float64(s.rejectedName.Load()), kmsg.RejectProcessName)
+	ch <- prometheus.MustNewConstMetric(descKmsgRejected, prometheus.CounterValue, float64(s.rejectedMalformed.Load()), kmsg.RejectMalformed)
 }
