@@ -807,15 +807,6 @@ func firstVersion(s string) string {
 	return ""
 }
 
-func token(s string) string {
-	for i := 0; i < len(s); i++ {
-		if isBlank(s[i]) || s[i] == ',' {
-			return s[:i]
-		}
-	}
-	return s
-}
-
 // leadingInt parses the decimal number at the start of s; n is the number of
 // digits used (0 when there is none). At most 9 digits are read, so it
 // cannot overflow.
