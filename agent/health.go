@@ -6,19 +6,23 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
-	"github.com/gpuwarden/gpuwarden/collectors/xid"
 )
 
-// Health is a level with its reasons and the one action to take.
+// Health is a level with its reasons, the one action to take (from the
+// vocabulary) and, where a source gave one, free-text advice.
 type Health struct {
-	Level   event.Level `json:"level"`
-	Reasons []string    `json:"reasons,omitempty"`
-	Action  string      `json:"action,omitempty"`
+	Level   event.Level  `json:"level"`
+	Reasons []string     `json:"reasons,omitempty"`
+	Action  event.Action `json:"action,omitempty"`
+	Fix     string       `json:"fix,omitempty"` // free text, e.g. the command a dkms finding names
 }
 
 // merge folds o into h: the worse level, every reason (prefixed with who),
-// and the strongest action.
+// the strongest action, and the fix of the worst source that gave one.
 func (h *Health) merge(o Health, who string) {
+	if o.Fix != "" && (h.Fix == "" || event.Worse(h.Level, o.Level) != h.Level) {
+		h.Fix = o.Fix
+	}
 	h.Level = event.Worse(h.Level, o.Level)
 	for _, r := range o.Reasons {
 		if who != "" {
@@ -26,7 +30,7 @@ func (h *Health) merge(o Health, who string) {
 		}
 		h.Reasons = append(h.Reasons, r)
 	}
-	if xid.Action(o.Action).Rank() > xid.Action(h.Action).Rank() {
+	if o.Action.Rank() > h.Action.Rank() {
 		h.Action = o.Action
 	}
 }
@@ -55,7 +59,7 @@ const stale = 2 * time.Minute
 func gpuHealth(g *GPUState, now time.Time, window time.Duration) Health {
 	h := Health{Level: event.OK}
 	if g.Lost {
-		h.merge(Health{Level: event.Critical, Action: string(xid.ActionDrainAndReset),
+		h.merge(Health{Level: event.Critical, Action: event.ActionDrainAndReset,
 			Reasons: []string{"NVML reports the GPU lost (GPU_IS_LOST)"}}, "")
 	}
 	for _, ev := range g.Sticky {
@@ -87,15 +91,15 @@ func gpuHealth(g *GPUState, now time.Time, window time.Duration) Health {
 		return h
 	}
 	if v, ok := s.Value(idxRemapFailure); ok && v > 0 {
-		h.merge(Health{Level: event.Critical, Action: string(xid.ActionDrainAndReset), Reasons: []string{"row remapping failed: the memory cannot be repaired"}}, "")
+		h.merge(Health{Level: event.Critical, Action: event.ActionDrainAndReset, Reasons: []string{"row remapping failed: the memory cannot be repaired"}}, "")
 	}
 	if v, ok := s.Value(idxRemapPending); ok && v > 0 {
-		h.merge(Health{Level: event.Warning, Action: string(xid.ActionResetGPU), Reasons: []string{"a row remap is pending: reset the GPU to activate it"}}, "")
+		h.merge(Health{Level: event.Warning, Action: event.ActionResetGPU, Reasons: []string{"a row remap is pending: reset the GPU to activate it"}}, "")
 	}
 	if v, ok := s.Value(idxClockEvents); ok {
 		const thermal = 0x20 | 0x40 // sw and hw thermal slowdown
 		if uint64(v)&thermal != 0 {
-			h.merge(Health{Level: event.Warning, Action: string(xid.ActionHardwareInspection), Reasons: []string{"clocks held down by a thermal slowdown"}}, "")
+			h.merge(Health{Level: event.Warning, Action: event.ActionHardwareInspection, Reasons: []string{"clocks held down by a thermal slowdown"}}, "")
 		}
 	}
 	if !g.Lost {

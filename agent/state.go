@@ -397,7 +397,7 @@ func (s *State) publish() {
 		c := *s.collectors[n]
 		snap.Collectors = append(snap.Collectors, c)
 		if !c.Up {
-			host.merge(Health{Level: event.Unknown, Reasons: []string{fmt.Sprintf("collector %s is down: %s", n, c.Err)}, Action: c.Fix}, "")
+			host.merge(Health{Level: event.Unknown, Reasons: []string{fmt.Sprintf("collector %s is down: %s", n, c.Err)}, Fix: c.Fix}, "")
 		}
 	}
 	if c := s.collectors["gpu"]; c != nil && c.Up && snap.GPUsExpected > 0 && len(s.gpus) < snap.GPUsExpected {
@@ -412,7 +412,7 @@ func (s *State) publish() {
 					m.Name, m.UUID, m.PCIBusID, filepath.Join(s.invDir, InventoryFile)))
 			}
 		}
-		host.merge(Health{Level: event.Critical, Action: string(xid.ActionDrainAndReset), Reasons: reasons}, "")
+		host.merge(Health{Level: event.Critical, Action: event.ActionDrainAndReset, Reasons: reasons}, "")
 	}
 	for _, f := range s.extra {
 		name, h := f()

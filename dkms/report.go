@@ -59,7 +59,7 @@ func rank(l event.Level) int {
 type Health struct {
 	Level   event.Level `json:"level"`
 	Reasons []string    `json:"reasons,omitempty"` // "check: summary", worst first
-	Action  string      `json:"action,omitempty"`  // the fix of the worst finding
+	Fix     string      `json:"fix,omitempty"`     // free text: the fix of the worst finding
 }
 
 // Health summarises the report.
@@ -67,8 +67,8 @@ func (r *Report) Health() Health {
 	h := Health{Level: r.Level}
 	for _, f := range r.Findings() {
 		h.Reasons = append(h.Reasons, f.Check+": "+f.Summary)
-		if h.Action == "" && f.Fix != "" {
-			h.Action = f.Fix
+		if h.Fix == "" && f.Fix != "" {
+			h.Fix = f.Fix
 		}
 	}
 	return h
@@ -190,6 +190,6 @@ func findingEvent(t time.Time, f Finding) event.Event {
 		Severity:    f.Level,
 		Mnemonic:    f.Check,
 		Explanation: f.Summary,
-		Action:      f.Fix,
+		Fix:         f.Fix,
 	}
 }

@@ -137,7 +137,7 @@ func TestScenarios(t *testing.T) {
 			if h.Level != tt.level {
 				t.Errorf("health level = %s, want %s", h.Level, tt.level)
 			}
-			if tt.level != event.OK && (len(h.Reasons) == 0 || h.Action == "") {
+			if tt.level != event.OK && (len(h.Reasons) == 0 || h.Fix == "") {
 				t.Errorf("health without reasons or action: %+v", h)
 			}
 		})
@@ -150,8 +150,8 @@ func TestHealthPutsTheWorstFindingFirst(t *testing.T) {
 	if len(h.Reasons) != 2 || !strings.HasPrefix(h.Reasons[0], CheckNextBootModule+":") || !strings.HasPrefix(h.Reasons[1], CheckRebootPending+":") {
 		t.Fatalf("reasons = %q, want next_boot_module then reboot_pending", h.Reasons)
 	}
-	if h.Action != "dkms autoinstall -k 6.1.0-20-amd64" {
-		t.Errorf("action = %q", h.Action)
+	if h.Fix != "dkms autoinstall -k 6.1.0-20-amd64" {
+		t.Errorf("fix = %q", h.Fix)
 	}
 }
 

@@ -128,7 +128,7 @@ func TestWatcherSeesANewKernelWithoutModule(t *testing.T) {
 	if nextBootLevel(r) != event.Critical || r.Facts.NextBoot.Kernel != k2 {
 		t.Fatalf("next boot %+v, findings %+v", r.Facts.NextBoot, r.Findings())
 	}
-	if h := w.Health(); h.Level != event.Critical || !strings.Contains(h.Action, "dkms autoinstall -k "+k2) {
+	if h := w.Health(); h.Level != event.Critical || !strings.Contains(h.Fix, "dkms autoinstall -k "+k2) {
 		t.Errorf("health = %+v", h)
 	}
 

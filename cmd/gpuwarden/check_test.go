@@ -49,7 +49,7 @@ type jsonCheckOutput struct {
 	Health   struct {
 		Level   string   `json:"level"`
 		Reasons []string `json:"reasons"`
-		Action  string   `json:"action"`
+		Fix     string   `json:"fix"`
 	} `json:"health"`
 	Facts struct {
 		RunningKernel string `json:"running_kernel"`
@@ -102,8 +102,8 @@ func TestCheckCommandOnFixtures(t *testing.T) {
 			if gpu := got[checkGPUName]; gpu.Level != "ok" || gpu.NotRun == "" {
 				t.Errorf("without NVML wired and without --gpu, %s must be reported as not run: %+v", checkGPUName, gpu)
 			}
-			if !strings.Contains(doc.Health.Action, tt.fix) {
-				t.Errorf("health action %q, want it to contain %q", doc.Health.Action, tt.fix)
+			if !strings.Contains(doc.Health.Fix, tt.fix) {
+				t.Errorf("health fix %q, want it to contain %q", doc.Health.Fix, tt.fix)
 			}
 
 			table, tcode := runCheckBinary(t, bin, tt.scenario)

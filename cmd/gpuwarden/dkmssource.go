@@ -39,7 +39,7 @@ func newDKMSSource(cfg agent.Config, state *agent.State, log *slog.Logger) *dkms
 	})
 	state.AddHealthSource(func() (string, agent.Health) {
 		h := s.w.Health()
-		return "dkms", agent.Health{Level: h.Level, Reasons: h.Reasons, Action: h.Action}
+		return "dkms", agent.Health{Level: h.Level, Reasons: h.Reasons, Fix: h.Fix}
 	})
 	return s
 }

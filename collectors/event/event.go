@@ -131,5 +131,76 @@ type Event struct {
 	Severity    Level  `json:"severity"`
 	Mnemonic    string `json:"mnemonic,omitempty"`
 	Explanation string `json:"explanation,omitempty"`
-	Action      string `json:"action,omitempty"`
+	Action      Action `json:"action,omitempty"` // from the vocabulary
+	Fix         string `json:"fix,omitempty"`    // free-text advice, e.g. the command a dkms finding names
+
+	// Policy from the catalog: how long the event weighs on health (at its
+	// Severity), and whether it concerns the GPU its bus id names rather
+	// than the host, the platform or an NVSwitch.
+	HealthDuration HealthDuration `json:"health_duration,omitempty"`
+	PointsAtGPU    bool           `json:"points_at_gpu,omitempty"`
+}
+
+// Action is what an operator should do, from a fixed vocabulary so that
+// remediation rules can match on it. Free-text advice (a command to run, a
+// file to fix) is not an Action; it goes in a Fix field beside it.
+type Action string
+
+const (
+	ActionNone               Action = "none"
+	ActionRestartApplication Action = "restart the application"
+	ActionResetGPU           Action = "reset the GPU"
+	ActionReboot             Action = "reboot"
+	ActionDrainAndReset      Action = "drain and reset"
+	ActionHardwareInspection Action = "hardware inspection"
+	ActionContactSupport     Action = "contact support"
+)
+
+// Actions is the vocabulary, from the least to the most an operator must do.
+var Actions = []Action{ActionNone, ActionRestartApplication, ActionResetGPU, ActionReboot,
+	ActionDrainAndReset, ActionHardwareInspection, ActionContactSupport}
+
+// Rank orders actions by how much they ask of an operator (none and the
+// empty action are 0), so that of several findings the strongest action can
+// be recommended. An action outside the vocabulary ranks 0: it is not one.
+func (a Action) Rank() int {
+	for i, v := range Actions {
+		if v == a {
+			return i
+		}
+	}
+	return 0
+}
+
+// Valid reports whether a is in the vocabulary.
+func (a Action) Valid() bool {
+	for _, v := range Actions {
+		if v == a {
+			return true
+		}
+	}
+	return false
+}
+
+// HealthDuration says how long an event weighs on its GPU's health.
+type HealthDuration string
+
+const (
+	// DurationUnset: no catalog has rated the event (not enriched).
+	DurationUnset HealthDuration = ""
+	// DurationNone: the event does not affect health.
+	DurationNone HealthDuration = "none"
+	// DurationWindow: the event counts for the agent's --health.event-window.
+	DurationWindow HealthDuration = "window"
+	// DurationBoot: the event keeps health down for the rest of the boot.
+	DurationBoot HealthDuration = "boot"
+)
+
+// ParseHealthDuration reads none, window or boot.
+func ParseHealthDuration(s string) (HealthDuration, error) {
+	switch d := HealthDuration(s); d {
+	case DurationNone, DurationWindow, DurationBoot:
+		return d, nil
+	}
+	return DurationUnset, fmt.Errorf("health duration %q, want none, window or boot", s)
 }

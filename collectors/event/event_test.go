@@ -39,3 +39,14 @@ func TestLevelsAreNagiosExitCodesAndNamesInJSON(t *testing.T) {
 		t.Error(`"fine" accepted as a level`)
 	}
 }
+
+func TestActionRankOrdersTheVocabularyLeastFirst(t *testing.T) {
+	if !(ActionNone.Rank() < ActionRestartApplication.Rank() && ActionRestartApplication.Rank() < ActionResetGPU.Rank() &&
+		ActionResetGPU.Rank() < ActionReboot.Rank() && ActionReboot.Rank() < ActionDrainAndReset.Rank() &&
+		ActionDrainAndReset.Rank() < ActionHardwareInspection.Rank() && ActionHardwareInspection.Rank() < ActionContactSupport.Rank()) {
+		t.Error("actions are not ranked least to most")
+	}
+	if Action("").Rank() != 0 || Action("dkms autoinstall -k 6.1.0-20-amd64").Rank() != 0 {
+		t.Error("empty and free text must rank 0: they are not actions")
+	}
+}

@@ -23,40 +23,6 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 )
 
-// Action is what an operator should do, from a fixed vocabulary so that
-// remediation rules can match on it.
-type Action string
-
-const (
-	ActionNone               Action = "none"
-	ActionRestartApplication Action = "restart the application"
-	ActionResetGPU           Action = "reset the GPU"
-	ActionReboot             Action = "reboot"
-	ActionDrainAndReset      Action = "drain and reset"
-	ActionHardwareInspection Action = "hardware inspection"
-	ActionContactSupport     Action = "contact support"
-)
-
-// actions is the vocabulary, from the least to the most an operator must do.
-var actions = []Action{ActionNone, ActionRestartApplication, ActionResetGPU, ActionReboot,
-	ActionDrainAndReset, ActionHardwareInspection, ActionContactSupport}
-
-// Rank orders actions by how much they ask of an operator (none is 0), so
-// that of several findings the strongest action can be recommended. An
-// action outside the vocabulary ranks above every one in it: it is free text
-// a person must read.
-func (a Action) Rank() int {
-	if a == "" {
-		return 0
-	}
-	for i, v := range actions {
-		if v == a {
-			return i
-		}
-	}
-	return len(actions)
-}
-
 // BadGPU says how strongly a code points at faulty GPU hardware.
 type BadGPU string
 
@@ -75,7 +41,7 @@ type Entry struct {
 	Mnemonic string
 	Meaning  string
 	Severity event.Level
-	Action   Action
+	Action   event.Action
 	BadGPU   BadGPU
 	Sources  string // source keys, primary first
 	Known    bool   // false for the default returned for a code not in the catalog
@@ -165,9 +131,9 @@ func Parse(text string) (*Catalog, error) {
 		if e.Severity, err = event.ParseLevel(f[3]); err != nil || e.Severity == event.Unknown {
 			return nil, fmt.Errorf("line %d: severity %q, want ok, warning or critical", lineNo, f[3])
 		}
-		e.Action = Action(f[4])
-		if !validAction(e.Action) {
-			return nil, fmt.Errorf("line %d: action %q is not in the vocabulary %q", lineNo, f[4], actions)
+		e.Action = event.Action(f[4])
+		if !e.Action.Valid() {
+			return nil, fmt.Errorf("line %d: action %q is not in the vocabulary %q", lineNo, f[4], event.Actions)
 		}
 		switch b := BadGPU(f[5]); b {
 		case BadYes, BadIfRepeated, BadNo, BadPlatform, BadUnknown:
@@ -196,15 +162,6 @@ func Parse(text string) (*Catalog, error) {
 	return c, nil
 }
 
-func validAction(a Action) bool {
-	for _, v := range actions {
-		if a == v {
-			return true
-		}
-	}
-	return false
-}
-
 // Len is the number of codes in the catalog.
 func (c *Catalog) Len() int { return len(c.entries) }
 
@@ -227,7 +184,7 @@ func (c *Catalog) Lookup(kind event.Kind, code int) Entry {
 		Meaning: fmt.Sprintf("%s %d is not in gpuwarden's catalog (version %s); it may be new in this driver. "+
 			"Look it up in NVIDIA's Xid documentation.", name, code, c.Version),
 		Severity: event.Warning,
-		Action:   ActionContactSupport,
+		Action:   event.ActionContactSupport,
 		BadGPU:   BadUnknown,
 	}
 }

@@ -27,19 +27,19 @@ func TestCommonCodes(t *testing.T) {
 		kind   event.Kind
 		code   int
 		sev    event.Level
-		action Action
+		action event.Action
 		bad    bool
 	}{
-		{event.KindXid, 13, event.Warning, ActionRestartApplication, false},
-		{event.KindXid, 31, event.Warning, ActionRestartApplication, false},
-		{event.KindXid, 43, event.OK, ActionNone, false},
-		{event.KindXid, 48, event.Critical, ActionDrainAndReset, true},
-		{event.KindXid, 79, event.Critical, ActionReboot, true},
-		{event.KindXid, 94, event.Warning, ActionRestartApplication, false},
-		{event.KindXid, 95, event.Critical, ActionResetGPU, false},
-		{event.KindXid, 119, event.Critical, ActionResetGPU, false},
-		{event.KindSXid, 20034, event.Critical, ActionDrainAndReset, false},
-		{event.KindSXid, 11012, event.OK, ActionNone, false},
+		{event.KindXid, 13, event.Warning, event.ActionRestartApplication, false},
+		{event.KindXid, 31, event.Warning, event.ActionRestartApplication, false},
+		{event.KindXid, 43, event.OK, event.ActionNone, false},
+		{event.KindXid, 48, event.Critical, event.ActionDrainAndReset, true},
+		{event.KindXid, 79, event.Critical, event.ActionReboot, true},
+		{event.KindXid, 94, event.Warning, event.ActionRestartApplication, false},
+		{event.KindXid, 95, event.Critical, event.ActionResetGPU, false},
+		{event.KindXid, 119, event.Critical, event.ActionResetGPU, false},
+		{event.KindSXid, 20034, event.Critical, event.ActionDrainAndReset, false},
+		{event.KindSXid, 11012, event.OK, event.ActionNone, false},
 	} {
 		e := Lookup(tc.kind, tc.code)
 		if e.Severity != tc.sev || e.Action != tc.action || e.LikelyBadGPU() != tc.bad {
@@ -50,7 +50,7 @@ func TestCommonCodes(t *testing.T) {
 
 func TestUnknownCodeIsSafeAndSaysSo(t *testing.T) {
 	e := Lookup(event.KindXid, 999)
-	if e.Known || e.Severity != event.Warning || e.Action != ActionContactSupport || !strings.Contains(e.Meaning, "not in gpuwarden's catalog") {
+	if e.Known || e.Severity != event.Warning || e.Action != event.ActionContactSupport || !strings.Contains(e.Meaning, "not in gpuwarden's catalog") {
 		t.Errorf("unknown code: %+v", e)
 	}
 }
@@ -74,34 +74,23 @@ func TestEnrichKinds(t *testing.T) {
 	for _, tc := range []struct {
 		ev     event.Event
 		sev    event.Level
-		action Action
+		action event.Action
 	}{
-		{event.Event{Kind: event.KindFallenOffBus}, event.Critical, ActionReboot},
-		{event.Event{Kind: event.KindRmInitFailed}, event.Critical, ActionReboot},
-		{event.Event{Kind: event.KindAPIMismatch}, event.Critical, ActionReboot},
-		{event.Event{Kind: event.KindAER, Fields: map[string]string{FieldAERSeverity: "fatal"}}, event.Critical, ActionDrainAndReset},
-		{event.Event{Kind: event.KindAER, Fields: map[string]string{FieldAERSeverity: "corrected"}}, event.Warning, ActionNone},
-		{event.Event{Kind: event.KindMCE, Fields: map[string]string{FieldMCESeverity: "uncorrected"}}, event.Critical, ActionHardwareInspection},
-		{event.Event{Kind: event.KindDriverLoaded}, event.OK, ActionNone},
-		{event.Event{Kind: event.KindXid, Code: 154, Raw: "NVRM: Xid (PCI:0000:1b:00): 154, GPU recovery action changed from 0x0 (None) to 0x2 (Node Reboot Required)"}, event.Critical, ActionReboot},
-		{event.Event{Kind: event.KindXid, Code: 154, Raw: "NVRM: Xid (PCI:0000:1b:00): 154, GPU recovery action changed from 0x1 (GPU Reset Required) to 0x0 (None)"}, event.OK, ActionNone},
-		{event.Event{Kind: event.KindSXid, Code: 20034, Fields: map[string]string{FieldSXidSeverity: "non-fatal"}}, event.Warning, ActionDrainAndReset},
+		{event.Event{Kind: event.KindFallenOffBus}, event.Critical, event.ActionReboot},
+		{event.Event{Kind: event.KindRmInitFailed}, event.Critical, event.ActionReboot},
+		{event.Event{Kind: event.KindAPIMismatch}, event.Critical, event.ActionReboot},
+		{event.Event{Kind: event.KindAER, Fields: map[string]string{FieldAERSeverity: "fatal"}}, event.Critical, event.ActionDrainAndReset},
+		{event.Event{Kind: event.KindAER, Fields: map[string]string{FieldAERSeverity: "corrected"}}, event.Warning, event.ActionNone},
+		{event.Event{Kind: event.KindMCE, Fields: map[string]string{FieldMCESeverity: "uncorrected"}}, event.Critical, event.ActionHardwareInspection},
+		{event.Event{Kind: event.KindDriverLoaded}, event.OK, event.ActionNone},
+		{event.Event{Kind: event.KindXid, Code: 154, Raw: "NVRM: Xid (PCI:0000:1b:00): 154, GPU recovery action changed from 0x0 (None) to 0x2 (Node Reboot Required)"}, event.Critical, event.ActionReboot},
+		{event.Event{Kind: event.KindXid, Code: 154, Raw: "NVRM: Xid (PCI:0000:1b:00): 154, GPU recovery action changed from 0x1 (GPU Reset Required) to 0x0 (None)"}, event.OK, event.ActionNone},
+		{event.Event{Kind: event.KindSXid, Code: 20034, Fields: map[string]string{FieldSXidSeverity: "non-fatal"}}, event.Warning, event.ActionDrainAndReset},
 	} {
 		ev := tc.ev
 		Enrich(&ev)
-		if ev.Severity != tc.sev || ev.Action != string(tc.action) || (ev.Kind != event.KindUnrelated && ev.Explanation == "") {
+		if ev.Severity != tc.sev || ev.Action != tc.action || (ev.Kind != event.KindUnrelated && ev.Explanation == "") {
 			t.Errorf("%s %d: severity %s action %q explanation %q; want %s %q", ev.Kind, ev.Code, ev.Severity, ev.Action, ev.Explanation, tc.sev, tc.action)
 		}
-	}
-}
-
-func TestActionRankOrdersTheVocabularyLeastFirst(t *testing.T) {
-	if !(ActionNone.Rank() < ActionRestartApplication.Rank() && ActionRestartApplication.Rank() < ActionResetGPU.Rank() &&
-		ActionResetGPU.Rank() < ActionReboot.Rank() && ActionReboot.Rank() < ActionDrainAndReset.Rank() &&
-		ActionDrainAndReset.Rank() < ActionHardwareInspection.Rank() && ActionHardwareInspection.Rank() < ActionContactSupport.Rank()) {
-		t.Error("actions are not ranked least to most")
-	}
-	if Action("").Rank() != 0 || Action("dkms autoinstall -k 6.1.0-20-amd64").Rank() <= ActionContactSupport.Rank() {
-		t.Error("empty must rank 0 and free text above the vocabulary")
 	}
 }

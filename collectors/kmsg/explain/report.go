@@ -166,7 +166,7 @@ func WriteReport(w io.Writer, evs []event.Event, linesRead int) error {
 
 // action is what to do about the device: the advice of its worst finding
 // (the first one, in input order, at that level).
-func (d *device) action() string {
+func (d *device) action() event.Action {
 	for _, f := range d.findings {
 		if f.worst == d.worst {
 			return f.first.Action
@@ -210,6 +210,9 @@ func writeFinding(b *strings.Builder, f *finding) {
 	}
 	if ev.Action != "" {
 		fmt.Fprintf(b, "    what to do:    %s\n", ev.Action)
+	}
+	if ev.Fix != "" {
+		fmt.Fprintf(b, "    fix:           %s\n", Printable(ev.Fix))
 	}
 }
 
