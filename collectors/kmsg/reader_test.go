@@ -30,28 +30,11 @@ func writeBootID(t *testing.T, id string) string {
 	return p
 }
 
-// runAll reads a finite source to its end and returns every record.
+// runAll reads a finite source to its end, acknowledging every batch, and
+// returns every record.
 func runAll(t *testing.T, cfg Config) ([]Record, *Reader) {
 	t.Helper()
-	cfg.Logger = quiet
-	r, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- r.Run(context.Background()) }()
-	var got []Record
-	for b := range r.Batches() {
-		got = append(got, b.Records...)
-		b.Ack()
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return got, r
+	return readBatches(t, cfg, func(Batch) bool { return true })
 }
 
 func recordsFile(t *testing.T, seqs ...uint64) string {
@@ -279,7 +262,7 @@ func TestRealDevKmsg(t *testing.T) {
 
 // readBatches opens a reader on a finite source, receives every batch and
 // acknowledges those ack chooses, then closes it (which writes the cursor).
-func readBatches(t *testing.T, cfg Config, ack func(Batch) bool) []Record {
+func readBatches(t *testing.T, cfg Config, ack func(Batch) bool) ([]Record, *Reader) {
 	t.Helper()
 	cfg.Logger = quiet
 	r, err := Open(cfg)
@@ -301,7 +284,7 @@ func readBatches(t *testing.T, cfg Config, ack func(Batch) bool) []Record {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return got
+	return got, r
 }
 
 func TestUnacknowledgedRecordsAreDeliveredAgainAfterARestart(t *testing.T) {
@@ -309,14 +292,14 @@ func TestUnacknowledgedRecordsAreDeliveredAgainAfterARestart(t *testing.T) {
 	boot := writeBootID(t, "boot-a")
 	path := recordsFile(t, 1, 2, 3, 4)
 	cfg := Config{Path: path, StateDir: state, BootIDPath: boot, RereadSeen: true, BatchSize: 2}
-	got := readBatches(t, cfg, func(Batch) bool { return false })
+	got, _ := readBatches(t, cfg, func(Batch) bool { return false })
 	if len(got) != 4 {
 		t.Fatalf("first run: %d records", len(got))
 	}
 	if _, err := os.Stat(filepath.Join(state, CursorFile)); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("a cursor was saved though nothing was acknowledged: %v", err)
 	}
-	got = readBatches(t, cfg, func(Batch) bool { return false })
+	got, _ = readBatches(t, cfg, func(Batch) bool { return false })
 	if len(got) != 4 || got[0].Seen || got[3].Seen {
 		t.Fatalf("after a restart without acks: %+v, want all 4 again, not Seen", got)
 	}
@@ -328,7 +311,7 @@ func TestAcknowledgedHalfResumesAfterTheAcknowledgedSeq(t *testing.T) {
 	cfg := Config{Path: recordsFile(t, 1, 2, 3, 4), StateDir: state, BootIDPath: boot, RereadSeen: true, BatchSize: 2}
 	readBatches(t, cfg, func(b Batch) bool { return b.Last <= 2 })
 	var seen, fresh []uint64
-	got := readBatches(t, cfg, func(Batch) bool { return true })
+	got, _ := readBatches(t, cfg, func(Batch) bool { return true })
 	for _, rec := range got {
 		if rec.Seen {
 			seen = append(seen, rec.Seq)
