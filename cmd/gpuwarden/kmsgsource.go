@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 )
 
@@ -65,13 +66,18 @@ func (s *kmsgSource) Run(ctx context.Context, state *agent.State) error {
 		for batch := range r.Batches() {
 			start := time.Now()
 			for _, rec := range batch.Records {
-				if !rec.Seen {
-					switch kmsg.Classify(rec.Message).Rejected {
-					case kmsg.RejectProcessName:
-						s.rejectedName.Add(1)
-					case kmsg.RejectMalformed:
-						s.rejectedMalformed.Add(1)
+				// Classified once here: almost every record is unrelated
+				// and ends at this check; only the rest become events.
+				if c := kmsg.Classify(rec.Message); c.Kind == event.KindUnrelated {
+					if !rec.Seen {
+						switch c.Rejected {
+						case kmsg.RejectProcessName:
+							s.rejectedName.Add(1)
+						case kmsg.RejectMalformed:
+							s.rejectedMalformed.Add(1)
+						}
 					}
+					continue
 				}
 				ev, ok := recordEvent(rec, "kmsg", r.BootID(), boot)
 				switch {
