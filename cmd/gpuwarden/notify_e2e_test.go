@@ -157,15 +157,16 @@ func TestReloadOnSIGHUPRefusesABadFileAndAppliesAGoodOne(t *testing.T) {
 	// The datagram was sent before the reload took effect, but the test's
 	// socket reader may not have passed it on yet on a loaded machine.
 	sawReloading := false
-	for wait := time.After(3 * time.Second); !sawReloading; {
+	wait := time.After(3 * time.Second)
+look:
+	for !sawReloading {
 		select {
 		case m := <-msgs:
 			sawReloading = m.text == "RELOADING=1"
 		case <-wait:
-			goto checked
+			break look
 		}
 	}
-checked:
 	if !sawReloading {
 		t.Error("no RELOADING=1 around the reload")
 	}
