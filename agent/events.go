@@ -6,39 +6,78 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 )
 
-// EventRing keeps the most recent events, bounded.
+// EventRing keeps the most recent events, bounded in count and in bytes, so
+// that neither a flood nor long lines can grow the agent or a /v1/events
+// response past a known size.
 type EventRing struct {
-	mu   sync.RWMutex
-	buf  []event.Event
-	next int
-	full bool
+	mu       sync.RWMutex
+	buf      []event.Event
+	size     []int // each slot's weight in bytes
+	head, n  int   // the oldest slot and how many are in use
+	bytes    int
+	maxBytes int
 }
 
-// NewEventRing keeps up to n events.
-func NewEventRing(n int) *EventRing { return &EventRing{buf: make([]event.Event, n)} }
+// Ring bounds of the agent's State: 1000 events and 4 MiB of their text
+// (at most MaxEventText each, so at least 500 of the longest).
+const (
+	ringEvents = 1000
+	ringBytes  = 4 << 20
+)
 
-// Add keeps ev, dropping the oldest when full.
-func (r *EventRing) Add(ev event.Event) {
-	r.mu.Lock()
-	r.buf[r.next] = ev
-	r.next = (r.next + 1) % len(r.buf)
-	if r.next == 0 {
-		r.full = true
+// NewEventRing keeps up to n events weighing up to maxBytes together.
+func NewEventRing(n, maxBytes int) *EventRing {
+	return &EventRing{buf: make([]event.Event, n), size: make([]int, n), maxBytes: maxBytes}
+}
+
+// eventBytes is what an event weighs: its own text and fields, and a fixed
+// allowance for the rest (the catalog's strings are shared, not copied).
+func eventBytes(ev *event.Event) int {
+	n := 256 + len(ev.Raw) + len(ev.BootID) + len(ev.GPU.UUID) + len(ev.GPU.PCIBusID)
+	for k, v := range ev.Fields {
+		n += len(k) + len(v) + 16
 	}
-	r.mu.Unlock()
+	return n
+}
+
+// Add keeps ev, dropping the oldest while the ring is full in count or bytes.
+func (r *EventRing) Add(ev event.Event) {
+	w := eventBytes(&ev)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.n > 0 && (r.n == len(r.buf) || r.bytes+w > r.maxBytes) {
+		r.bytes -= r.size[r.head]
+		r.buf[r.head] = event.Event{}
+		r.head = (r.head + 1) % len(r.buf)
+		r.n--
+	}
+	i := (r.head + r.n) % len(r.buf)
+	r.buf[i], r.size[i] = ev, w
+	r.n++
+	r.bytes += w
+}
+
+// Len and Bytes say how much the ring holds.
+func (r *EventRing) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.n
+}
+
+// Bytes is the weight of the events held (see eventBytes).
+func (r *EventRing) Bytes() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.bytes
 }
 
 // Recent returns up to limit events, newest first, that match keep.
 func (r *EventRing) Recent(limit int, keep func(*event.Event) bool) []event.Event {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	n := r.next
-	if r.full {
-		n = len(r.buf)
-	}
 	out := []event.Event{}
-	for i := 0; i < n && len(out) < limit; i++ {
-		ev := &r.buf[(r.next-1-i+len(r.buf))%len(r.buf)]
+	for i := 0; i < r.n && len(out) < limit; i++ {
+		ev := &r.buf[(r.head+r.n-1-i)%len(r.buf)]
 		if keep == nil || keep(ev) {
 			out = append(out, *ev)
 		}

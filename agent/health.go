@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
@@ -43,6 +44,8 @@ var kindWords = map[event.Kind]string{
 	event.KindXid:          "Xid",
 	event.KindSXid:         "NVSwitch SXid",
 	event.KindAER:          "PCIe AER error",
+	event.KindAPIMismatch:  "driver API mismatch",
+	event.KindMCE:          "machine check",
 }
 
 // stale is how old a sample may get before the GPU's health is unknown.
@@ -50,9 +53,8 @@ const stale = 2 * time.Minute
 
 // gpuHealth applies the per-GPU rules:
 //   - NVML says the GPU is lost: critical.
-//   - a kernel event that means the GPU is gone (fallen off the bus, RmInit
-//     failed) stays critical for the rest of the boot;
-//   - an Xid, SXid or AER rated warning or critical counts for window;
+//   - a kernel event weighs at its severity for as long as the catalog says
+//     (its health column: the rest of the boot, or window);
 //   - row remapping failed: critical; a remap pending a reset: warning;
 //   - the clocks held down for heat right now: warning;
 //   - no sample for a while, or NVML timing out: unknown.
@@ -62,26 +64,7 @@ func gpuHealth(g *GPUState, now time.Time, window time.Duration) Health {
 		h.merge(Health{Level: event.Critical, Action: event.ActionDrainAndReset,
 			Reasons: []string{"NVML reports the GPU lost (GPU_IS_LOST)"}}, "")
 	}
-	for _, ev := range g.Sticky {
-		gone := ev.Kind == event.KindFallenOffBus || ev.Kind == event.KindRmInitFailed
-		if !gone && window > 0 && now.Sub(ev.Time) > window {
-			continue
-		}
-		what, ok := kindWords[ev.Kind]
-		if !ok {
-			what = string(ev.Kind)
-		}
-		if ev.Code != 0 {
-			what = fmt.Sprintf("%s %d", what, ev.Code)
-		}
-		if ev.Mnemonic != "" {
-			what += " (" + ev.Mnemonic + ")"
-		}
-		h.merge(Health{Level: ev.Severity, Action: ev.Action, Reasons: []string{what}}, "")
-		if gone {
-			h.Level = event.Critical
-		}
-	}
+	h.merge(eventsHealth(g.Sticky, now, window), "")
 	s := g.Sample
 	if s == nil {
 		if h.Level == event.OK {
@@ -110,6 +93,48 @@ func gpuHealth(g *GPUState, now time.Time, window time.Duration) Health {
 		}
 	}
 	return h
+}
+
+// eventsHealth is what events weigh: each at its severity, those the
+// catalog says last the boot for good, the others for window.
+func eventsHealth(evs []event.Event, now time.Time, window time.Duration) Health {
+	h := Health{Level: event.OK}
+	for _, ev := range evs {
+		switch ev.HealthDuration {
+		case event.DurationBoot:
+		case event.DurationWindow:
+			if window > 0 && now.Sub(ev.Time) > window {
+				continue
+			}
+		default:
+			continue
+		}
+		what := eventWords(ev)
+		if slices.Contains(h.Reasons, what) {
+			what = "" // the same code again: one reason
+		}
+		o := Health{Level: ev.Severity, Action: ev.Action}
+		if what != "" {
+			o.Reasons = []string{what}
+		}
+		h.merge(o, "")
+	}
+	return h
+}
+
+// eventWords names an event for a health reason: "Xid 79 (GPU_HAS_FALLEN_OFF_THE_BUS)".
+func eventWords(ev event.Event) string {
+	what, ok := kindWords[ev.Kind]
+	if !ok {
+		what = string(ev.Kind)
+	}
+	if ev.Code != 0 {
+		what = fmt.Sprintf("%s %d", what, ev.Code)
+	}
+	if ev.Mnemonic != "" {
+		what += " (" + ev.Mnemonic + ")"
+	}
+	return what
 }
 
 var (

@@ -231,7 +231,11 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 			if x.GPU >= 0 {
 				idx = strconv.Itoa(x.GPU)
 			}
-			sample(b, "gpuwarden_xid_errors_total", labelSet("gpu", idx, "UUID", x.UUID, "pci_bus_id", x.PCIBusID, "xid", strconv.Itoa(x.Xid)), float64(x.Count))
+			code := strconv.Itoa(x.Xid)
+			if x.Xid == OtherXid {
+				code = "other"
+			}
+			sample(b, "gpuwarden_xid_errors_total", labelSet("gpu", idx, "UUID", x.UUID, "pci_bus_id", x.PCIBusID, "xid", code), float64(x.Count))
 		}
 	}
 	if len(s.KindCounts) > 0 {
@@ -259,6 +263,18 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 		})
 		for _, k := range keys {
 			sample(b, "gpuwarden_events_total", labelSet("kind", string(k.Kind), "severity", k.Severity.String()), float64(s.EventCounts[k]))
+		}
+	}
+	family(b, "gpuwarden_events_truncated_total", "Events whose text or fields were cut to gpuwarden's size limits (8 KiB of text, 1 KiB a field).", "counter")
+	sample(b, "gpuwarden_events_truncated_total", "", float64(s.TruncatedEvents))
+	if len(s.Subscribers) > 0 {
+		family(b, "gpuwarden_subscriber_notices_total", "Events and health changes queued for a subscriber (remediation), by subscriber.", "counter")
+		for _, sub := range s.Subscribers {
+			sample(b, "gpuwarden_subscriber_notices_total", labelSet("subscriber", sub.Name), float64(sub.Delivered))
+		}
+		family(b, "gpuwarden_subscriber_dropped_notices_total", "Events and health changes dropped because a subscriber's queue was full, by subscriber.", "counter")
+		for _, sub := range s.Subscribers {
+			sample(b, "gpuwarden_subscriber_dropped_notices_total", labelSet("subscriber", sub.Name), float64(sub.Dropped))
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
@@ -31,6 +32,9 @@ type Snapshot struct {
 	XidCounts   []XidCount
 	KindCounts  map[event.Kind]uint64
 	EventCounts map[EventKey]uint64
+	// TruncatedEvents counts events whose text was cut to MaxEventText.
+	TruncatedEvents uint64
+	Subscribers     []SubscriberStats
 
 	render rendered // the exposition text, made on first use
 }
@@ -92,6 +96,10 @@ type State struct {
 	kinds      map[event.Kind]uint64
 	events     map[EventKey]uint64
 	ring       *EventRing
+	hostSticky []event.Event // events that weigh on the host rather than one GPU
+	truncated  uint64        // events whose text or fields were cut to the limits
+	subs       []*Subscription
+	lastLevels map[string]event.Level // health per GPU UUID and "" for the host, as last published
 	extra      []func() (string, Health) // host-level health from other sources (dkms)
 	firstCount int
 	inventory  *Inventory // GPUs this host has had; nil when not kept (a replay)
@@ -114,7 +122,7 @@ func NewState(hostname string, expectedGPUs int, eventWindow time.Duration, cloc
 	}
 	s := &State{hostname: hostname, expected: expectedGPUs, window: eventWindow, clock: clock,
 		collectors: map[string]*CollectorState{}, xid: map[xidKey]*XidCount{}, lastXid: map[xidKey]xidSeen{},
-		kinds: map[event.Kind]uint64{}, events: map[EventKey]uint64{}, ring: NewEventRing(1000)}
+		kinds: map[event.Kind]uint64{}, events: map[EventKey]uint64{}, ring: NewEventRing(ringEvents, ringBytes)}
 	s.publish()
 	return s
 }
@@ -252,6 +260,29 @@ func (s *State) ApplyEvent(ev event.Event) event.Event {
 	return ev
 }
 
+// ApplyEvents applies a batch in one publish: fresh events are counted,
+// kept and passed to subscribers; restored ones (kernel-log records the
+// agent applied before a restart, re-read below its cursor) bring back
+// their GPU's health and their place in /v1/events, and are neither
+// counted nor passed on again.
+func (s *State) ApplyEvents(fresh, restored []event.Event) {
+	if len(fresh) == 0 && len(restored) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ev := range restored {
+		ev = s.locate(s.bound(ev))
+		ev.Restored = true
+		s.remember(ev)
+		s.ring.Add(ev)
+	}
+	for _, ev := range fresh {
+		s.applyEvent(ev)
+	}
+	s.publish()
+}
+
 // xidDedupWindow is how far apart the kernel log's and NVML's reports of one
 // Xid on one GPU may be. NVML's are read once per sampling round, so this
 // must exceed the longest sampling interval worth running with.
@@ -261,7 +292,7 @@ const xidDedupWindow = 60 * time.Second
 // for an Xid already seen from the other source (the same Xid on the same
 // GPU from the kernel log and from NVML is one error, counted once).
 func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
-	ev = s.locate(ev)
+	ev = s.locate(s.bound(ev))
 	if ev.Kind == event.KindXid && ev.GPU.Index >= 0 {
 		k := xidKey{gpu: ev.GPU.Index, xid: ev.Code}
 		if last, ok := s.lastXid[k]; ok && last.source != ev.Source && absDuration(s.clock().Sub(last.at)) < xidDedupWindow {
@@ -270,40 +301,119 @@ func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
 		}
 		s.lastXid[k] = xidSeen{at: s.clock(), source: ev.Source}
 	}
+	s.count(ev)
+	s.remember(ev)
+	s.ring.Add(ev)
+	s.notify(Notice{Event: &ev})
+	return ev, true
+}
+
+// count adds ev to the counters. Every series is bounded whatever the log
+// says: an Xid on a bus id that is no GPU of this host goes to one
+// "unknown" bucket, and a code outside the catalog to code 0 ("other").
+func (s *State) count(ev event.Event) {
 	if ev.Source == "kmsg" || ev.Source == "replay" {
 		s.kinds[ev.Kind]++
 	}
 	s.events[EventKey{ev.Kind, ev.Severity}]++
-	if ev.Kind == event.KindXid {
-		// One series per GPU and code whichever source spelled the bus id:
-		// a known GPU is labelled with dcgm-exporter's spelling, as its other
-		// series are; an unknown one keeps the kernel's.
-		bus := ev.GPU.PCIBusID
-		if ev.GPU.Index >= 0 && ev.GPU.Index < len(s.gpus) {
-			bus = s.gpus[ev.GPU.Index].Info.PCIBusID
-		}
-		k := xidKey{ev.GPU.Index, bus, ev.Code}
-		c := s.xid[k]
-		if c == nil {
-			c = &XidCount{GPU: ev.GPU.Index, UUID: ev.GPU.UUID, PCIBusID: bus, Xid: ev.Code}
-			s.xid[k] = c
-		}
-		c.Count++
+	if ev.Kind != event.KindXid {
+		return
 	}
-	s.remember(ev)
-	s.ring.Add(ev)
-	return ev, true
+	k := xidKey{gpu: -1, bus: UnknownBus, xid: ev.Code}
+	if ev.GPU.Index >= 0 && ev.GPU.Index < len(s.gpus) {
+		// One series per GPU and code whichever source spelled the bus
+		// id: dcgm-exporter's spelling, as on the GPU's other series.
+		k.gpu, k.bus = ev.GPU.Index, s.gpus[ev.GPU.Index].Info.PCIBusID
+	}
+	if !xid.Lookup(event.KindXid, ev.Code).Known {
+		k.xid = OtherXid
+	}
+	c := s.xid[k]
+	if c == nil {
+		c = &XidCount{GPU: k.gpu, PCIBusID: k.bus, Xid: k.xid}
+		if k.gpu >= 0 {
+			c.UUID = s.gpus[k.gpu].Info.UUID
+		}
+		s.xid[k] = c
+	}
+	c.Count++
 }
 
-// RestoreEvent takes an event the agent already applied before a restart
-// (a kernel-log record re-read below the saved cursor): its GPU's health and
-// last Xid come back, and nothing is counted or listed again.
-func (s *State) RestoreEvent(ev event.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.remember(s.locate(ev))
-	s.publish()
+// UnknownBus is the pci_bus_id of the one gpuwarden_xid_errors_total
+// bucket for Xids on bus ids that are no GPU of this host, and OtherXid
+// the code of the bucket for codes outside the catalog (rendered "other").
+const (
+	UnknownBus = "unknown"
+	OtherXid   = 0
+)
+
+// Limits on what one event may carry, whatever its source: a kernel record
+// is at most about 1 KiB, so anything longer is not the driver speaking.
+const (
+	MaxEventText  = 8 << 10 // bytes of Raw
+	MaxFieldValue = 1 << 10 // bytes of one field's value
+	maxFields     = 32
+)
+
+// bound truncates an event's text and fields to the limits above, marking
+// what it cut, and asks the catalog for an event whose source did not (kinds
+// it has no row for stay unrated and weigh on nothing).
+func (s *State) bound(ev event.Event) event.Event {
+	if ev.HealthDuration == event.DurationUnset {
+		xid.Enrich(&ev)
+	}
+	cut := false
+	if len(ev.Raw) > MaxEventText {
+		ev.Raw, cut = truncate(ev.Raw, MaxEventText), true
+	}
+	if len(ev.Fields) > 0 {
+		var fields map[string]string
+		for k, v := range ev.Fields {
+			if len(v) <= MaxFieldValue && len(k) <= MaxFieldValue && (fields == nil || len(fields) < maxFields) {
+				if fields != nil {
+					fields[k] = v
+				}
+				continue
+			}
+			if fields == nil {
+				// Copy before changing: the map may be shared.
+				fields = make(map[string]string, min(len(ev.Fields), maxFields))
+				for k2, v2 := range ev.Fields {
+					if len(fields) == maxFields {
+						break
+					}
+					if len(k2) <= MaxFieldValue {
+						fields[k2] = truncate(v2, MaxFieldValue)
+					}
+				}
+			}
+			cut = true
+		}
+		if fields != nil {
+			ev.Fields = fields
+		}
+	}
+	if cut {
+		s.truncated++
+	}
+	return ev
 }
+
+// truncate cuts s to at most n bytes on a UTF-8 boundary, with a marker.
+func truncate(s string, n int) string {
+	const mark = "...[truncated]"
+	if len(s) <= n {
+		return s
+	}
+	i := n - len(mark)
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + mark
+}
+
+// RestoreEvent is ApplyEvents with one restored event.
+func (s *State) RestoreEvent(ev event.Event) { s.ApplyEvents(nil, []event.Event{ev}) }
 
 // locate fills in the GPU an event's bus id names, and its time.
 func (s *State) locate(ev event.Event) event.Event {
@@ -323,9 +433,16 @@ func (s *State) locate(ev event.Event) event.Event {
 	return ev
 }
 
-// remember keeps what an event means for its GPU: the last Xid and, for
-// events that affect health, the event itself.
+// remember keeps what an event means for its GPU, or for the host: the
+// last Xid and, for events the catalog says weigh on health, the event.
 func (s *State) remember(ev event.Event) {
+	weighs := ev.HealthDuration == event.DurationWindow || ev.HealthDuration == event.DurationBoot
+	if !ev.PointsAtGPU {
+		if weighs {
+			s.hostSticky = keepSticky(s.hostSticky, ev)
+		}
+		return
+	}
 	if ev.GPU.Index < 0 || ev.GPU.Index >= len(s.gpus) {
 		return
 	}
@@ -333,12 +450,27 @@ func (s *State) remember(ev event.Event) {
 	if ev.Kind == event.KindXid {
 		g.LastXid, g.LastXidMsg = ev.Code, ev.Mnemonic
 	}
-	if affectsHealth(ev) {
-		g.Sticky = append(g.Sticky, ev)
-		if len(g.Sticky) > 32 {
-			g.Sticky = g.Sticky[len(g.Sticky)-32:]
+	if weighs {
+		g.Sticky = keepSticky(g.Sticky, ev)
+	}
+}
+
+// maxSticky bounds the events kept per GPU for health. The ones that last
+// the boot are kept first: a flood of window events must not push out the
+// Xid 79 that keeps a GPU critical.
+const maxSticky = 32
+
+func keepSticky(list []event.Event, ev event.Event) []event.Event {
+	list = append(list, ev)
+	if len(list) <= maxSticky {
+		return list
+	}
+	for i := range list {
+		if list[i].HealthDuration != event.DurationBoot {
+			return append(list[:i], list[i+1:]...)
 		}
 	}
+	return list[1:]
 }
 
 type xidSeen struct {
@@ -351,18 +483,6 @@ func absDuration(d time.Duration) time.Duration {
 		return -d
 	}
 	return d
-}
-
-// affectsHealth says which events change a GPU's health: those the catalog
-// rates warning or worse, and the kinds that mean the GPU is gone.
-func affectsHealth(ev event.Event) bool {
-	switch ev.Kind {
-	case event.KindFallenOffBus, event.KindRmInitFailed:
-		return true
-	case event.KindXid, event.KindSXid, event.KindAER:
-		return ev.Severity == event.Warning || ev.Severity == event.Critical
-	}
-	return false
 }
 
 // publish builds and stores a new Snapshot. Callers hold mu.
@@ -420,7 +540,15 @@ func (s *State) publish() {
 			host.merge(h, name)
 		}
 	}
+	if h := eventsHealth(s.hostSticky, now, s.window); h.Level != event.OK {
+		host.merge(h, "host")
+	}
 	snap.Health = host
+	snap.TruncatedEvents = s.truncated
+	s.transitions(snap)
+	for _, sub := range s.subs {
+		snap.Subscribers = append(snap.Subscribers, SubscriberStats{Name: sub.name, Delivered: sub.delivered.Load(), Dropped: sub.dropped.Load()})
+	}
 	for _, c := range s.xid {
 		snap.XidCounts = append(snap.XidCounts, *c)
 	}

@@ -139,6 +139,11 @@ type Event struct {
 	// than the host, the platform or an NVSwitch.
 	HealthDuration HealthDuration `json:"health_duration,omitempty"`
 	PointsAtGPU    bool           `json:"points_at_gpu,omitempty"`
+
+	// Restored is true for an event applied before the agent restarted and
+	// read again (a kernel-log record below the saved cursor): it is listed
+	// and weighs on health, but is not counted or passed on again.
+	Restored bool `json:"restored,omitempty"`
 }
 
 // Action is what an operator should do, from a fixed vocabulary so that

@@ -56,17 +56,26 @@ func TestUnknownCodeIsSafeAndSaysSo(t *testing.T) {
 }
 
 func TestParseRejectsBadRows(t *testing.T) {
-	head := "# catalog-version: t\nkind\tcode\tmnemonic\tseverity\taction\tbad_gpu\tsources\tmeaning\n"
-	for name, row := range map[string]string{
-		"bad action":   "XID\t1\tM\twarning\tpanic\tno\tS\tmeaning",
-		"bad severity": "XID\t1\tM\tsevere\tnone\tno\tS\tmeaning",
-		"bad kind":     "GID\t1\tM\twarning\tnone\tno\tS\tmeaning",
-		"no meaning":   "XID\t1\tM\twarning\tnone\tno\tS\t",
-		"columns":      "XID\t1\tM\twarning",
+	head := "# catalog-version: t\nkind\tcode\tmnemonic\tseverity\taction\thealth\tpoints_at_gpu\tbad_gpu\tsources\tmeaning\n"
+	for name, tc := range map[string]struct{ row, says string }{
+		"bad action":     {"XID\t1\tM\twarning\tpanic\twindow\tyes\tno\tS\tmeaning", "action"},
+		"bad severity":   {"XID\t1\tM\tsevere\tnone\twindow\tyes\tno\tS\tmeaning", "severity"},
+		"bad kind":       {"GID\t1\tM\twarning\tnone\twindow\tyes\tno\tS\tmeaning", "kind"},
+		"no meaning":     {"XID\t1\tM\twarning\tnone\twindow\tyes\tno\tS\t", "meaning"},
+		"columns":        {"XID\t1\tM\twarning", "columns"},
+		"bad health":     {"XID\t1\tM\twarning\tnone\tforever\tyes\tno\tS\tmeaning", "health"},
+		"bad points":     {"XID\t1\tM\twarning\tnone\twindow\tmaybe\tno\tS\tmeaning", "points_at_gpu"},
+		"ok that weighs": {"XID\t1\tM\tok\tnone\tboot\tyes\tno\tS\tmeaning", "health"},
+		"kind with code": {"aer\t7\tM\twarning\tnone\twindow\tyes\tno\tS\tmeaning", "code"},
+		"xid no code":    {"XID\t-\tM\twarning\tnone\twindow\tyes\tno\tS\tmeaning", "code"},
 	} {
-		if _, err := Parse(head + row + "\n"); err == nil || !strings.Contains(err.Error(), "line 3") {
-			t.Errorf("%s: err %v, want an error naming line 3", name, err)
+		_, err := Parse(head + tc.row + "\n")
+		if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: err %v, want an error naming line 3 and %q", name, err, tc.says)
 		}
+	}
+	if _, err := Parse("# catalog-version: t\nkind\tcode\tmnemonic\tseverity\taction\tbad_gpu\tsources\tmeaning\thealth\tpoints_at_gpu\n"); err == nil || !strings.Contains(err.Error(), "header") {
+		t.Errorf("columns out of order: err %v, want the header named", err)
 	}
 }
 
@@ -91,6 +100,57 @@ func TestEnrichKinds(t *testing.T) {
 		Enrich(&ev)
 		if ev.Severity != tc.sev || ev.Action != tc.action || (ev.Kind != event.KindUnrelated && ev.Explanation == "") {
 			t.Errorf("%s %d: severity %s action %q explanation %q; want %s %q", ev.Kind, ev.Code, ev.Severity, ev.Action, ev.Explanation, tc.sev, tc.action)
+		}
+	}
+}
+
+// The catalog, not code, says how long an event weighs on health and on
+// what: the rows for the codes and kinds operators meet most.
+func TestHealthPolicyComesFromTheCatalog(t *testing.T) {
+	for _, tc := range []struct {
+		ev     event.Event
+		health event.HealthDuration
+		points bool
+	}{
+		{event.Event{Kind: event.KindXid, Code: 79}, event.DurationBoot, true},
+		{event.Event{Kind: event.KindXid, Code: 48}, event.DurationBoot, true},
+		{event.Event{Kind: event.KindXid, Code: 13}, event.DurationWindow, true},
+		{event.Event{Kind: event.KindXid, Code: 119}, event.DurationWindow, true},
+		{event.Event{Kind: event.KindXid, Code: 999}, event.DurationWindow, true},
+		{event.Event{Kind: event.KindSXid, Code: 11012}, event.DurationNone, false},
+		{event.Event{Kind: event.KindSXid, Code: 20034}, event.DurationWindow, false},
+		{event.Event{Kind: event.KindSXid, Code: 20034, Fields: map[string]string{FieldSXidSeverity: "non-fatal"}}, event.DurationWindow, false},
+		{event.Event{Kind: event.KindFallenOffBus}, event.DurationBoot, true},
+		{event.Event{Kind: event.KindRmInitFailed}, event.DurationBoot, true},
+		{event.Event{Kind: event.KindAPIMismatch}, event.DurationBoot, false},
+		{event.Event{Kind: event.KindAER, Fields: map[string]string{FieldAERSeverity: "corrected"}}, event.DurationWindow, true},
+		{event.Event{Kind: event.KindMCE}, event.DurationWindow, false},
+		{event.Event{Kind: event.KindGPUIdentity}, event.DurationNone, true},
+		{event.Event{Kind: event.KindXid, Code: 154, Raw: "NVRM: Xid (PCI:0000:1b:00): 154, GPU recovery action changed from 0x0 (None) to 0x2 (Node Reboot Required)"}, event.DurationBoot, true},
+		{event.Event{Kind: event.KindXid, Code: 154, Raw: "NVRM: Xid (PCI:0000:1b:00): 154, GPU recovery action changed from 0x0 (None) to 0x1 (GPU Reset Required)"}, event.DurationWindow, true},
+	} {
+		ev := tc.ev
+		Enrich(&ev)
+		if ev.HealthDuration != tc.health || ev.PointsAtGPU != tc.points {
+			t.Errorf("%s %d %v: health %q points_at_gpu %v; want %q %v", ev.Kind, ev.Code, ev.Fields, ev.HealthDuration, ev.PointsAtGPU, tc.health, tc.points)
+		}
+	}
+}
+
+// Every kernel-event kind the classifier emits, except unrelated text, has
+// a row: a new kind without one would weigh on nothing.
+func TestEveryKernelKindHasARow(t *testing.T) {
+	for k := range rowKinds {
+		if _, ok := Default().LookupKind(k, ""); !ok {
+			t.Errorf("kind %s has no '-' row in catalog.tsv", k)
+		}
+	}
+	for _, k := range []event.Kind{event.KindXid, event.KindSXid} {
+		for _, code := range Default().Codes(k) {
+			e := Lookup(k, code)
+			if e.Health == event.DurationUnset || (e.Severity == event.OK) != (e.Health == event.DurationNone) {
+				t.Errorf("%s %d: severity %s with health %q", k, code, e.Severity, e.Health)
+			}
 		}
 	}
 }
