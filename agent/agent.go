@@ -11,7 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"slices"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -45,6 +45,7 @@ type Agent struct {
 	ready    sync.Once
 	mu       sync.Mutex    // guards cfg's reloadable fields
 	reloaded chan struct{} // wakes the sampler after a reload
+	onReload []func(Config)
 }
 
 // New returns an agent sampling lib.
@@ -64,6 +65,8 @@ func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
 		}
 		a.state.KeepInventory(inv, cfg.StateDir, log)
 	}
+	// cfg was loaded just before: that is the first successful load.
+	a.state.SetConfigReload(true, time.Now())
 	return a
 }
 
@@ -185,30 +188,37 @@ func (a *Agent) idle(ctx context.Context, wait time.Duration) bool {
 	}
 }
 
-// Reload applies what can change without a restart (the sampling interval,
-// the health event window, the expected GPU count) from cfg, which the
-// caller has already loaded and validated, and says which changed settings
-// need a restart. RELOADING=1 and READY=1 bracket it for systemd.
+// Reload applies cfg, which the caller has already loaded and validated:
+// every setting marked Reload in Settings takes effect now (the sampling
+// interval, the event window and expected GPU count in State, and what the
+// OnReload functions apply), and the changed settings that need a restart
+// are named in the log. RELOADING=1 and READY=1 bracket it for systemd.
 func (a *Agent) Reload(cfg Config) {
 	a.notifier.Reloading()
 	defer a.notifier.Ready()
 	a.mu.Lock()
-	old := a.cfg
-	a.cfg.GPUInterval, a.cfg.EventWindow, a.cfg.GPUExpected = cfg.GPUInterval, cfg.EventWindow, cfg.GPUExpected
-	a.mu.Unlock()
-	a.state.Reconfigure(cfg.GPUExpected, cfg.EventWindow)
+	var applied []any
 	var restart []string
-	if !slices.Equal(old.ListenAddresses, cfg.ListenAddresses) || old.WebConfigFile != cfg.WebConfigFile {
-		restart = append(restart, "web.*")
+	for _, s := range Settings {
+		v := s.value(&cfg)
+		switch {
+		case s.Reload:
+			reflect.ValueOf(s.field(&a.cfg)).Elem().Set(reflect.ValueOf(v))
+			applied = append(applied, s.Name, v)
+		case !reflect.DeepEqual(s.value(&a.cfg), v):
+			// a.cfg keeps the value the agent started with: the key is
+			// named on every reload until a restart applies it.
+			restart = append(restart, s.Name)
+		}
 	}
-	if old.Backend != cfg.Backend || old.ReplayFile != cfg.ReplayFile {
-		restart = append(restart, "backend, replay")
+	running, hooks := a.cfg, a.onReload
+	a.mu.Unlock()
+	a.state.Reconfigure(running.GPUExpected, running.EventWindow)
+	for _, f := range hooks {
+		f(running)
 	}
-	if old.KmsgEnabled != cfg.KmsgEnabled || old.DKMSEnabled != cfg.DKMSEnabled || old.StateDir != cfg.StateDir || old.RootFS != cfg.RootFS {
-		restart = append(restart, "collector switches, state.dir, path.*")
-	}
-	a.log.Info("configuration reloaded", "collector.gpu.interval", cfg.GPUInterval, "gpu.expected", cfg.GPUExpected,
-		"health.event-window", cfg.EventWindow)
+	a.state.SetConfigReload(true, time.Now())
+	a.log.Info("configuration reloaded", applied...)
 	if len(restart) > 0 {
 		a.log.Warn("changed settings that take effect only after a restart", "settings", restart)
 	}
@@ -217,6 +227,19 @@ func (a *Agent) Reload(cfg Config) {
 	default:
 	}
 }
+
+// ReloadRefused records a reload whose configuration could not be loaded:
+// the running configuration stays, and
+// gpuwarden_config_last_reload_successful says 0 until a reload works.
+func (a *Agent) ReloadRefused(err error) {
+	a.log.Error("reload refused: the configuration is invalid; the running one stays", "err", err)
+	a.state.SetConfigReload(false, time.Now())
+}
+
+// OnReload adds f to what Reload calls with the running configuration, for
+// the reloadable settings the agent does not own itself (the log level, the
+// DKMS checks' interval). Call it before Run.
+func (a *Agent) OnReload(f func(Config)) { a.onReload = append(a.onReload, f) }
 
 func (a *Agent) interval() time.Duration {
 	a.mu.Lock()

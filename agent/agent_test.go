@@ -292,3 +292,33 @@ func TestStatusLineSaysWhichGPUFellOffTheBus(t *testing.T) {
 		t.Errorf("GPU 2 health %+v", h)
 	}
 }
+
+// gpuwarden_config_last_reload_*: Prometheus's own names and meaning. A
+// refused reload is 0 and keeps the time of the last good load.
+func TestConfigReloadSeriesAfterAGoodAndARefusedLoad(t *testing.T) {
+	st := NewState("h", 0, time.Hour, nil)
+	if m := scrape(t, st); strings.Contains(m, "gpuwarden_config_last_reload") {
+		t.Errorf("config reload series before any load:\n%s", m)
+	}
+	good := time.Unix(1767323045, 500_000_000)
+	st.SetConfigReload(true, good)
+	m := scrape(t, st)
+	for _, want := range []string{
+		"# TYPE gpuwarden_config_last_reload_successful gauge\ngpuwarden_config_last_reload_successful 1\n",
+		"# TYPE gpuwarden_config_last_reload_success_timestamp_seconds gauge\ngpuwarden_config_last_reload_success_timestamp_seconds 1.7673230455e+09\n",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("after a good load, /metrics lacks\n%s", want)
+		}
+	}
+	st.SetConfigReload(false, good.Add(time.Minute))
+	m = scrape(t, st)
+	for _, want := range []string{
+		"gpuwarden_config_last_reload_successful 0\n",
+		"gpuwarden_config_last_reload_success_timestamp_seconds 1.7673230455e+09\n",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("after a refused load, /metrics lacks %q", want)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -15,10 +16,10 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Config is the agent's whole configuration. Every key is also a flag of
-// `gpuwarden run` with the same name; the config file (YAML, keys nested or
-// dotted), GPUWARDEN_* environment variables and flags are merged by viper,
-// flags winning, then environment, then file.
+// Config is the agent's whole configuration. Every key is a row of
+// Settings: a flag of `gpuwarden run` with the same name, a key of the config
+// file (YAML, keys nested or dotted) and a GPUWARDEN_* environment variable,
+// merged by viper, flags winning, then environment, then file.
 type Config struct {
 	ListenAddresses []string
 	WebConfigFile   string
@@ -46,47 +47,147 @@ type Config struct {
 	ProcFS   string
 	SysFS    string
 	Hostname string
+
+	explicit map[string]bool // keys given by flag, environment or file
 }
+
+// Setting is one configuration key. Its row is the only place the key, its
+// environment variable, default, help and reload behaviour are defined:
+// the flags, the loader, SIGHUP's reload and the README's table are all
+// made from Settings.
+type Setting struct {
+	Name    string // the flag's name and the config file's key
+	Default any    // of the type of the Config field: string, []string, bool, int, float64 or time.Duration
+	Help    string
+	// Reload says a SIGHUP applies a change of the key to the running
+	// agent; a change of any other key is named in the log as needing a
+	// restart.
+	Reload bool
+	field  func(*Config) any // a pointer to the key's Config field
+}
+
+// Env is the key's environment variable: GPUWARDEN_ and the key in upper
+// case, dots and dashes as underscores.
+func (s Setting) Env() string {
+	return "GPUWARDEN_" + envKey.Replace(strings.ToUpper(s.Name))
+}
+
+var envKey = strings.NewReplacer(".", "_", "-", "_")
+
+// Settings is every configuration key, in the order of `gpuwarden run --help`.
+var Settings = []Setting{
+	{Name: "web.listen-address", Default: []string{":9400"}, Help: "Addresses to serve metrics and the API on (repeatable).",
+		field: func(c *Config) any { return &c.ListenAddresses }},
+	{Name: "web.config.file", Default: "", Help: "exporter-toolkit web config file: TLS and basic auth.",
+		field: func(c *Config) any { return &c.WebConfigFile }},
+	{Name: "web.systemd-socket", Default: false, Help: "Use the listening socket systemd passes (socket activation) instead of web.listen-address.",
+		field: func(c *Config) any { return &c.SystemdSocket }},
+	{Name: "log.level", Default: "info", Help: "Log level: debug, info, warn, error.", Reload: true,
+		field: func(c *Config) any { return &c.LogLevel }},
+	{Name: "log.format", Default: "logfmt", Help: "Log format: logfmt or json.",
+		field: func(c *Config) any { return &c.LogFormat }},
+	{Name: "backend", Default: "nvml", Help: "Where GPU readings come from: nvml (the driver) or replay (a recorded trace).",
+		field: func(c *Config) any { return &c.Backend }},
+	{Name: "replay", Default: "", Help: "Trace file for --backend replay (default: the embedded demo trace of an 8-GPU node).",
+		field: func(c *Config) any { return &c.ReplayFile }},
+	{Name: "replay.speed", Default: 1.0, Help: "Replay speed: trace seconds per real second.",
+		field: func(c *Config) any { return &c.ReplaySpeed }},
+	{Name: "replay.loop", Default: false, Help: "Start the trace again when it ends.",
+		field: func(c *Config) any { return &c.ReplayLoop }},
+	{Name: "collector.gpu.interval", Default: 10 * time.Second, Help: "How often to sample every GPU (at least 100ms).", Reload: true,
+		field: func(c *Config) any { return &c.GPUInterval }},
+	{Name: "collector.gpu.timeout", Default: 5 * time.Second, Help: "How long one GPU's sample may take before it is reported timed out.",
+		field: func(c *Config) any { return &c.GPUTimeout }},
+	{Name: "gpu.expected", Default: 0, Help: "GPUs this host must have; fewer visible is critical (0: every GPU it has had, kept in state.dir/gpus.json).", Reload: true,
+		field: func(c *Config) any { return &c.GPUExpected }},
+	{Name: "health.event-window", Default: 24 * time.Hour, Help: "How long an Xid, SXid or AER event keeps a GPU's health down (fallen off the bus lasts the boot).", Reload: true,
+		field: func(c *Config) any { return &c.EventWindow }},
+	{Name: "collector.kmsg", Default: true, Help: "Watch the kernel log for NVIDIA driver events.",
+		field: func(c *Config) any { return &c.KmsgEnabled }},
+	{Name: "collector.kmsg.path", Default: "/dev/kmsg", Help: "Kernel log device.",
+		field: func(c *Config) any { return &c.KmsgPath }},
+	{Name: "collector.dkms", Default: true, Help: "Check kernel, driver and DKMS consistency.",
+		field: func(c *Config) any { return &c.DKMSEnabled }},
+	{Name: "collector.dkms.interval", Default: 5 * time.Minute, Help: "How often to re-run the consistency checks besides on change.", Reload: true,
+		field: func(c *Config) any { return &c.DKMSInterval }},
+	{Name: "state.dir", Default: "/var/lib/gpuwarden", Help: "Directory for the agent's state: kernel-log cursor, GPU inventory.",
+		field: func(c *Config) any { return &c.StateDir }},
+	{Name: "path.rootfs", Default: "/", Help: "Root of the host filesystem, for running in a container or on a fixture tree.",
+		field: func(c *Config) any { return &c.RootFS }},
+	{Name: "path.procfs", Default: "/proc", Help: "procfs mount point.",
+		field: func(c *Config) any { return &c.ProcFS }},
+	{Name: "path.sysfs", Default: "/sys", Help: "sysfs mount point.",
+		field: func(c *Config) any { return &c.SysFS }},
+	{Name: "hostname", Default: "", Help: "Hostname label on GPU series (default: the host's name).",
+		field: func(c *Config) any { return &c.Hostname }},
+}
+
+// setting returns the row of key, or nil.
+func setting(key string) *Setting {
+	for i := range Settings {
+		if Settings[i].Name == key {
+			return &Settings[i]
+		}
+	}
+	return nil
+}
+
+// value returns the key's value in c.
+func (s Setting) value(c *Config) any {
+	return reflect.ValueOf(s.field(c)).Elem().Interface()
+}
+
+// IsSet says whether key was given explicitly, by flag, environment
+// variable or config file, rather than left at its default.
+func (c Config) IsSet(key string) bool { return c.explicit[key] }
 
 // RegisterFlags adds every configuration key to fs as a flag.
 func RegisterFlags(fs *pflag.FlagSet) {
-	fs.StringSlice("web.listen-address", []string{":9400"}, "Addresses to serve metrics and the API on (repeatable).")
-	fs.String("web.config.file", "", "exporter-toolkit web config file: TLS and basic auth.")
-	fs.Bool("web.systemd-socket", false, "Use the listening socket systemd passes (socket activation) instead of web.listen-address.")
-	fs.String("log.level", "info", "Log level: debug, info, warn, error.")
-	fs.String("log.format", "logfmt", "Log format: logfmt or json.")
-	fs.String("backend", "nvml", "Where GPU readings come from: nvml (the driver) or replay (a recorded trace).")
-	fs.String("replay", "", "Trace file for --backend replay (default: the embedded demo trace of an 8-GPU node).")
-	fs.Float64("replay.speed", 1, "Replay speed: trace seconds per real second.")
-	fs.Bool("replay.loop", false, "Start the trace again when it ends.")
-	fs.Duration("collector.gpu.interval", 10*time.Second, "How often to sample every GPU (at least 100ms).")
-	fs.Duration("collector.gpu.timeout", 5*time.Second, "How long one GPU's sample may take before it is reported timed out.")
-	fs.Int("gpu.expected", 0, "GPUs this host must have; fewer visible is critical (0: every GPU it has had, kept in state.dir/gpus.json).")
-	fs.Duration("health.event-window", 24*time.Hour, "How long an Xid, SXid or AER event keeps a GPU's health down (fallen off the bus lasts the boot).")
-	fs.Bool("collector.kmsg", true, "Watch the kernel log for NVIDIA driver events.")
-	fs.String("collector.kmsg.path", "/dev/kmsg", "Kernel log device.")
-	fs.Bool("collector.dkms", true, "Check kernel, driver and DKMS consistency.")
-	fs.Duration("collector.dkms.interval", 5*time.Minute, "How often to re-run the consistency checks besides on change.")
-	fs.String("state.dir", "/var/lib/gpuwarden", "Directory for the agent's state: kernel-log cursor, GPU inventory.")
-	fs.String("path.rootfs", "/", "Root of the host filesystem, for running in a container or on a fixture tree.")
-	fs.String("path.procfs", "/proc", "procfs mount point.")
-	fs.String("path.sysfs", "/sys", "sysfs mount point.")
-	fs.String("hostname", "", "Hostname label on GPU series (default: the host's name).")
+	for _, s := range Settings {
+		var c Config
+		switch s.field(&c).(type) {
+		case *string:
+			fs.String(s.Name, s.Default.(string), s.Help)
+		case *[]string:
+			fs.StringSlice(s.Name, s.Default.([]string), s.Help)
+		case *bool:
+			fs.Bool(s.Name, s.Default.(bool), s.Help)
+		case *int:
+			fs.Int(s.Name, s.Default.(int), s.Help)
+		case *float64:
+			fs.Float64(s.Name, s.Default.(float64), s.Help)
+		case *time.Duration:
+			fs.Duration(s.Name, s.Default.(time.Duration), s.Help)
+		default:
+			panic("agent: setting " + s.Name + ": unsupported type")
+		}
+	}
 }
 
 // Load merges file, environment and flags into a Config, strictly: an
 // unknown key or a bad value in the file is an error naming file, line and
-// key; a bad environment value names the variable.
+// key; a bad environment value names the variable. fs must hold the flags
+// RegisterFlags adds.
 func Load(fs *pflag.FlagSet, file string) (Config, error) {
 	// Keys are flat, dotted flag names: "collector.dkms" is a switch and
 	// "collector.dkms.interval" its option, which viper's default "." nesting
 	// cannot hold both of.
 	v := viper.NewWithOptions(viper.KeyDelimiter("::"))
 	v.SetEnvPrefix("GPUWARDEN")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
+	v.SetEnvKeyReplacer(envKey)
 	v.AutomaticEnv()
-	if err := v.BindPFlags(fs); err != nil {
-		return Config{}, err
+	c := Config{explicit: map[string]bool{}}
+	for _, s := range Settings {
+		f := fs.Lookup(s.Name)
+		if f == nil {
+			return Config{}, fmt.Errorf("setting %s has no flag: RegisterFlags was not called", s.Name)
+		}
+		if err := v.BindPFlag(s.Name, f); err != nil {
+			return Config{}, err
+		}
+		if f.Changed {
+			c.explicit[s.Name] = true
+		}
 	}
 	if file != "" {
 		values, err := readFile(fs, file)
@@ -96,42 +197,39 @@ func Load(fs *pflag.FlagSet, file string) (Config, error) {
 		if err := v.MergeConfigMap(values); err != nil {
 			return Config{}, fmt.Errorf("%s: %w", file, err)
 		}
+		for k := range values {
+			c.explicit[k] = true
+		}
 	}
 	var errs []error
-	fs.VisitAll(func(f *pflag.Flag) {
-		env := "GPUWARDEN_" + strings.NewReplacer(".", "_", "-", "_").Replace(strings.ToUpper(f.Name))
-		if val, ok := os.LookupEnv(env); ok && !f.Changed {
+	for _, s := range Settings {
+		f := fs.Lookup(s.Name)
+		// viper reads a variable that is set and not empty; so do we.
+		if val := os.Getenv(s.Env()); val != "" && !f.Changed {
+			c.explicit[s.Name] = true
 			if err := checkValue(f, val); err != nil {
-				errs = append(errs, fmt.Errorf("environment %s: %w", env, err))
+				errs = append(errs, fmt.Errorf("environment %s: %w", s.Env(), err))
 			}
 		}
-	})
+	}
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
-	c := Config{
-		ListenAddresses: v.GetStringSlice("web.listen-address"),
-		WebConfigFile:   v.GetString("web.config.file"),
-		SystemdSocket:   v.GetBool("web.systemd-socket"),
-		LogLevel:        v.GetString("log.level"),
-		LogFormat:       v.GetString("log.format"),
-		Backend:         v.GetString("backend"),
-		ReplayFile:      v.GetString("replay"),
-		ReplaySpeed:     v.GetFloat64("replay.speed"),
-		ReplayLoop:      v.GetBool("replay.loop"),
-		GPUInterval:     v.GetDuration("collector.gpu.interval"),
-		GPUTimeout:      v.GetDuration("collector.gpu.timeout"),
-		GPUExpected:     v.GetInt("gpu.expected"),
-		EventWindow:     v.GetDuration("health.event-window"),
-		KmsgEnabled:     v.GetBool("collector.kmsg"),
-		KmsgPath:        v.GetString("collector.kmsg.path"),
-		DKMSEnabled:     v.GetBool("collector.dkms"),
-		DKMSInterval:    v.GetDuration("collector.dkms.interval"),
-		StateDir:        v.GetString("state.dir"),
-		RootFS:          v.GetString("path.rootfs"),
-		ProcFS:          v.GetString("path.procfs"),
-		SysFS:           v.GetString("path.sysfs"),
-		Hostname:        v.GetString("hostname"),
+	for _, s := range Settings {
+		switch p := s.field(&c).(type) {
+		case *string:
+			*p = v.GetString(s.Name)
+		case *[]string:
+			*p = v.GetStringSlice(s.Name)
+		case *bool:
+			*p = v.GetBool(s.Name)
+		case *int:
+			*p = v.GetInt(s.Name)
+		case *float64:
+			*p = v.GetFloat64(s.Name)
+		case *time.Duration:
+			*p = v.GetDuration(s.Name)
+		}
 	}
 	return c, c.validate()
 }
@@ -174,7 +272,7 @@ func (c Config) validate() error {
 }
 
 // readFile reads the config file as YAML and checks every leaf: its key
-// must be a flag, its value must parse as that flag's type. It returns the
+// must be one of Settings, its value must parse as its flag's type. It returns the
 // leaves by their flat, dotted key.
 func readFile(fs *pflag.FlagSet, file string) (map[string]any, error) {
 	values := map[string]any{}
@@ -205,7 +303,10 @@ func readFile(fs *pflag.FlagSet, file string) (map[string]any, error) {
 			if prefix != "" {
 				key = prefix + "." + key
 			}
-			f := fs.Lookup(key)
+			var f *pflag.Flag
+			if setting(key) != nil {
+				f = fs.Lookup(key)
+			}
 			if val.Kind == yaml.MappingNode && f == nil {
 				walk(key, val)
 				continue

@@ -11,15 +11,25 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 )
 
-// The README's flag table and metric list are generated from RegisterFlags
-// and the field table, so the README cannot disagree with the code.
+// The README's settings table and metric list are generated from Settings
+// and the field table, so the README cannot disagree with the code: every
+// key with its environment variable, default, whether SIGHUP applies it,
+// and its help.
 func TestREADMEFlagTableAndMetricListMatchTheCode(t *testing.T) {
 	fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
 	RegisterFlags(fs)
 	var flags strings.Builder
-	flags.WriteString("| flag | default | meaning |\n| --- | --- | --- |\n")
+	flags.WriteString("| flag | environment | default | on SIGHUP | meaning |\n| --- | --- | --- | --- | --- |\n")
 	fs.VisitAll(func(f *pflag.Flag) {
-		fmt.Fprintf(&flags, "| `--%s` | `%s` | %s |\n", f.Name, f.DefValue, f.Usage)
+		s := setting(f.Name)
+		if s == nil {
+			t.Fatalf("flag --%s is not in Settings", f.Name)
+		}
+		reload := "restart"
+		if s.Reload {
+			reload = "applied"
+		}
+		fmt.Fprintf(&flags, "| `--%s` | `%s` | `%s` | %s | %s |\n", f.Name, s.Env(), f.DefValue, reload, f.Usage)
 	})
 
 	var metrics strings.Builder

@@ -166,6 +166,12 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 			}
 		}
 	}
+	if r := s.ConfigReload; !r.LastSuccess.IsZero() {
+		family(b, "gpuwarden_config_last_reload_successful", "Whether the last attempt to load the configuration, at start or on SIGHUP, worked (1) or was refused (0).", "gauge")
+		sample(b, "gpuwarden_config_last_reload_successful", "", b2f(r.Successful))
+		family(b, "gpuwarden_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully, at start or on SIGHUP.", "gauge")
+		sample(b, "gpuwarden_config_last_reload_success_timestamp_seconds", "", float64(r.LastSuccess.UnixNano())/1e9)
+	}
 	family(b, "gpuwarden_health", "Host health from gpuwarden's rules: 0 ok, 1 warning, 2 critical, 3 unknown.", "gauge")
 	sample(b, "gpuwarden_health", "", float64(s.Health.Level))
 	if gc := s.Collector("gpu"); gc != nil && gc.Up {

@@ -36,6 +36,8 @@ type Snapshot struct {
 	TruncatedEvents uint64
 	Subscribers     []SubscriberStats
 
+	ConfigReload ConfigReload // the last load of the configuration (reload.go)
+
 	render rendered // the exposition text, made on first use
 }
 
@@ -105,6 +107,7 @@ type State struct {
 	inventory  *Inventory // GPUs this host has had; nil when not kept (a replay)
 	invDir     string
 	invLog     *slog.Logger
+	reload     ConfigReload
 
 	snap atomic.Pointer[Snapshot]
 }
@@ -492,6 +495,7 @@ func (s *State) publish() {
 		GPUs: make([]GPUState, len(s.gpus)), KindCounts: make(map[event.Kind]uint64, len(s.kinds)),
 		EventCounts: make(map[EventKey]uint64, len(s.events))}
 	snap.GPUsExpected = s.expected
+	snap.ConfigReload = s.reload
 	if snap.GPUsExpected == 0 {
 		snap.GPUsExpected = s.firstCount
 		if s.inventory != nil {

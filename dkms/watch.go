@@ -28,6 +28,7 @@ type Watcher struct {
 	log     *slog.Logger
 	latest  atomic.Pointer[Report]
 	kick    chan struct{}
+	every   chan time.Duration // a new Interval, from SetInterval
 
 	mu      sync.Mutex
 	fsw     *fsnotify.Watcher
@@ -50,6 +51,7 @@ func NewWatcher(cfg Config) *Watcher {
 		checker: NewChecker(cfg),
 		log:     cfg.Logger.With("collector", "dkms"),
 		kick:    make(chan struct{}, 1),
+		every:   make(chan time.Duration, 1),
 		watched: map[string]watchRule{},
 	}
 }
@@ -84,6 +86,25 @@ func (w *Watcher) CheckNow() {
 	select {
 	case w.kick <- struct{}{}:
 	default:
+	}
+}
+
+// SetInterval changes how often the checks run besides on change, from the
+// next tick on (a configuration reload). The latest call wins.
+func (w *Watcher) SetInterval(d time.Duration) {
+	if d <= 0 {
+		return // a ticker cannot run at that: keep the current interval
+	}
+	for {
+		select {
+		case w.every <- d:
+			return
+		default:
+		}
+		select {
+		case <-w.every: // drop the older pending value
+		default:
+		}
 	}
 }
 
@@ -135,6 +156,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 			run()
+		case d := <-w.every:
+			tick.Reset(d)
 		case <-w.kick:
 			schedule()
 		case <-quiet.C:

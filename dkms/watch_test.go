@@ -215,3 +215,23 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// SetInterval (a configuration reload) changes the timer of a running
+// watcher: from an hour to 50 ms, passes follow each other without any change
+// on disk.
+func TestSetIntervalChangesTheTimerOfARunningWatcher(t *testing.T) {
+	root := t.TempDir()
+	copyTree(t, fixturePaths("healthy").RootFS, root)
+	w := NewWatcher(Config{
+		Paths:    Paths{RootFS: root, ProcFS: "proc", SysFS: "sys"},
+		Interval: time.Hour,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = w.Run(ctx) }()
+	first := waitFor(t, w, 5*time.Second, "first report", func(Report) bool { return true })
+	w.SetInterval(0) // ignored: a ticker cannot run at 0
+	w.SetInterval(50 * time.Millisecond)
+	waitFor(t, w, 2*time.Second, "a pass on the new timer", func(r Report) bool { return r.Time.After(first.Time) })
+}

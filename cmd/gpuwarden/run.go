@@ -37,7 +37,10 @@ func newRunCmd() *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), "config OK")
 				return nil
 			}
-			log := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+			cfg = withTraceHost(cfg, trace)
+			level := new(slog.LevelVar)
+			level.Set(logLevel(cfg.LogLevel))
+			log := newLevelLogger(os.Stderr, level, cfg.LogFormat)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			// Caught from the start: SIGHUP's default action would kill the agent.
@@ -45,15 +48,17 @@ func newRunCmd() *cobra.Command {
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			// A replay feeds the trace's kernel records; the live kernel log
-			// is read beside it only when asked for by name.
-			// So are the host's DKMS checks: a replayed node is not this host.
-			liveKmsg := cfg.KmsgEnabled && (cfg.Backend != "replay" || cmd.Flags().Changed("collector.kmsg"))
-			liveDKMS := cfg.DKMSEnabled && (cfg.Backend != "replay" || cmd.Flags().Changed("collector.dkms"))
+			// is read beside it only when asked for explicitly (by flag,
+			// environment or config file). So are the host's DKMS checks: a
+			// replayed node is not this host.
+			liveKmsg := cfg.KmsgEnabled && (cfg.Backend != "replay" || cfg.IsSet("collector.kmsg"))
+			liveDKMS := cfg.DKMSEnabled && (cfg.Backend != "replay" || cfg.IsSet("collector.dkms"))
 			a, err := buildAgent(ctx, cfg, trace, liveKmsg, liveDKMS, log)
 			if err != nil {
 				return err
 			}
-			go reloadOnHUP(ctx, hup, cmd, configFile, a, log)
+			a.OnReload(func(c agent.Config) { level.Set(logLevel(c.LogLevel)) })
+			go reloadOnHUP(ctx, hup, cmd, configFile, trace, a)
 			return a.Run(ctx)
 		},
 	}
@@ -70,10 +75,6 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, live
 	lib, player, err := backendLibrary(cfg.Backend, trace, opts, log)
 	if err != nil {
 		return nil, err
-	}
-	if player != nil && cfg.Hostname == "" {
-		// A replay is another host speaking: label it as that host.
-		cfg.Hostname = player.Header().Hostname
 	}
 	a := agent.New(cfg, lib, log)
 	if player != nil {
@@ -93,6 +94,7 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, live
 		ds := newDKMSSource(cfg, a.State(), log)
 		a.AddSource(ds)
 		a.AddCollector(ds.w.Collector())
+		a.OnReload(func(c agent.Config) { ds.w.SetInterval(c.DKMSInterval) })
 	}
 	return a, nil
 }
@@ -106,9 +108,19 @@ func resolveUnder(root, p string) string {
 	return filepath.Join(root, p)
 }
 
+// withTraceHost is cfg as the agent runs it: a replay is another host
+// speaking, so with no hostname set it is labelled as the trace's host. The
+// same at start and on reload, so a reload does not see a change.
+func withTraceHost(cfg agent.Config, trace *replay.Trace) agent.Config {
+	if trace != nil && cfg.Hostname == "" {
+		cfg.Hostname = trace.Header.Hostname
+	}
+	return cfg
+}
+
 // reloadOnHUP re-reads the configuration on SIGHUP (systemctl reload). A bad
 // file is refused before anything changes: the running configuration stays.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cmd *cobra.Command, file string, a *agent.Agent, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cmd *cobra.Command, file string, trace *replay.Trace, a *agent.Agent) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -116,10 +128,10 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cmd *cobra.Command, 
 		case <-hup:
 			cfg, err := agent.Load(cmd.Flags(), file)
 			if err != nil {
-				log.Error("reload refused: the configuration is invalid; the running one stays", "err", err)
+				a.ReloadRefused(err)
 				continue
 			}
-			a.Reload(cfg)
+			a.Reload(withTraceHost(cfg, trace))
 		}
 	}
 }
