@@ -40,17 +40,28 @@ func FuzzParseRecord(f *testing.F) {
 		f.Add([]byte("6," + strconv.Itoa(i) + ",123,-;" + l + "\n SUBSYSTEM=pci\n DEVICE=+pci:0000:00:01.0\n"))
 	}
 	f.Add([]byte(`4,1,2,-,caller=T1;a\x0ab\xzz\` + "\n"))
+	f.Add([]byte("6,1,2,-;" + strings.Repeat(`\xe2\x80\xa6`, MaxMessageBytes/3+1) + "\n SUBSYSTEM=pci\n"))
+	f.Add([]byte("6,1,2,-;" + strings.Repeat("é", MaxMessageBytes/2) + "x\n DEVICE=+pci:0000:3b:00.0\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseRecord(b)
 		if err != nil {
 			return
 		}
-		if len(r.Message)+len(r.Subsystem)+len(r.Device) > len(b) {
+		if len(r.Message) > MaxMessageBytes {
+			t.Fatalf("message of %d bytes, more than MaxMessageBytes", len(r.Message))
+		}
+		if r.Truncated && !strings.HasSuffix(r.Message, TruncatedMarker) {
+			t.Fatalf("truncated record without the marker: %q", r.Message)
+		}
+		if len(r.Subsystem)+len(r.Device) > maxDictBytes {
+			t.Fatalf("dictionary values of %d bytes", len(r.Subsystem)+len(r.Device))
+		}
+		if !r.Truncated && len(r.Message)+len(r.Subsystem)+len(r.Device) > len(b) {
 			t.Fatalf("parsed text is longer than the record: %d > %d", len(r.Message), len(b))
 		}
 		// What String writes, ParseRecord reads back the same.
 		r2, err := ParseRecord([]byte(r.String()))
-		if err != nil || r2.Seq != r.Seq || r2.Message != r.Message || r2.Level != r.Level || r2.Facility != r.Facility {
+		if err != nil || r2.Seq != r.Seq || r2.Message != r.Message || r2.Level != r.Level || r2.Facility != r.Facility || r2.Truncated {
 			t.Fatalf("round trip: %v\n%+v\n%+v", err, r, r2)
 		}
 	})

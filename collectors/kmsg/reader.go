@@ -50,6 +50,7 @@ type Stats struct {
 	Overruns  uint64 // times read(2) returned EPIPE (the ring buffer overran the reader)
 	Dropped   uint64 // read but dropped because the consumer's queue was full
 	Malformed uint64 // records that did not parse
+	Truncated uint64 // records whose text was cut to MaxMessageBytes (Record.Truncated)
 	Skipped   uint64 // at or before the saved cursor, not handed over again
 	SaveFails uint64 // cursor writes that failed
 }
@@ -111,7 +112,7 @@ type Reader struct {
 	stateErr error
 	dropping uint64 // records dropped in the current episode of a full queue
 
-	records, lost, overruns, dropped, malformed, skipped, saveFails atomic.Uint64
+	records, lost, overruns, dropped, malformed, truncated, skipped, saveFails atomic.Uint64
 
 	stopping  atomic.Bool
 	closeOnce sync.Once
@@ -281,8 +282,8 @@ func (r *Reader) Lost() uint64 { return r.lost.Load() }
 func (r *Reader) Stats() Stats {
 	return Stats{
 		Records: r.records.Load(), Lost: r.lost.Load(), Overruns: r.overruns.Load(),
-		Dropped: r.dropped.Load(), Malformed: r.malformed.Load(), Skipped: r.skipped.Load(),
-		SaveFails: r.saveFails.Load(),
+		Dropped: r.dropped.Load(), Malformed: r.malformed.Load(), Truncated: r.truncated.Load(),
+		Skipped: r.skipped.Load(), SaveFails: r.saveFails.Load(),
 	}
 }
 
@@ -430,6 +431,11 @@ func (r *Reader) parse(b []byte) {
 			r.log.Warn("skipping a malformed kernel log record", "path", r.cfg.Path, "err", err)
 		}
 		return
+	}
+	if rec.Truncated {
+		if c := r.truncated.Add(1); c == 1 {
+			r.log.Warn("truncating an over-long kernel log record", "path", r.cfg.Path, "seq", rec.Seq, "max_bytes", MaxMessageBytes)
+		}
 	}
 	r.take(rec)
 }
