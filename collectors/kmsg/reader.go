@@ -26,7 +26,10 @@ const (
 // Config configures a Reader. The zero value reads /dev/kmsg without a
 // cursor.
 type Config struct {
-	Path       string // the kernel log device, or a file or pipe of records (tests, replay)
+	// Path is the kernel log device, or a file or pipe of records (tests,
+	// replay): there records are split by lines, a record split across
+	// reads is joined, and a last line without a newline is parsed at EOF.
+	Path       string
 	BootIDPath string
 	// StateDir holds the cursor (CursorFile). Empty keeps no cursor: every
 	// start reads the whole ring buffer.
@@ -89,7 +92,8 @@ type Reader struct {
 	// per read(2); files and pipes are split into records by lines.
 	perRead bool
 	buf     []byte
-	partial []byte // stream mode: the record being assembled
+	partial []byte // stream mode: the whole lines of the record being assembled
+	line    []byte // stream mode: the line being read, up to maxStreamLine
 
 	resume   uint64 // skip records up to and including this SEQ
 	resuming bool
@@ -327,7 +331,9 @@ func (r *Reader) Run(ctx context.Context) error {
 			rerr = err
 		}
 	}
-	r.endPartial()
+	if !r.perRead {
+		r.endStream(errors.Is(rerr, io.EOF))
+	}
 	r.flush()
 	r.close()
 	r.save()
@@ -356,7 +362,9 @@ func (r *Reader) readSome(fd int) error {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			r.endPartial()
+			if !r.perRead {
+				r.pauseStream()
+			}
 			r.flush()
 			if r.cfg.NoFollow {
 				return errDrained
@@ -398,25 +406,82 @@ func (r *Reader) read(fd int) (int, error) {
 	return int(n), nil
 }
 
+// Bounds on what the stream path keeps of a file or pipe.
+const (
+	// maxStreamLine bounds one line: past it the rest of the line is
+	// discarded up to its newline. It is more than parseRecord looks at, so
+	// a line cut here parses as Truncated.
+	maxStreamLine = 256 + maxRawText + 1
+	// maxStreamRecord bounds a record with its dictionary lines; dictionary
+	// lines that do not fit are dropped.
+	maxStreamRecord = maxStreamLine + maxDictBytes
+)
+
 // splitStream assembles records from a byte stream: a header line followed
-// by dictionary lines that begin with a space.
+// by dictionary lines that begin with a space. A read may end anywhere, in
+// the middle of a line included (a pipe's writer paused, a file is being
+// appended to): only whole lines reach a record, and the unfinished line is
+// kept for the next read. Memory stays bounded whatever the input: a line
+// longer than maxStreamLine is kept only up to it.
 func (r *Reader) splitStream(b []byte) {
 	for len(b) > 0 {
 		i := indexByte(b, '\n')
-		line := b
+		chunk := b
 		if i >= 0 {
-			line = b[:i+1]
+			chunk = b[:i+1]
 		}
-		b = b[len(line):]
-		startsRecord := len(r.partial) == 0 || r.partial[len(r.partial)-1] == '\n' && line[0] != ' '
-		if startsRecord && len(r.partial) > 0 {
-			r.endPartial()
+		b = b[len(chunk):]
+		if room := maxStreamLine - len(r.line); room > 0 {
+			r.line = append(r.line, chunk[:min(len(chunk), room)]...)
 		}
-		r.partial = append(r.partial, line...)
+		if i >= 0 {
+			r.endLine()
+		}
 	}
 }
 
-func (r *Reader) endPartial() {
+// endLine adds the line just completed to the record being assembled, or
+// starts the next record with it.
+func (r *Reader) endLine() {
+	line := r.line
+	r.line = r.line[:0]
+	if len(line) == 0 {
+		return
+	}
+	if line[len(line)-1] != '\n' {
+		line = append(line, '\n') // cut at maxStreamLine
+	}
+	switch {
+	case line[0] != ' ':
+		r.endRecord()
+		r.partial = append(r.partial, line...)
+	case len(r.partial) > 0:
+		if len(r.partial)+len(line) <= maxStreamRecord {
+			r.partial = append(r.partial, line...)
+		}
+	default:
+		// A dictionary line with no record before it: its header was
+		// malformed, or came before a pause at which the record was handed
+		// over without it.
+		r.badRecord(fmt.Errorf("%w: dictionary line without a record", ErrMalformed))
+	}
+}
+
+// pauseStream is called when the source has nothing more for now (EAGAIN).
+// The record being assembled is handed over then, rather than held back
+// until the next one begins, unless the unfinished line is one of its
+// dictionary lines. A writer that pauses exactly between a header and its
+// dictionary lines gets the record without them, and the dictionary lines
+// counted as malformed.
+func (r *Reader) pauseStream() {
+	if len(r.line) > 0 && r.line[0] == ' ' {
+		return
+	}
+	r.endRecord()
+}
+
+// endRecord parses the record being assembled from its whole lines.
+func (r *Reader) endRecord() {
 	if len(r.partial) == 0 {
 		return
 	}
@@ -424,12 +489,33 @@ func (r *Reader) endPartial() {
 	r.partial = r.partial[:0]
 }
 
+// endStream ends the stream path when reading stops. At the end of the
+// source (EOF: the end of a file, a pipe whose writers closed it) a last
+// line without its newline is complete all the same and is parsed once.
+// When reading stops for another reason (the context, a read error) the
+// unfinished line may be half a record: it is counted as malformed.
+func (r *Reader) endStream(eof bool) {
+	if len(r.line) > 0 {
+		if eof {
+			r.endLine()
+		} else {
+			r.line = r.line[:0]
+			r.badRecord(fmt.Errorf("%w: reading stopped in the middle of a record", ErrMalformed))
+		}
+	}
+	r.endRecord()
+}
+
+func (r *Reader) badRecord(err error) {
+	if c := r.malformed.Add(1); c == 1 {
+		r.log.Warn("skipping a malformed kernel log record", "path", r.cfg.Path, "err", err)
+	}
+}
+
 func (r *Reader) parse(b []byte) {
 	rec, err := parseRecord(b, &r.arena)
 	if err != nil {
-		if c := r.malformed.Add(1); c == 1 {
-			r.log.Warn("skipping a malformed kernel log record", "path", r.cfg.Path, "err", err)
-		}
+		r.badRecord(err)
 		return
 	}
 	if rec.Truncated {
