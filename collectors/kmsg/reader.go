@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -81,6 +82,15 @@ type Stats struct {
 // the cursor once a later batch is acknowledged: they are lost and counted,
 // not delivered again forever. Acknowledging Seen records (RereadSeen), or
 // the same batch twice, is harmless: the cursor never moves back.
+//
+// # Checking the cursor
+//
+// A cursor of this boot is checked at Open against the backlog the source
+// holds then (the ring buffer up to the first EAGAIN; a file up to EOF),
+// which Open reads and holds, so the verdict comes before any record is
+// handed over. A cursor past the newest SEQ cannot be right: it is moved
+// aside, StateError reports a *CursorAheadError, and every record is
+// delivered as new (not Seen). Run hands the held backlog over first.
 type Reader struct {
 	cfg      Config
 	log      *slog.Logger
@@ -97,6 +107,10 @@ type Reader struct {
 
 	resume   uint64 // skip records up to and including this SEQ
 	resuming bool
+	// held is the backlog read at Open while the cursor is checked; Run
+	// hands it over first.
+	held     []Record
+	holding  bool
 	lastSeq  uint64
 	haveLast bool
 
@@ -196,7 +210,84 @@ func Open(cfg Config) (*Reader, error) {
 	r.out = make(chan Batch, cfg.QueueLen)
 	// A fresh reader usually starts with the whole ring buffer.
 	r.nextCap = cfg.BatchSize
+	if r.resuming {
+		r.checkCursor()
+	}
 	return r, nil
+}
+
+// maxBacklogBytes bounds the backlog read and held at Open to check the
+// cursor: more than any ring buffer a host configures (log_buf_len).
+const maxBacklogBytes = 32 << 20
+
+// checkCursor reads the backlog the source holds now (the ring buffer, up
+// to the first EAGAIN; a file up to EOF) and holds it, so that the cursor
+// is judged before any record is handed over: a cursor of this boot whose
+// SEQ is past the newest record is implausible. It is then moved aside and
+// reported (*CursorAheadError), and the held records and all after them are
+// new, not Seen, since the cursor cannot say which were applied. Run hands
+// the held records over first.
+func (r *Reader) checkCursor() {
+	rc, err := r.f.SyscallConn()
+	if err != nil {
+		return
+	}
+	r.holding = true
+	complete, total := false, 0
+	rc.Read(func(fd uintptr) bool {
+		for total < maxBacklogBytes {
+			n, err := r.read(int(fd))
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EPIPE:
+				r.overrun()
+				continue
+			case err == syscall.EAGAIN, err == nil && n == 0:
+				complete = true
+				return true
+			case err != nil:
+				return true // Run meets it again and reports it
+			}
+			total += n
+			if r.perRead {
+				r.parse(r.buf[:n])
+			} else {
+				r.splitStream(r.buf[:n])
+			}
+		}
+		return true
+	})
+	if !r.perRead {
+		r.pauseStream()
+	}
+	r.holding = false
+	if !complete || len(r.held) == 0 {
+		// A backlog too long to hold, or a read error: no verdict.
+		return
+	}
+	newest := r.held[0].Seq
+	for _, rec := range r.held {
+		newest = max(newest, rec.Seq)
+	}
+	if newest >= r.resume {
+		return
+	}
+	path := filepath.Join(r.cfg.StateDir, CursorFile)
+	moved, merr := moveAsideAs(path, "implausible")
+	if merr != nil {
+		moved = ""
+	}
+	e := &CursorAheadError{Path: path, MovedTo: moved, CursorSeq: r.resume, KernelSeq: newest, MoveErr: merr}
+	r.stateErr = e
+	r.log.Warn("kernel-log cursor is ahead of the kernel; reading the ring buffer from the start", "err", e)
+	r.resume, r.resuming = 0, false
+	r.lastSeq, r.haveLast = 0, false
+	// Nothing was handed over yet, so nothing can have been acknowledged.
+	r.saveMu.Lock()
+	r.acked.Store(0)
+	r.savedSeq = 0
+	r.saveMu.Unlock()
 }
 
 func openError(path string, err error) error {
@@ -223,8 +314,10 @@ func (r *Reader) BootID() string {
 	return r.bootID
 }
 
-// StateError is the problem found with the saved cursor at Open (a
-// *CorruptStateError), or nil. The agent should surface it once.
+// StateError is the problem found with the saved cursor at Open, or nil: a
+// *CorruptStateError (it did not parse) or a *CursorAheadError (it is past
+// the newest record of this boot). Either way the file was moved aside and
+// the ring buffer is read from its start. The agent should surface it once.
 func (r *Reader) StateError() error { return r.stateErr }
 
 // Batch is records handed over together, in SEQ order.
@@ -316,6 +409,13 @@ func (r *Reader) Run(ctx context.Context) error {
 		}()
 	}
 
+	// The backlog held at Open while the cursor was checked goes first.
+	for _, rec := range r.held {
+		r.take(rec)
+	}
+	r.held = nil
+	r.flush()
+
 	rc, err := r.f.SyscallConn()
 	if err != nil {
 		r.close()
@@ -371,12 +471,7 @@ func (r *Reader) readSome(fd int) error {
 			}
 			return nil
 		case err == syscall.EPIPE:
-			// The kernel overwrote records we had not read and moved us to
-			// the oldest one left; the SEQ gap on the next record says how
-			// many were lost.
-			if c := r.overruns.Add(1); c == 1 || c%100 == 0 {
-				r.log.Warn("kernel log overran the reader; records were lost", "path", r.cfg.Path, "overruns", c)
-			}
+			r.overrun()
 			continue
 		case err != nil:
 			return err
@@ -388,6 +483,15 @@ func (r *Reader) readSome(fd int) error {
 		} else {
 			r.splitStream(r.buf[:n])
 		}
+	}
+}
+
+// overrun counts an EPIPE: the kernel overwrote records we had not read and
+// moved us to the oldest one left; the SEQ gap on the next record says how
+// many were lost.
+func (r *Reader) overrun() {
+	if c := r.overruns.Add(1); c == 1 || c%100 == 0 {
+		r.log.Warn("kernel log overran the reader; records were lost", "path", r.cfg.Path, "overruns", c)
 	}
 }
 
@@ -522,6 +626,10 @@ func (r *Reader) parse(b []byte) {
 		if c := r.truncated.Add(1); c == 1 {
 			r.log.Warn("truncating an over-long kernel log record", "path", r.cfg.Path, "seq", rec.Seq, "max_bytes", MaxMessageBytes)
 		}
+	}
+	if r.holding {
+		r.held = append(r.held, rec)
+		return
 	}
 	r.take(rec)
 }
