@@ -178,3 +178,45 @@ func FuzzStripWrapper(f *testing.F) {
 		}
 	})
 }
+
+// streamRecords splits b into records as the stream path does, fed chunk
+// bytes per read with no pause between reads, up to EOF. held is the most
+// the reader kept of unfinished lines and records between reads.
+func streamRecords(b []byte, chunk int) (recs []Record, held int) {
+	r := &Reader{cfg: Config{BatchSize: 1 << 30}, log: quiet, out: make(chan Batch, 1)}
+	for len(b) > 0 {
+		n := min(chunk, len(b))
+		r.splitStream(b[:n])
+		b = b[n:]
+		held = max(held, len(r.line)+len(r.partial))
+	}
+	r.endStream(true)
+	return r.batch, held
+}
+
+func FuzzStreamSplit(f *testing.F) {
+	for i, l := range seedLines(f)[:20] {
+		f.Add([]byte("6,"+strconv.Itoa(i)+",1,-;"+l+"\n SUBSYSTEM=pci\n DEVICE=+pci:0000:00:01.0\n6,99,2,-;next"), uint16(i+1))
+	}
+	f.Add([]byte("6,1,1,-;"+strings.Repeat("y", maxStreamLine+10)+"\n DEVICE=+pci:0000:00:01.0\n\n SUBSYSTEM=x\n6,2,2,-;b\n"), uint16(1000))
+	f.Fuzz(func(t *testing.T, b []byte, chunk uint16) {
+		whole, _ := streamRecords(b, len(b)+1)
+		split, held := streamRecords(b, int(chunk)+1)
+		// Where the reads end does not change the records.
+		if len(whole) != len(split) {
+			t.Fatalf("%d records read whole, %d in chunks of %d", len(whole), len(split), int(chunk)+1)
+		}
+		for i := range whole {
+			w, s := whole[i], split[i]
+			if w.Seq != s.Seq || w.Message != s.Message || w.Subsystem != s.Subsystem || w.Device != s.Device || w.Truncated != s.Truncated {
+				t.Fatalf("record %d: %+v whole, %+v in chunks", i, w, s)
+			}
+			if len(s.Message) > MaxMessageBytes {
+				t.Fatalf("message of %d bytes", len(s.Message))
+			}
+		}
+		if held > maxStreamLine+maxStreamRecord {
+			t.Fatalf("the reader held %d bytes between reads", held)
+		}
+	})
+}
