@@ -597,16 +597,18 @@ func (r *Reader) endRecord() {
 // source (EOF: the end of a file, a pipe whose writers closed it) a last
 // line without its newline is complete all the same and is parsed once.
 // When reading stops for another reason (the context, a read error) the
-// unfinished line may be half a record: it is counted as malformed.
+// unfinished line may be half a record: a header is counted as malformed,
+// half a dictionary line is dropped from its record.
 func (r *Reader) endStream(eof bool) {
-	if len(r.line) > 0 {
-		if eof {
-			r.endLine()
-		} else {
-			r.line = r.line[:0]
-			r.badRecord(fmt.Errorf("%w: reading stopped in the middle of a record", ErrMalformed))
-		}
+	switch {
+	case len(r.line) == 0:
+	case eof:
+		r.endLine()
+	case r.line[0] != ' ':
+		r.endRecord()
+		r.badRecord(fmt.Errorf("%w: reading stopped in the middle of a record", ErrMalformed))
 	}
+	r.line = r.line[:0]
 	r.endRecord()
 }
 
