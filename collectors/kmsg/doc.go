@@ -8,10 +8,14 @@
 //     channel drops the batch and counts it; the reader never waits for its
 //     consumer), counts records lost to ring-buffer overruns from SEQ gaps,
 //     and persists the last SEQ with the boot id so a restart neither loses
-//     nor repeats records.
+//     nor repeats records. A cursor that cannot be right (past the newest
+//     record of this boot) is moved aside and reported, and the ring is read
+//     again from its start. On a file or pipe only whole lines become
+//     records, and an over-long line is kept only up to a bound.
 //   - ParseRecord: the /dev/kmsg record format "PRI,SEQ,TS_USEC,FLAGS;TEXT"
 //     with its dictionary lines (" SUBSYSTEM=pci", " DEVICE=+pci:...") and
-//     "\xNN" escapes.
+//     "\xNN" escapes. A message longer than MaxMessageBytes is truncated,
+//     ending in TruncatedMarker, on every path (device, file, pipe, trace).
 //   - Classify and ClassifyLine: one kernel message (or one line of dmesg,
 //     kern.log, journalctl output) to a Class: its kind and the fields an
 //     operator needs (PCI bus id, Xid, pid, process name, NVSwitch link ...).

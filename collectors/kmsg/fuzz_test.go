@@ -40,17 +40,28 @@ func FuzzParseRecord(f *testing.F) {
 		f.Add([]byte("6," + strconv.Itoa(i) + ",123,-;" + l + "\n SUBSYSTEM=pci\n DEVICE=+pci:0000:00:01.0\n"))
 	}
 	f.Add([]byte(`4,1,2,-,caller=T1;a\x0ab\xzz\` + "\n"))
+	f.Add([]byte("6,1,2,-;" + strings.Repeat(`\xe2\x80\xa6`, MaxMessageBytes/3+1) + "\n SUBSYSTEM=pci\n"))
+	f.Add([]byte("6,1,2,-;" + strings.Repeat("é", MaxMessageBytes/2) + "x\n DEVICE=+pci:0000:3b:00.0\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseRecord(b)
 		if err != nil {
 			return
 		}
-		if len(r.Message)+len(r.Subsystem)+len(r.Device) > len(b) {
+		if len(r.Message) > MaxMessageBytes {
+			t.Fatalf("message of %d bytes, more than MaxMessageBytes", len(r.Message))
+		}
+		if r.Truncated && !strings.HasSuffix(r.Message, TruncatedMarker) {
+			t.Fatalf("truncated record without the marker: %q", r.Message)
+		}
+		if len(r.Subsystem)+len(r.Device) > maxDictBytes {
+			t.Fatalf("dictionary values of %d bytes", len(r.Subsystem)+len(r.Device))
+		}
+		if !r.Truncated && len(r.Message)+len(r.Subsystem)+len(r.Device) > len(b) {
 			t.Fatalf("parsed text is longer than the record: %d > %d", len(r.Message), len(b))
 		}
 		// What String writes, ParseRecord reads back the same.
 		r2, err := ParseRecord([]byte(r.String()))
-		if err != nil || r2.Seq != r.Seq || r2.Message != r.Message || r2.Level != r.Level || r2.Facility != r.Facility {
+		if err != nil || r2.Seq != r.Seq || r2.Message != r.Message || r2.Level != r.Level || r2.Facility != r.Facility || r2.Truncated {
 			t.Fatalf("round trip: %v\n%+v\n%+v", err, r, r2)
 		}
 	})
@@ -164,6 +175,48 @@ func FuzzStripWrapper(f *testing.F) {
 			if again := StripWrapper(w.Message); len(again.Message) > len(w.Message) {
 				t.Fatalf("second strip grew: %q -> %q", w.Message, again.Message)
 			}
+		}
+	})
+}
+
+// streamRecords splits b into records as the stream path does, fed chunk
+// bytes per read with no pause between reads, up to EOF. held is the most
+// the reader kept of unfinished lines and records between reads.
+func streamRecords(b []byte, chunk int) (recs []Record, held int) {
+	r := &Reader{cfg: Config{BatchSize: 1 << 30}, log: quiet, out: make(chan Batch, 1)}
+	for len(b) > 0 {
+		n := min(chunk, len(b))
+		r.splitStream(b[:n])
+		b = b[n:]
+		held = max(held, len(r.line)+len(r.partial))
+	}
+	r.endStream(true)
+	return r.batch, held
+}
+
+func FuzzStreamSplit(f *testing.F) {
+	for i, l := range seedLines(f)[:20] {
+		f.Add([]byte("6,"+strconv.Itoa(i)+",1,-;"+l+"\n SUBSYSTEM=pci\n DEVICE=+pci:0000:00:01.0\n6,99,2,-;next"), uint16(i+1))
+	}
+	f.Add([]byte("6,1,1,-;"+strings.Repeat("y", maxStreamLine+10)+"\n DEVICE=+pci:0000:00:01.0\n\n SUBSYSTEM=x\n6,2,2,-;b\n"), uint16(1000))
+	f.Fuzz(func(t *testing.T, b []byte, chunk uint16) {
+		whole, _ := streamRecords(b, len(b)+1)
+		split, held := streamRecords(b, int(chunk)+1)
+		// Where the reads end does not change the records.
+		if len(whole) != len(split) {
+			t.Fatalf("%d records read whole, %d in chunks of %d", len(whole), len(split), int(chunk)+1)
+		}
+		for i := range whole {
+			w, s := whole[i], split[i]
+			if w.Seq != s.Seq || w.Message != s.Message || w.Subsystem != s.Subsystem || w.Device != s.Device || w.Truncated != s.Truncated {
+				t.Fatalf("record %d: %+v whole, %+v in chunks", i, w, s)
+			}
+			if len(s.Message) > MaxMessageBytes {
+				t.Fatalf("message of %d bytes", len(s.Message))
+			}
+		}
+		if held > maxStreamLine+maxStreamRecord {
+			t.Fatalf("the reader held %d bytes between reads", held)
 		}
 	})
 }

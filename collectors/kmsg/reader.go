@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,7 +27,10 @@ const (
 // Config configures a Reader. The zero value reads /dev/kmsg without a
 // cursor.
 type Config struct {
-	Path       string // the kernel log device, or a file or pipe of records (tests, replay)
+	// Path is the kernel log device, or a file or pipe of records (tests,
+	// replay): there records are split by lines, a record split across
+	// reads is joined, and a last line without a newline is parsed at EOF.
+	Path       string
 	BootIDPath string
 	// StateDir holds the cursor (CursorFile). Empty keeps no cursor: every
 	// start reads the whole ring buffer.
@@ -50,6 +54,7 @@ type Stats struct {
 	Overruns  uint64 // times read(2) returned EPIPE (the ring buffer overran the reader)
 	Dropped   uint64 // read but dropped because the consumer's queue was full
 	Malformed uint64 // records that did not parse
+	Truncated uint64 // records whose text was cut to MaxMessageBytes (Record.Truncated)
 	Skipped   uint64 // at or before the saved cursor, not handed over again
 	SaveFails uint64 // cursor writes that failed
 }
@@ -77,6 +82,15 @@ type Stats struct {
 // the cursor once a later batch is acknowledged: they are lost and counted,
 // not delivered again forever. Acknowledging Seen records (RereadSeen), or
 // the same batch twice, is harmless: the cursor never moves back.
+//
+// # Checking the cursor
+//
+// A cursor of this boot is checked at Open against the backlog the source
+// holds then (the ring buffer up to the first EAGAIN; a file up to EOF),
+// which Open reads and holds, so the verdict comes before any record is
+// handed over. A cursor past the newest SEQ cannot be right: it is moved
+// aside, StateError reports a *CursorAheadError, and every record is
+// delivered as new (not Seen). Run hands the held backlog over first.
 type Reader struct {
 	cfg      Config
 	log      *slog.Logger
@@ -88,10 +102,15 @@ type Reader struct {
 	// per read(2); files and pipes are split into records by lines.
 	perRead bool
 	buf     []byte
-	partial []byte // stream mode: the record being assembled
+	partial []byte // stream mode: the whole lines of the record being assembled
+	line    []byte // stream mode: the line being read, up to maxStreamLine
 
 	resume   uint64 // skip records up to and including this SEQ
 	resuming bool
+	// held is the backlog read at Open while the cursor is checked; Run
+	// hands it over first.
+	held     []Record
+	holding  bool
 	lastSeq  uint64
 	haveLast bool
 
@@ -111,7 +130,7 @@ type Reader struct {
 	stateErr error
 	dropping uint64 // records dropped in the current episode of a full queue
 
-	records, lost, overruns, dropped, malformed, skipped, saveFails atomic.Uint64
+	records, lost, overruns, dropped, malformed, truncated, skipped, saveFails atomic.Uint64
 
 	stopping  atomic.Bool
 	closeOnce sync.Once
@@ -191,7 +210,84 @@ func Open(cfg Config) (*Reader, error) {
 	r.out = make(chan Batch, cfg.QueueLen)
 	// A fresh reader usually starts with the whole ring buffer.
 	r.nextCap = cfg.BatchSize
+	if r.resuming {
+		r.checkCursor()
+	}
 	return r, nil
+}
+
+// maxBacklogBytes bounds the backlog read and held at Open to check the
+// cursor: more than any ring buffer a host configures (log_buf_len).
+const maxBacklogBytes = 32 << 20
+
+// checkCursor reads the backlog the source holds now (the ring buffer, up
+// to the first EAGAIN; a file up to EOF) and holds it, so that the cursor
+// is judged before any record is handed over: a cursor of this boot whose
+// SEQ is past the newest record is implausible. It is then moved aside and
+// reported (*CursorAheadError), and the held records and all after them are
+// new, not Seen, since the cursor cannot say which were applied. Run hands
+// the held records over first.
+func (r *Reader) checkCursor() {
+	rc, err := r.f.SyscallConn()
+	if err != nil {
+		return
+	}
+	r.holding = true
+	complete, total := false, 0
+	rc.Read(func(fd uintptr) bool {
+		for total < maxBacklogBytes {
+			n, err := r.read(int(fd))
+			switch {
+			case err == syscall.EINTR:
+				continue
+			case err == syscall.EPIPE:
+				r.overrun()
+				continue
+			case err == syscall.EAGAIN, err == nil && n == 0:
+				complete = true
+				return true
+			case err != nil:
+				return true // Run meets it again and reports it
+			}
+			total += n
+			if r.perRead {
+				r.parse(r.buf[:n])
+			} else {
+				r.splitStream(r.buf[:n])
+			}
+		}
+		return true
+	})
+	if !r.perRead {
+		r.pauseStream()
+	}
+	r.holding = false
+	if !complete || len(r.held) == 0 {
+		// A backlog too long to hold, or a read error: no verdict.
+		return
+	}
+	newest := r.held[0].Seq
+	for _, rec := range r.held {
+		newest = max(newest, rec.Seq)
+	}
+	if newest >= r.resume {
+		return
+	}
+	path := filepath.Join(r.cfg.StateDir, CursorFile)
+	moved, merr := moveAsideAs(path, "implausible")
+	if merr != nil {
+		moved = ""
+	}
+	e := &CursorAheadError{Path: path, MovedTo: moved, CursorSeq: r.resume, KernelSeq: newest, MoveErr: merr}
+	r.stateErr = e
+	r.log.Warn("kernel-log cursor is ahead of the kernel; reading the ring buffer from the start", "err", e)
+	r.resume, r.resuming = 0, false
+	r.lastSeq, r.haveLast = 0, false
+	// Nothing was handed over yet, so nothing can have been acknowledged.
+	r.saveMu.Lock()
+	r.acked.Store(0)
+	r.savedSeq = 0
+	r.saveMu.Unlock()
 }
 
 func openError(path string, err error) error {
@@ -218,8 +314,10 @@ func (r *Reader) BootID() string {
 	return r.bootID
 }
 
-// StateError is the problem found with the saved cursor at Open (a
-// *CorruptStateError), or nil. The agent should surface it once.
+// StateError is the problem found with the saved cursor at Open, or nil: a
+// *CorruptStateError (it did not parse) or a *CursorAheadError (it is past
+// the newest record of this boot). Either way the file was moved aside and
+// the ring buffer is read from its start. The agent should surface it once.
 func (r *Reader) StateError() error { return r.stateErr }
 
 // Batch is records handed over together, in SEQ order.
@@ -281,8 +379,8 @@ func (r *Reader) Lost() uint64 { return r.lost.Load() }
 func (r *Reader) Stats() Stats {
 	return Stats{
 		Records: r.records.Load(), Lost: r.lost.Load(), Overruns: r.overruns.Load(),
-		Dropped: r.dropped.Load(), Malformed: r.malformed.Load(), Skipped: r.skipped.Load(),
-		SaveFails: r.saveFails.Load(),
+		Dropped: r.dropped.Load(), Malformed: r.malformed.Load(), Truncated: r.truncated.Load(),
+		Skipped: r.skipped.Load(), SaveFails: r.saveFails.Load(),
 	}
 }
 
@@ -311,6 +409,13 @@ func (r *Reader) Run(ctx context.Context) error {
 		}()
 	}
 
+	// The backlog held at Open while the cursor was checked goes first.
+	for _, rec := range r.held {
+		r.take(rec)
+	}
+	r.held = nil
+	r.flush()
+
 	rc, err := r.f.SyscallConn()
 	if err != nil {
 		r.close()
@@ -326,7 +431,9 @@ func (r *Reader) Run(ctx context.Context) error {
 			rerr = err
 		}
 	}
-	r.endPartial()
+	if !r.perRead {
+		r.endStream(errors.Is(rerr, io.EOF))
+	}
 	r.flush()
 	r.close()
 	r.save()
@@ -355,19 +462,16 @@ func (r *Reader) readSome(fd int) error {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			r.endPartial()
+			if !r.perRead {
+				r.pauseStream()
+			}
 			r.flush()
 			if r.cfg.NoFollow {
 				return errDrained
 			}
 			return nil
 		case err == syscall.EPIPE:
-			// The kernel overwrote records we had not read and moved us to
-			// the oldest one left; the SEQ gap on the next record says how
-			// many were lost.
-			if c := r.overruns.Add(1); c == 1 || c%100 == 0 {
-				r.log.Warn("kernel log overran the reader; records were lost", "path", r.cfg.Path, "overruns", c)
-			}
+			r.overrun()
 			continue
 		case err != nil:
 			return err
@@ -379,6 +483,15 @@ func (r *Reader) readSome(fd int) error {
 		} else {
 			r.splitStream(r.buf[:n])
 		}
+	}
+}
+
+// overrun counts an EPIPE: the kernel overwrote records we had not read and
+// moved us to the oldest one left; the SEQ gap on the next record says how
+// many were lost.
+func (r *Reader) overrun() {
+	if c := r.overruns.Add(1); c == 1 || c%100 == 0 {
+		r.log.Warn("kernel log overran the reader; records were lost", "path", r.cfg.Path, "overruns", c)
 	}
 }
 
@@ -397,25 +510,82 @@ func (r *Reader) read(fd int) (int, error) {
 	return int(n), nil
 }
 
+// Bounds on what the stream path keeps of a file or pipe.
+const (
+	// maxStreamLine bounds one line: past it the rest of the line is
+	// discarded up to its newline. It is more than parseRecord looks at, so
+	// a line cut here parses as Truncated.
+	maxStreamLine = 256 + maxRawText + 1
+	// maxStreamRecord bounds a record with its dictionary lines; dictionary
+	// lines that do not fit are dropped.
+	maxStreamRecord = maxStreamLine + maxDictBytes
+)
+
 // splitStream assembles records from a byte stream: a header line followed
-// by dictionary lines that begin with a space.
+// by dictionary lines that begin with a space. A read may end anywhere, in
+// the middle of a line included (a pipe's writer paused, a file is being
+// appended to): only whole lines reach a record, and the unfinished line is
+// kept for the next read. Memory stays bounded whatever the input: a line
+// longer than maxStreamLine is kept only up to it.
 func (r *Reader) splitStream(b []byte) {
 	for len(b) > 0 {
 		i := indexByte(b, '\n')
-		line := b
+		chunk := b
 		if i >= 0 {
-			line = b[:i+1]
+			chunk = b[:i+1]
 		}
-		b = b[len(line):]
-		startsRecord := len(r.partial) == 0 || r.partial[len(r.partial)-1] == '\n' && line[0] != ' '
-		if startsRecord && len(r.partial) > 0 {
-			r.endPartial()
+		b = b[len(chunk):]
+		if room := maxStreamLine - len(r.line); room > 0 {
+			r.line = append(r.line, chunk[:min(len(chunk), room)]...)
 		}
-		r.partial = append(r.partial, line...)
+		if i >= 0 {
+			r.endLine()
+		}
 	}
 }
 
-func (r *Reader) endPartial() {
+// endLine adds the line just completed to the record being assembled, or
+// starts the next record with it.
+func (r *Reader) endLine() {
+	line := r.line
+	r.line = r.line[:0]
+	if len(line) == 0 {
+		return
+	}
+	if line[len(line)-1] != '\n' {
+		line = append(line, '\n') // cut at maxStreamLine
+	}
+	switch {
+	case line[0] != ' ':
+		r.endRecord()
+		r.partial = append(r.partial, line...)
+	case len(r.partial) > 0:
+		if len(r.partial)+len(line) <= maxStreamRecord {
+			r.partial = append(r.partial, line...)
+		}
+	default:
+		// A dictionary line with no record before it: its header was
+		// malformed, or came before a pause at which the record was handed
+		// over without it.
+		r.badRecord(fmt.Errorf("%w: dictionary line without a record", ErrMalformed))
+	}
+}
+
+// pauseStream is called when the source has nothing more for now (EAGAIN).
+// The record being assembled is handed over then, rather than held back
+// until the next one begins, unless the unfinished line is one of its
+// dictionary lines. A writer that pauses exactly between a header and its
+// dictionary lines gets the record without them, and the dictionary lines
+// counted as malformed.
+func (r *Reader) pauseStream() {
+	if len(r.line) > 0 && r.line[0] == ' ' {
+		return
+	}
+	r.endRecord()
+}
+
+// endRecord parses the record being assembled from its whole lines.
+func (r *Reader) endRecord() {
 	if len(r.partial) == 0 {
 		return
 	}
@@ -423,12 +593,44 @@ func (r *Reader) endPartial() {
 	r.partial = r.partial[:0]
 }
 
+// endStream ends the stream path when reading stops. At the end of the
+// source (EOF: the end of a file, a pipe whose writers closed it) a last
+// line without its newline is complete all the same and is parsed once.
+// When reading stops for another reason (the context, a read error) the
+// unfinished line may be half a record: a header is counted as malformed,
+// half a dictionary line is dropped from its record.
+func (r *Reader) endStream(eof bool) {
+	switch {
+	case len(r.line) == 0:
+	case eof:
+		r.endLine()
+	case r.line[0] != ' ':
+		r.endRecord()
+		r.badRecord(fmt.Errorf("%w: reading stopped in the middle of a record", ErrMalformed))
+	}
+	r.line = r.line[:0]
+	r.endRecord()
+}
+
+func (r *Reader) badRecord(err error) {
+	if c := r.malformed.Add(1); c == 1 {
+		r.log.Warn("skipping a malformed kernel log record", "path", r.cfg.Path, "err", err)
+	}
+}
+
 func (r *Reader) parse(b []byte) {
 	rec, err := parseRecord(b, &r.arena)
 	if err != nil {
-		if c := r.malformed.Add(1); c == 1 {
-			r.log.Warn("skipping a malformed kernel log record", "path", r.cfg.Path, "err", err)
+		r.badRecord(err)
+		return
+	}
+	if rec.Truncated {
+		if c := r.truncated.Add(1); c == 1 {
+			r.log.Warn("truncating an over-long kernel log record", "path", r.cfg.Path, "seq", rec.Seq, "max_bytes", MaxMessageBytes)
 		}
+	}
+	if r.holding {
+		r.held = append(r.held, rec)
 		return
 	}
 	r.take(rec)

@@ -28,7 +28,28 @@ type Record struct {
 	Flags byte
 	// Seen marks a record handed over before a restart (Config.RereadSeen).
 	Seen bool
+	// Truncated marks a record whose text was longer than MaxMessageBytes:
+	// Message holds its start and ends in TruncatedMarker.
+	Truncated bool
 }
+
+// Limits on the text one record may become. The kernel formats a printk
+// record in about 1 KiB and a whole /dev/kmsg record in at most 8 KiB
+// (CONSOLE_EXT_LOG_MAX), but a file, a pipe or a trace may hold lines of
+// any length: none of them may become an event of that size.
+const (
+	// MaxMessageBytes bounds Record.Message, marker included.
+	MaxMessageBytes = 8 << 10
+	// TruncatedMarker ends the Message of a Truncated record.
+	TruncatedMarker = "…[truncated]"
+	// maxRawText bounds the escaped text looked at: a \xNN escape takes 4
+	// bytes for one, so any message of MaxMessageBytes fits in it, and
+	// anything longer is truncated without reading (or copying) the rest.
+	maxRawText = 4 * MaxMessageBytes
+	// maxDictBytes bounds the dictionary looked at; the kernel's (SUBSYSTEM,
+	// DEVICE) are tens of bytes. Lines past it are ignored.
+	maxDictBytes = 1 << 10
+)
 
 // FromKernel reports whether the kernel wrote the record (facility 0), as
 // opposed to a process writing to /dev/kmsg.
@@ -40,7 +61,9 @@ var ErrMalformed = errors.New("malformed kmsg record")
 // ParseRecord parses one record as read(2) returns it from /dev/kmsg:
 // "PRI,SEQ,TS_USEC,FLAGS[,more];TEXT\n[ KEY=VALUE\n]...". It allocates one
 // string for the text and dictionary (and one more only when the text has
-// escapes).
+// escapes or is truncated). Text longer than MaxMessageBytes is truncated
+// (Record.Truncated), and only a bounded start of an over-long record is
+// copied, so the memory a record takes does not depend on its input.
 func ParseRecord(b []byte) (Record, error) { return parseRecord(b, nil) }
 
 // parseRecord is ParseRecord taking its strings from a (when not nil).
@@ -98,15 +121,48 @@ func parseRecord(b []byte, a *arena) (Record, error) {
 	for len(body) > 0 && body[len(body)-1] == '\n' {
 		body = body[:len(body)-1]
 	}
-	var s string
-	if a != nil {
-		s = a.string(body)
-	} else {
-		s = string(body)
+	// Bound what is copied: the text to maxRawText, the dictionary to its
+	// whole lines within maxDictBytes. In the common case text and
+	// dictionary are still one piece and take one string.
+	rawText, rawDict := body, body[len(body):]
+	if i := indexByte(body, '\n'); i >= 0 {
+		rawText, rawDict = body[:i], body[i+1:]
 	}
-	text, dict, _ := strings.Cut(s, "\n")
+	if len(rawDict) > maxDictBytes {
+		rawDict = rawDict[:maxDictBytes]
+		if i := lastIndexByte(rawDict, '\n'); i >= 0 {
+			rawDict = rawDict[:i]
+		} else {
+			rawDict = nil
+		}
+	}
+	var text, dict string
+	if len(rawText) <= maxRawText {
+		keep := body[:len(rawText)]
+		if len(rawDict) > 0 {
+			keep = body[:len(rawText)+1+len(rawDict)]
+		}
+		var s string
+		if a != nil {
+			s = a.string(keep)
+		} else {
+			s = string(keep)
+		}
+		text, dict, _ = strings.Cut(s, "\n")
+	} else {
+		r.Truncated = true
+		if a != nil {
+			text, dict = a.string(rawText[:maxRawText]), a.string(rawDict)
+		} else {
+			text, dict = string(rawText[:maxRawText]), string(rawDict)
+		}
+	}
 	if strings.IndexByte(text, '\\') >= 0 {
 		text = Unescape(text)
+	}
+	if r.Truncated || len(text) > MaxMessageBytes {
+		r.Truncated = true
+		text = truncateText(text, MaxMessageBytes-len(TruncatedMarker)) + TruncatedMarker
 	}
 	r.Message = text
 	for dict != "" {
@@ -193,6 +249,28 @@ func parseUint(b []byte) (uint64, bool) {
 		v = v*10 + uint64(c-'0')
 	}
 	return v, true
+}
+
+// truncateText cuts s to at most n bytes, backing off to the start of a
+// UTF-8 sequence so that valid text stays valid.
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n
+	for k := 0; k < 3 && i > 0 && s[i]&0xc0 == 0x80; k++ {
+		i--
+	}
+	return s[:i]
+}
+
+func lastIndexByte(b []byte, c byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
 }
 
 func indexByte(b []byte, c byte) int {

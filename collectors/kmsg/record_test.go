@@ -2,9 +2,11 @@ package kmsg
 
 import (
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestParseRecordWithDictionary(t *testing.T) {
@@ -79,5 +81,79 @@ func TestUnescapeKeepsBadEscapes(t *testing.T) {
 		if got := Unescape(in); got != want {
 			t.Errorf("Unescape(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestParseRecordTruncatesAnOverlongMessage(t *testing.T) {
+	long := strings.Repeat("a", 1<<20)
+	for name, raw := range map[string]string{
+		"plain":   "6,1,2,-;NVRM: " + long + "\n SUBSYSTEM=pci\n DEVICE=+pci:0000:3b:00.0\n",
+		"escaped": "6,1,2,-;NVRM: " + strings.Repeat(`\x0a`, 1<<18) + "\n SUBSYSTEM=pci\n DEVICE=+pci:0000:3b:00.0\n",
+		// Just over the cap once decoded, and under the raw bound.
+		"just over": "6,1,2,-;" + strings.Repeat("b", MaxMessageBytes+1) + "\n SUBSYSTEM=pci\n DEVICE=+pci:0000:3b:00.0\n",
+	} {
+		r, err := ParseRecord([]byte(raw))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !r.Truncated || len(r.Message) > MaxMessageBytes || !strings.HasSuffix(r.Message, TruncatedMarker) {
+			t.Errorf("%s: truncated %v, %d bytes, ends %q", name, r.Truncated, len(r.Message), r.Message[max(0, len(r.Message)-20):])
+		}
+		if r.Subsystem != "pci" || r.Device != "+pci:0000:3b:00.0" {
+			t.Errorf("%s: the dictionary after a long text must be kept: %q %q", name, r.Subsystem, r.Device)
+		}
+	}
+	// At the cap exactly nothing is cut.
+	r, err := ParseRecord([]byte("6,1,2,-;" + strings.Repeat("c", MaxMessageBytes) + "\n"))
+	if err != nil || r.Truncated || len(r.Message) != MaxMessageBytes {
+		t.Errorf("a message of MaxMessageBytes: %v truncated %v len %d", err, r.Truncated, len(r.Message))
+	}
+}
+
+func TestParseRecordTruncatesOnARuneBoundary(t *testing.T) {
+	// "é" is two bytes; the cut point falls inside one of them.
+	msg := "x" + strings.Repeat("é", MaxMessageBytes)
+	r, err := ParseRecord([]byte("6,1,2,-;" + msg + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !utf8.ValidString(r.Message) || !r.Truncated {
+		t.Errorf("truncated %v, valid UTF-8 %v", r.Truncated, utf8.ValidString(r.Message))
+	}
+}
+
+func TestParseRecordBoundsTheDictionary(t *testing.T) {
+	raw := "6,1,2,-;text\n SUBSYSTEM=pci\n DEVICE=+pci:0000:3b:00.0\n JUNK=" + strings.Repeat("j", 1<<20) + "\n DEVICE=+pci:0000:ff:00.0\n"
+	r, err := ParseRecord([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Message != "text" || r.Subsystem != "pci" || r.Device != "+pci:0000:3b:00.0" || r.Truncated {
+		t.Errorf("record %+v: want the dictionary lines within the bound, and no more", r)
+	}
+}
+
+func TestParseRecordOfAnOverlongLineCopiesABoundedStart(t *testing.T) {
+	raw := []byte("6,1,2,-;" + strings.Repeat("a", 1<<20) + "\n")
+	var a arena
+	allocs := testing.AllocsPerRun(20, func() {
+		if r, err := parseRecord(raw, &a); err != nil || !r.Truncated {
+			t.Fatal(err)
+		}
+	})
+	// One string of at most maxRawText and the truncated message; counting
+	// allocations alone does not show their size, so check the arena too.
+	if allocs > 3 {
+		t.Errorf("%v allocations per record", allocs)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	for range 100 {
+		parseRecord(raw, &a)
+	}
+	runtime.ReadMemStats(&ms)
+	if per := (ms.TotalAlloc - before) / 100; per > 2*maxRawText {
+		t.Errorf("%d bytes allocated per record of 1 MiB, want at most %d", per, 2*maxRawText)
 	}
 }

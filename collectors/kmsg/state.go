@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/gpuwarden/gpuwarden/agent/statefile"
@@ -41,6 +42,44 @@ func (e *CorruptStateError) Error() string {
 }
 
 func (e *CorruptStateError) Unwrap() error { return e.Err }
+
+// CursorAheadError reports a cursor that parsed but cannot be right: it is
+// for this boot, yet its SEQ is past the newest record the kernel has (a
+// state directory restored from another host's backup, a clock of SEQs
+// that went wrong). Trusting it would skip every record as already seen.
+// The file was moved aside, and the ring buffer is read from its start with
+// every record new.
+type CursorAheadError struct {
+	Path      string // the file as it was
+	MovedTo   string // where it is now; "" if it could not be moved (MoveErr)
+	CursorSeq uint64 // the SEQ the cursor held
+	KernelSeq uint64 // the newest SEQ the kernel had when the reader opened
+	MoveErr   error
+}
+
+func (e *CursorAheadError) Error() string {
+	where := "moved it to " + e.MovedTo
+	if e.MovedTo == "" {
+		where = fmt.Sprintf("could not move it aside (%v)", e.MoveErr)
+	}
+	return fmt.Sprintf("kernel-log cursor %s is ahead of the kernel: it says SEQ %d of this boot was read, but the newest "+
+		"record is SEQ %d (restored from another host or written in error); %s and reading the ring buffer from the start, "+
+		"so this boot's events may be counted twice", e.Path, e.CursorSeq, e.KernelSeq, where)
+}
+
+func (e *CursorAheadError) Unwrap() error { return e.MoveErr }
+
+// moveAsideAs renames path to the first free path.why-N, like
+// statefile.MoveAside does for a corrupt file.
+func moveAsideAs(path, why string) (string, error) {
+	for n := 1; n < 1000; n++ {
+		to := path + "." + why + "-" + strconv.Itoa(n)
+		if _, err := os.Lstat(to); errors.Is(err, fs.ErrNotExist) {
+			return to, os.Rename(path, to)
+		}
+	}
+	return "", fmt.Errorf("%s.%s-1 to -999 all exist", path, why)
+}
 
 // loadCursor reads the cursor. A missing file is not an error (found false).
 // A corrupt one is moved aside and reported as *CorruptStateError.

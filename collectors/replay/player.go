@@ -18,8 +18,10 @@ type PlayerOptions struct {
 	Speed float64          // trace seconds per real second; default 1
 	Loop  bool             // start again at the end
 	Clock func() time.Time // default time.Now
-	// Kmsg receives each kernel-log record as its time comes. It is called
-	// with the player's lock held: it must not block or call the player.
+	// Kmsg receives each kernel-log record as its time comes, raw as the
+	// trace holds it (up to MaxLineBytes): kmsg.ParseRecord bounds the
+	// message it becomes to kmsg.MaxMessageBytes. It is called with the
+	// player's lock held: it must not block or call the player.
 	Kmsg func(raw string)
 }
 
