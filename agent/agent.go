@@ -16,22 +16,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/gpuwarden/gpuwarden/agent/sdnotify"
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/source"
 )
-
-// Source is anything besides the GPU collector that runs beside it (the
-// kernel-log watcher, the DKMS checks). Run blocks until ctx ends; a source
-// that cannot work reports itself down through State and keeps trying or
-// returns nil: it never stops the agent.
-type Source interface {
-	Name() string
-	Run(ctx context.Context, state *State) error
-}
 
 // Agent is a configured, not yet running agent.
 type Agent struct {
@@ -39,8 +30,7 @@ type Agent struct {
 	log      *slog.Logger
 	lib      gpu.Library
 	state    *State
-	sources  []Source
-	extra    []prometheus.Collector
+	sources  []namedSource
 	notifier *sdnotify.Notifier
 	ready    sync.Once
 	mu       sync.Mutex    // guards cfg's reloadable fields
@@ -64,6 +54,10 @@ func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
 			log.Warn("GPU inventory", "err", err)
 		}
 		a.state.KeepInventory(inv, cfg.StateDir, log)
+		var corrupt *CorruptInventoryError
+		if errors.As(err, &corrupt) {
+			a.state.ApplyEvent(event.StateCorrupt(time.Now(), "agent", corrupt.Path, corrupt.MovedTo, err))
+		}
 	}
 	// cfg was loaded just before: that is the first successful load.
 	a.state.SetConfigReload(true, time.Now())
@@ -73,18 +67,23 @@ func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
 // State is the agent's state, for sources and tests.
 func (a *Agent) State() *State { return a.state }
 
-// AddSource adds a source to run beside the GPU collector.
-func (a *Agent) AddSource(s Source) { a.sources = append(a.sources, s) }
+// AddSource adds a source to run beside the GPU collector, under name
+// (its collector label, its metrics and health reasons). Call it before Run.
+func (a *Agent) AddSource(name string, s source.Source) {
+	a.sources = append(a.sources, namedSource{name, s})
+}
 
-// AddCollector adds Prometheus metrics of another source (the DKMS checks).
-func (a *Agent) AddCollector(c prometheus.Collector) { a.extra = append(a.extra, c) }
+type namedSource struct {
+	name string
+	src  source.Source
+}
 
 // Run runs until ctx ends. It returns an error only when the agent cannot
 // serve at all (the listen address is taken, the web config is bad).
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	reg := NewRegistry(a.extra...)
+	reg := NewRegistry()
 	srv := &http.Server{Handler: Handler(a.state, reg), ReadHeaderTimeout: 10 * time.Second}
 	flags := &web.FlagConfig{WebListenAddresses: &a.cfg.ListenAddresses, WebSystemdSocket: &a.cfg.SystemdSocket, WebConfigFile: &a.cfg.WebConfigFile}
 	serveErr := make(chan error, 1)
@@ -94,11 +93,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	col := gpu.New(a.lib, gpu.Options{Timeout: a.cfg.GPUTimeout, Log: a.log})
 	wg.Go(func() { a.sampleLoop(ctx, col) })
 	for _, s := range a.sources {
-		wg.Go(func() {
-			if err := s.Run(ctx, a.state); err != nil && ctx.Err() == nil {
-				a.log.Error("source stopped", "source", s.Name(), "err", err)
-			}
-		})
+		wg.Go(func() { a.runSource(ctx, s.name, s.src) })
 	}
 	if iv, err := a.notifier.StartWatchdog(ctx, a.notifier.Completed); err != nil {
 		a.log.Warn("systemd watchdog misconfigured", "err", err)

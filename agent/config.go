@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 )
@@ -141,8 +142,35 @@ func (s Setting) value(c *Config) any {
 // variable or config file, rather than left at its default.
 func (c Config) IsSet(key string) bool { return c.explicit[key] }
 
-// RegisterFlags adds every configuration key to fs as a flag.
+// Get is the value of key, of its Setting's type; nil for a key that is
+// not a setting.
+func (c Config) Get(key string) any {
+	for _, s := range Settings {
+		if s.Name == key {
+			return s.value(&c)
+		}
+	}
+	return nil
+}
+
+// SourceOn says whether the source name runs: its collector.<name> switch,
+// and in a replay, for a source that reads this host, only when the switch
+// was set explicitly (the replayed node is not this host).
+func (c Config) SourceOn(name string, host bool) bool {
+	on, _ := c.Get("collector." + name).(bool)
+	if host && c.Backend == "replay" && !c.IsSet("collector."+name) {
+		return false
+	}
+	return on
+}
+
+// RegisterFlags adds every configuration key to fs as a flag, and
+// --no-collector.<name> for every registered source, as node_exporter
+// spells the switch off.
 func RegisterFlags(fs *pflag.FlagSet) {
+	for _, name := range sourceSwitches() {
+		fs.Bool("no-"+name, false, "Turn the source off, as --"+name+"=false.")
+	}
 	for _, s := range Settings {
 		var c Config
 		switch s.field(&c).(type) {
@@ -231,7 +259,30 @@ func Load(fs *pflag.FlagSet, file string) (Config, error) {
 			*p = v.GetDuration(s.Name)
 		}
 	}
+	for _, key := range sourceSwitches() {
+		if f := fs.Lookup("no-" + key); f != nil && f.Changed && f.Value.String() == "true" {
+			if f := fs.Lookup(key); f != nil && f.Changed && f.Value.String() == "true" {
+				return Config{}, fmt.Errorf("--%s and --no-%s: both given", key, key)
+			}
+			*setting(key).field(&c).(*bool) = false
+			c.explicit[key] = true
+		}
+	}
 	return c, c.validate()
+}
+
+// sourceSwitches are the settings that turn a source on or off: the
+// collector.<name> booleans. Every registered source has one.
+func sourceSwitches() []string {
+	var out []string
+	for _, s := range Settings {
+		if name, ok := strings.CutPrefix(s.Name, "collector."); ok && !strings.Contains(name, ".") {
+			if _, isBool := s.Default.(bool); isBool {
+				out = append(out, s.Name)
+			}
+		}
+	}
+	return out
 }
 
 func (c Config) validate() error {

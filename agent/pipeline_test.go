@@ -217,4 +217,3 @@ func TestRestoredEventsAreListedNotCounted(t *testing.T) {
 		t.Errorf("events %+v, want the restored one", evs)
 	}
 }
-

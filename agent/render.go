@@ -17,6 +17,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/source"
 )
 
 // Build information, set by the linker.
@@ -271,6 +272,7 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 			sample(b, "gpuwarden_events_total", labelSet("kind", string(k.Kind), "severity", k.Severity.String()), float64(s.EventCounts[k]))
 		}
 	}
+	writeSourceStats(b, s.SourceStats)
 	family(b, "gpuwarden_events_truncated_total", "Events whose text or fields were cut to gpuwarden's size limits (8 KiB of text, 1 KiB a field).", "counter")
 	sample(b, "gpuwarden_events_truncated_total", "", float64(s.TruncatedEvents))
 	if len(s.Subscribers) > 0 {
@@ -332,4 +334,37 @@ func (s *Snapshot) Collector(name string) *CollectorState {
 		}
 	}
 	return nil
+}
+
+// writeSourceStats renders the sources' own series, each family's samples
+// together under one header whichever source wrote them, and a series
+// (name and labels) at most once.
+func writeSourceStats(b *bytes.Buffer, stats []SourceStats) {
+	var order []string
+	byName := map[string][]source.Metric{}
+	for _, st := range stats {
+		for _, m := range st.Metrics {
+			if _, ok := byName[m.Name]; !ok {
+				order = append(order, m.Name)
+			}
+			byName[m.Name] = append(byName[m.Name], m)
+		}
+	}
+	for _, name := range order {
+		ms := byName[name]
+		typ := "gauge"
+		if ms[0].Counter {
+			typ = "counter"
+		}
+		family(b, name, ms[0].Help, typ)
+		seen := make(map[string]bool, len(ms))
+		for _, m := range ms {
+			labels := labelSet(m.Labels...)
+			if seen[labels] {
+				continue
+			}
+			seen[labels] = true
+			sample(b, name, labels, m.Value)
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/source"
 	"github.com/gpuwarden/gpuwarden/collectors/xid"
 )
 
@@ -35,6 +36,8 @@ type Snapshot struct {
 	// TruncatedEvents counts events whose text was cut to MaxEventText.
 	TruncatedEvents uint64
 	Subscribers     []SubscriberStats
+	// SourceStats are the sources' own series, by source name.
+	SourceStats []SourceStats
 
 	ConfigReload ConfigReload // the last load of the configuration (reload.go)
 
@@ -64,6 +67,21 @@ type CollectorState struct {
 	Duration    time.Duration `json:"duration_ns"`
 	Errors      uint64        `json:"errors_total"`
 	LastSuccess time.Time     `json:"last_success"`
+}
+
+// SourceStats is one source's own series.
+type SourceStats struct {
+	Source  string
+	Metrics []source.Metric
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // XidCount is one series of gpuwarden_xid_errors_total.
@@ -101,8 +119,11 @@ type State struct {
 	hostSticky []event.Event // events that weigh on the host rather than one GPU
 	truncated  uint64        // events whose text or fields were cut to the limits
 	subs       []*Subscription
-	lastLevels map[string]event.Level // health per GPU UUID and "" for the host, as last published
-	extra      []func() (string, Health) // host-level health from other sources (dkms)
+	lastLevels map[string]event.Level    // health per GPU UUID and "" for the host, as last published
+	findings   map[string]source.Finding // host-level health from other sources, by source
+	stats      map[string][]source.Metric
+	statsDirty bool
+	restoredCP bool // a checkpoint was restored (at most once a process)
 	firstCount int
 	inventory  *Inventory // GPUs this host has had; nil when not kept (a replay)
 	invDir     string
@@ -125,7 +146,8 @@ func NewState(hostname string, expectedGPUs int, eventWindow time.Duration, cloc
 	}
 	s := &State{hostname: hostname, expected: expectedGPUs, window: eventWindow, clock: clock,
 		collectors: map[string]*CollectorState{}, xid: map[xidKey]*XidCount{}, lastXid: map[xidKey]xidSeen{},
-		kinds: map[event.Kind]uint64{}, events: map[EventKey]uint64{}, ring: NewEventRing(ringEvents, ringBytes)}
+		kinds: map[event.Kind]uint64{}, events: map[EventKey]uint64{},
+		findings: map[string]source.Finding{}, stats: map[string][]source.Metric{}, ring: NewEventRing(ringEvents, ringBytes)}
 	s.publish()
 	return s
 }
@@ -153,13 +175,34 @@ func (s *State) Snapshot() *Snapshot { return s.snap.Load() }
 // Events returns the recent-event ring.
 func (s *State) Events() *EventRing { return s.ring }
 
-// AddHealthSource adds a host-level health contributor, asked at each
-// publish (it must be cheap and must not call back into State).
-func (s *State) AddHealthSource(f func() (string, Health)) {
+// SetFinding replaces a source's host-level health contribution.
+func (s *State) SetFinding(name string, f source.Finding) {
 	s.mu.Lock()
-	s.extra = append(s.extra, f)
-	s.mu.Unlock()
-	s.Refresh()
+	defer s.mu.Unlock()
+	s.findings[name] = f
+	s.publish()
+}
+
+// statsDelay bounds how stale a source's series may be in the Snapshot:
+// counters that move with every kernel record must not cost a snapshot each.
+const statsDelay = 250 * time.Millisecond
+
+// SetStats replaces a source's own series. They are published with the
+// next change, or within statsDelay.
+func (s *State) SetStats(name string, m []source.Metric) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stats[name] = m
+	if !s.statsDirty {
+		s.statsDirty = true
+		time.AfterFunc(statsDelay, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.statsDirty {
+				s.publish()
+			}
+		})
+	}
 }
 
 // Refresh republishes, for when a health source changed.
@@ -369,37 +412,32 @@ func (s *State) bound(ev event.Event) event.Event {
 	if len(ev.Raw) > MaxEventText {
 		ev.Raw, cut = truncate(ev.Raw, MaxEventText), true
 	}
-	if len(ev.Fields) > 0 {
-		var fields map[string]string
+	if fieldsTooBig(ev.Fields) {
+		// A new map: the caller's may be shared.
+		fields := make(map[string]string, min(len(ev.Fields), maxFields))
 		for k, v := range ev.Fields {
-			if len(v) <= MaxFieldValue && len(k) <= MaxFieldValue && (fields == nil || len(fields) < maxFields) {
-				if fields != nil {
-					fields[k] = v
-				}
-				continue
+			if len(fields) < maxFields && len(k) <= MaxFieldValue {
+				fields[k] = truncate(v, MaxFieldValue)
 			}
-			if fields == nil {
-				// Copy before changing: the map may be shared.
-				fields = make(map[string]string, min(len(ev.Fields), maxFields))
-				for k2, v2 := range ev.Fields {
-					if len(fields) == maxFields {
-						break
-					}
-					if len(k2) <= MaxFieldValue {
-						fields[k2] = truncate(v2, MaxFieldValue)
-					}
-				}
-			}
-			cut = true
 		}
-		if fields != nil {
-			ev.Fields = fields
-		}
+		ev.Fields, cut = fields, true
 	}
 	if cut {
 		s.truncated++
 	}
 	return ev
+}
+
+func fieldsTooBig(fields map[string]string) bool {
+	if len(fields) > maxFields {
+		return true
+	}
+	for k, v := range fields {
+		if len(k) > MaxFieldValue || len(v) > MaxFieldValue {
+			return true
+		}
+	}
+	return false
 }
 
 // truncate cuts s to at most n bytes on a UTF-8 boundary, with a marker.
@@ -538,12 +576,15 @@ func (s *State) publish() {
 		}
 		host.merge(Health{Level: event.Critical, Action: event.ActionDrainAndReset, Reasons: reasons}, "")
 	}
-	for _, f := range s.extra {
-		name, h := f()
-		if h.Level != event.OK {
-			host.merge(h, name)
+	for _, name := range sortedKeys(s.findings) {
+		if f := s.findings[name]; f.Level != event.OK {
+			host.merge(Health{Level: f.Level, Reasons: f.Reasons, Action: f.Action, Fix: f.Fix}, name)
 		}
 	}
+	for _, name := range sortedKeys(s.stats) {
+		snap.SourceStats = append(snap.SourceStats, SourceStats{Source: name, Metrics: s.stats[name]})
+	}
+	s.statsDirty = false
 	if h := eventsHealth(s.hostSticky, now, s.window); h.Level != event.OK {
 		host.merge(h, "host")
 	}

@@ -144,7 +144,7 @@ func NewGatherer(paths Paths, modules []string, nvml NVMLProbe) *Gatherer {
 		names := slices.Clone(modules)
 		isNV = func(m string) bool { return slices.Contains(names, m) }
 	}
-	return &Gatherer{paths: paths.withDefaults(), isNV: isNV, nvml: nvml}
+	return &Gatherer{paths: paths.WithDefaults(), isNV: isNV, nvml: nvml}
 }
 
 // Paths returns the paths the Gatherer reads under.
@@ -196,9 +196,9 @@ func (g *Gatherer) family() string {
 		}
 	}
 	switch {
-	case g.paths.isDirIn("/var/lib/dpkg"):
+	case g.paths.IsDirIn("/var/lib/dpkg"):
 		return "debian"
-	case g.paths.isDirIn("/var/lib/rpm"), g.paths.isDirIn("/usr/lib/sysimage/rpm"):
+	case g.paths.IsDirIn("/var/lib/rpm"), g.paths.IsDirIn("/usr/lib/sysimage/rpm"):
 		return "rpm"
 	}
 	return "unknown"
@@ -245,13 +245,13 @@ func (g *Gatherer) readKernels(f *Facts) {
 	}
 	for _, e := range ents {
 		k := e.Name()
-		if !g.paths.isDirIn(path.Join(modDir, k)) {
+		if !g.paths.IsDirIn(path.Join(modDir, k)) {
 			continue
 		}
 		switch {
-		case g.paths.existsIn(path.Join(modDir, k, "vmlinuz")):
+		case g.paths.ExistsIn(path.Join(modDir, k, "vmlinuz")):
 			found[k] = path.Join(modDir, k, "vmlinuz")
-		case g.paths.isDirIn(path.Join(modDir, k, "kernel")):
+		case g.paths.IsDirIn(path.Join(modDir, k, "kernel")):
 			found[k] = ""
 		}
 	}
@@ -267,7 +267,7 @@ func (g *Gatherer) readKernels(f *Facts) {
 		found[k] = "/boot/" + e.Name()
 	}
 	for k, img := range found {
-		kern := Kernel{Release: k, Image: img, Headers: g.paths.isDirIn(path.Join(modDir, k, "build"))}
+		kern := Kernel{Release: k, Image: img, Headers: g.paths.IsDirIn(path.Join(modDir, k, "build"))}
 		kern.Modules = g.moduleFiles(k)
 		f.Kernels = append(f.Kernels, kern)
 	}
@@ -309,7 +309,7 @@ func (g *Gatherer) moduleFiles(kernel string) []ModuleFile {
 	seen := map[string]bool{}
 	for _, d := range dirs {
 		root := path.Join(base, d.dir)
-		host, err := g.paths.resolve(root)
+		host, err := g.paths.Resolve(root)
 		if err != nil {
 			continue
 		}
@@ -374,7 +374,7 @@ func (g *Gatherer) readDKMS(f *Facts) {
 
 func (g *Gatherer) dkmsVersion(module, version string) []DKMSEntry {
 	base := path.Join("/var/lib/dkms", module, version)
-	if !g.paths.existsIn(path.Join(base, "source")) || !g.paths.existsIn(path.Join(base, "source", "dkms.conf")) {
+	if !g.paths.ExistsIn(path.Join(base, "source")) || !g.paths.ExistsIn(path.Join(base, "source", "dkms.conf")) {
 		return []DKMSEntry{{Module: module, Version: version, State: StateBroken,
 			Note: fmt.Sprintf("%s/source or its dkms.conf is missing", base)}}
 	}
@@ -400,7 +400,7 @@ func (g *Gatherer) dkmsVersion(module, version string) []DKMSEntry {
 			if g.activeVersion(module, k.Name(), a.Name()) == version {
 				e.State = StateInstalled
 			}
-			if log := path.Join(base, k.Name(), a.Name(), "log", "make.log"); g.paths.existsIn(log) {
+			if log := path.Join(base, k.Name(), a.Name(), "log", "make.log"); g.paths.ExistsIn(log) {
 				e.MakeLog = log
 			}
 			built[k.Name()+"/"+a.Name()] = true
@@ -485,7 +485,7 @@ func (g *Gatherer) readLibrary(f *Facts) {
 	const soname = "libnvidia-ml.so.1"
 	for _, dir := range libraryDirs {
 		link := path.Join(dir, soname)
-		if host, err := g.paths.resolve(link); err == nil {
+		if host, err := g.paths.Resolve(link); err == nil {
 			if v, ok := strings.CutPrefix(filepath.Base(host), "libnvidia-ml.so."); ok && isDriverVersion(v) {
 				f.Library = &Library{Version: v, Path: path.Join(dir, filepath.Base(host))}
 				return
@@ -521,7 +521,7 @@ func (g *Gatherer) readNVML(ctx context.Context, f *Facts) {
 func (g *Gatherer) readReboot(f *Facts) {
 	r := &f.Reboot
 	const flag = "/var/run/reboot-required"
-	if g.paths.existsIn(flag) {
+	if g.paths.ExistsIn(flag) {
 		r.Pending = true
 		r.Reasons = append(r.Reasons, flag+" exists")
 		if b, err := os.ReadFile(mustResolve(g.paths, flag+".pkgs")); err == nil {
@@ -554,7 +554,7 @@ func (g *Gatherer) readReboot(f *Facts) {
 // mustResolve returns the host path of name, following links inside the
 // root, or the plain joined path when it cannot be resolved.
 func mustResolve(p Paths, name string) string {
-	if h, err := p.resolve(name); err == nil {
+	if h, err := p.Resolve(name); err == nil {
 		return h
 	}
 	return p.Root(name)

@@ -56,16 +56,16 @@ func TestResolveKeepsAbsoluteLinksInsideTheRoot(t *testing.T) {
 	os.Symlink("/etc", filepath.Join(root, "lib/modules/6.1.0-18-amd64/escape"))
 	os.Symlink("loop", filepath.Join(root, "loop"))
 	p := Paths{RootFS: root}
-	if !p.isDirIn("/lib/modules/6.1.0-18-amd64/build") {
+	if !p.IsDirIn("/lib/modules/6.1.0-18-amd64/build") {
 		t.Errorf("absolute link inside the root not followed")
 	}
-	if h, err := p.resolve("/lib/modules/6.1.0-18-amd64/escape/passwd"); err == nil {
+	if h, err := p.Resolve("/lib/modules/6.1.0-18-amd64/escape/passwd"); err == nil {
 		t.Errorf("/etc/passwd of this machine reached through the fixture: %s", h)
 	}
-	if _, err := p.resolve("/loop/x"); err == nil {
+	if _, err := p.Resolve("/loop/x"); err == nil {
 		t.Errorf("a link loop resolved")
 	}
-	if h, err := p.resolve("/lib/modules/6.1.0-18-amd64/build/../../../../usr/src"); err != nil || h != filepath.Join(root, "usr/src") {
+	if h, err := p.Resolve("/lib/modules/6.1.0-18-amd64/build/../../../../usr/src"); err != nil || h != filepath.Join(root, "usr/src") {
 		t.Errorf("dot-dot through a link: %q, %v", h, err)
 	}
 }

@@ -100,13 +100,15 @@ type Config struct {
 	// OnEvent, when set, receives an event.Event (kind "finding") for every
 	// check whose level or summary changed, the first pass included.
 	OnEvent func(event.Event)
+	// OnReport, when set, receives every pass's Report.
+	OnReport func(Report)
 }
 
 // DefaultTriggerFile is the file the packaging hooks touch.
 const DefaultTriggerFile = "/run/gpuwarden/check-now"
 
 func (c Config) withDefaults() Config {
-	c.Paths = c.Paths.withDefaults()
+	c.Paths = c.Paths.WithDefaults()
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 )
@@ -74,9 +73,6 @@ func (w *Watcher) Health() Health {
 	}
 	return r.Health()
 }
-
-// Collector returns the prometheus.Collector over the newest Report.
-func (w *Watcher) Collector() prometheus.Collector { return NewCollector(w.Latest) }
 
 // TriggerFile returns the host path of the trigger file the hooks touch.
 func (w *Watcher) TriggerFile() string { return w.cfg.Paths.Root(w.cfg.TriggerFile) }
@@ -197,6 +193,9 @@ func (w *Watcher) pass(ctx context.Context) {
 			w.cfg.OnEvent(findingEvent(r.Time, f))
 		}
 	}
+	if w.cfg.OnReport != nil {
+		w.cfg.OnReport(r)
+	}
 	if prev == nil || prev.Level != r.Level {
 		w.log.Info("driver consistency", "level", r.Level.String(), "running", r.Facts.RunningKernel,
 			"next_boot", r.Facts.NextBoot.Kernel, "findings", len(r.Findings()))
@@ -272,7 +271,7 @@ func (w *Watcher) addRoots() {
 			// touch lands in a watched place. A read-only root is fine.
 			_ = os.MkdirAll(w.cfg.Paths.Root(rule.root), 0o755)
 		}
-		host, err := w.cfg.Paths.resolve(rule.root)
+		host, err := w.cfg.Paths.Resolve(rule.root)
 		if err != nil {
 			continue // not there (yet); retried after every pass
 		}
@@ -341,7 +340,7 @@ func (w *Watcher) relevant(ev fsnotify.Event) bool {
 	}
 	if ev.Has(fsnotify.Create) && rule.descend != nil {
 		if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() {
-			if top, err := w.cfg.Paths.resolve(rule.root); err == nil && wants(rule, top, ev.Name) {
+			if top, err := w.cfg.Paths.Resolve(rule.root); err == nil && wants(rule, top, ev.Name) {
 				// Files made in the new directory before its watch existed
 				// are missed by inotify; the pass this event asks for reads them.
 				w.addTree(top, ev.Name, rule)

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
 )
@@ -97,7 +98,11 @@ func recordKernel(ctx context.Context, log *slog.Logger) <-chan string {
 		log.Warn("kernel log not recorded", "err", err)
 		return out
 	}
-	since := time.Since(bootTime("/proc"))
+	boot, err := hostfs.DefaultPaths().BootTime()
+	if err != nil {
+		boot = time.Now()
+	}
+	since := time.Since(boot)
 	go r.Run(ctx)
 	go func() {
 		for batch := range r.Batches() {

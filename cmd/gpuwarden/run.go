@@ -6,14 +6,20 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
+	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
+	"github.com/gpuwarden/gpuwarden/collectors/source"
+	"github.com/gpuwarden/gpuwarden/dkms"
 )
+
+// The sources register themselves; importing kmsg is what registers it.
+var _ = kmsg.Source{}
 
 func newRunCmd() *cobra.Command {
 	var configFile string
@@ -47,13 +53,7 @@ func newRunCmd() *cobra.Command {
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
-			// A replay feeds the trace's kernel records; the live kernel log
-			// is read beside it only when asked for explicitly (by flag,
-			// environment or config file). So are the host's DKMS checks: a
-			// replayed node is not this host.
-			liveKmsg := cfg.KmsgEnabled && (cfg.Backend != "replay" || cfg.IsSet("collector.kmsg"))
-			liveDKMS := cfg.DKMSEnabled && (cfg.Backend != "replay" || cfg.IsSet("collector.dkms"))
-			a, err := buildAgent(ctx, cfg, trace, liveKmsg, liveDKMS, log)
+			a, err := buildAgent(ctx, cfg, trace, log)
 			if err != nil {
 				return err
 			}
@@ -68,10 +68,14 @@ func newRunCmd() *cobra.Command {
 	return cmd
 }
 
-// buildAgent wires the backend and the sources into an agent.
-func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, liveKmsg, liveDKMS bool, log *slog.Logger) (*agent.Agent, error) {
-	feed := newKernelFeed(log)
-	opts := replay.PlayerOptions{Speed: cfg.ReplaySpeed, Loop: cfg.ReplayLoop, Kmsg: feed.push}
+// buildAgent wires the backend and the sources into an agent. A replay
+// feeds the trace's kernel records; the sources that read this host (its
+// kernel log, its DKMS tree) run beside a replay only when switched on
+// explicitly (by flag, environment or config file): a replayed node is not
+// this host.
+func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log *slog.Logger) (*agent.Agent, error) {
+	feed := replay.NewKernelFeed(log)
+	opts := replay.PlayerOptions{Speed: cfg.ReplaySpeed, Loop: cfg.ReplayLoop, Kmsg: feed.Push}
 	lib, player, err := backendLibrary(cfg.Backend, trace, opts, log)
 	if err != nil {
 		return nil, err
@@ -83,29 +87,30 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, live
 			player.Close() // releases a sample blocked in a replayed hang
 		}()
 		go player.Run(ctx)
-		a.AddSource(feed)
+		a.AddSource("replay_kmsg", feed)
 	}
-	if liveKmsg {
-		ks := &kmsgSource{path: cfg.KmsgPath, stateDir: cfg.StateDir, procfs: resolveUnder(cfg.RootFS, cfg.ProcFS), log: log}
-		a.AddSource(ks)
-		a.AddCollector(ks)
-	}
-	if liveDKMS {
-		ds := newDKMSSource(cfg, a.State(), log)
-		a.AddSource(ds)
-		a.AddCollector(ds.w.Collector())
-		a.OnReload(func(c agent.Config) { ds.w.SetInterval(c.DKMSInterval) })
+	env := source.Env{Paths: hostPaths(cfg), StateDir: cfg.StateDir, Replay: cfg.Backend == "replay", Setting: cfg.Get, Log: log}
+	for _, reg := range source.Registered() {
+		if !cfg.SourceOn(reg.Name, reg.Host) {
+			continue
+		}
+		s, err := reg.New(env)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", reg.Name, err)
+		}
+		a.AddSource(reg.Name, s)
+		if d, ok := s.(*dkms.Source); ok {
+			w := d
+			a.OnReload(func(c agent.Config) { w.SetInterval(c.DKMSInterval) })
+		}
 	}
 	return a, nil
 }
 
-// resolveUnder puts a relative path under root: --path.procfs proc with
-// --path.rootfs /fixture means /fixture/proc.
-func resolveUnder(root, p string) string {
-	if filepath.IsAbs(p) {
-		return p
-	}
-	return filepath.Join(root, p)
+// hostPaths is the one view of --path.rootfs, --path.procfs and
+// --path.sysfs every source gets.
+func hostPaths(cfg agent.Config) hostfs.Paths {
+	return hostfs.Paths{RootFS: cfg.RootFS, ProcFS: cfg.ProcFS, SysFS: cfg.SysFS}.WithDefaults()
 }
 
 // withTraceHost is cfg as the agent runs it: a replay is another host

@@ -105,6 +105,9 @@ const (
 	KindGPULost Kind = "gpu_lost" // NVML answered GPU_IS_LOST
 	KindOOMKill Kind = "oom_kill" // eBPF mark_victim
 	KindFinding Kind = "finding"  // a dkms/driver consistency finding changed
+	// KindStateCorrupt: a state file (cursor, inventory) was corrupt or
+	// implausible and was moved aside; what it held is rebuilt.
+	KindStateCorrupt Kind = "state_corrupt"
 )
 
 // GPURef names the GPU an event concerns. Index is -1 when the bus id is not
@@ -208,4 +211,16 @@ func ParseHealthDuration(s string) (HealthDuration, error) {
 		return d, nil
 	}
 	return DurationUnset, fmt.Errorf("health duration %q, want none, window or boot", s)
+}
+
+// StateCorrupt is the event for a state file that was corrupt or
+// implausible and was moved aside: a warning on the host for the event
+// window, so that /v1/health and gpuwarden_events_total show it, not only
+// the log.
+func StateCorrupt(at time.Time, source, file, movedTo string, err error) Event {
+	return Event{Time: at, Source: source, Kind: KindStateCorrupt, GPU: GPURef{Index: -1},
+		Fields: map[string]string{"file": file, "moved_to": movedTo}, Raw: err.Error(),
+		Severity: Warning, Mnemonic: "STATE_FILE_MOVED_ASIDE", Action: ActionNone,
+		Explanation:    "A state file of gpuwarden was unreadable or implausible; it was moved aside and what it held is being rebuilt.",
+		HealthDuration: DurationWindow}
 }

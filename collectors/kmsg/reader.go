@@ -121,6 +121,13 @@ type Reader struct {
 	saveTmr  *time.Timer
 	savedSeq uint64 // 1 + the SEQ in the cursor file (0: none)
 	closed   bool
+	// The consumer's latest checkpoint and the SEQ it covers. Once there
+	// is one, the cursor saved is the checkpoint's SEQ, so that the two
+	// always match.
+	cp       []byte
+	cpSeq    uint64
+	haveCP   bool
+	loadedCP []byte // the checkpoint in the cursor at Open (this boot's)
 
 	batch   []Record
 	nextCap int
@@ -180,6 +187,7 @@ func Open(cfg Config) (*Reader, error) {
 			r.lastSeq, r.haveLast = c.Seq, true
 			r.savedSeq = c.Seq + 1
 			r.acked.Store(c.Seq + 1)
+			r.loadedCP = c.Checkpoint
 			r.log.Debug("resuming the kernel log after the saved cursor", "seq", c.Seq, "boot_id", r.bootID)
 		case found:
 			r.log.Info("new boot since the saved cursor; reading the ring buffer from the start",
@@ -371,6 +379,27 @@ func (r *Reader) Ack(seq uint64) {
 		r.saveTmr = time.AfterFunc(saveEvery, r.save)
 	}
 }
+
+// AckCheckpoint is Ack with what the consumer made of the records up to
+// seq (opaque to the reader): the cursor then saves seq and cp in one
+// write, so that after a crash the consumer's state and the position it
+// covers match. Once used, use it for every acknowledgement: a plain Ack
+// after it does not move the saved cursor past the last checkpoint.
+func (r *Reader) AckCheckpoint(seq uint64, cp []byte) {
+	if r.cfg.StateDir == "" {
+		return
+	}
+	r.saveMu.Lock()
+	if !r.haveCP || seq > r.cpSeq {
+		r.cp, r.cpSeq, r.haveCP = cp, seq, true
+	}
+	r.saveMu.Unlock()
+	r.Ack(seq)
+}
+
+// Checkpoint is the consumer's checkpoint saved with the cursor of this
+// boot (see AckCheckpoint), or nil.
+func (r *Reader) Checkpoint() []byte { return r.loadedCP }
 
 // Lost is the number of records the kernel overwrote before they were read.
 func (r *Reader) Lost() uint64 { return r.lost.Load() }
@@ -706,10 +735,15 @@ func (r *Reader) saveLocked() {
 		r.saveTmr = nil
 	}
 	acked := r.acked.Load()
+	c := cursor{BootID: r.bootID, Seq: acked - 1}
+	if r.haveCP {
+		c.Seq, c.Checkpoint = r.cpSeq, r.cp
+		acked = r.cpSeq + 1
+	}
 	if r.cfg.StateDir == "" || acked == 0 || acked == r.savedSeq {
 		return
 	}
-	if err := saveCursor(r.cfg.StateDir, cursor{BootID: r.bootID, Seq: acked - 1}); err != nil {
+	if err := saveCursor(r.cfg.StateDir, c); err != nil {
 		if c := r.saveFails.Add(1); c == 1 || c%1000 == 0 {
 			r.log.Warn("could not save the kernel-log cursor; a restart may report events twice", "err", err, "failures", c)
 		}

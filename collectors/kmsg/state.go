@@ -25,6 +25,10 @@ type cursor struct {
 	Version int    `json:"version"`
 	BootID  string `json:"boot_id"`
 	Seq     uint64 `json:"seq"`
+	// Checkpoint is what the consumer had made of the records up to Seq
+	// (the agent's counters), saved in the same write so both commit
+	// together. Opaque to the reader.
+	Checkpoint json.RawMessage `json:"checkpoint,omitempty"`
 }
 
 // CorruptStateError reports a cursor file that could not be read and was
