@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 )
 
@@ -221,5 +224,46 @@ func TestAFloodOfUnknownDeviceLinesStaysBoundedAndCurrent(t *testing.T) {
 	}
 	if ev := a.mustGet(t, "/v1/events?limit=1000"); len(ev) > 16<<20 {
 		t.Errorf("/v1/events is %d bytes", len(ev))
+	}
+}
+
+// /metrics of an agent with every source on is one exposition: each
+// family once, each series (name and labels) once, and it parses.
+func TestNoSeriesIsWrittenTwice(t *testing.T) {
+	args := []string{"--backend", "replay", "--replay.loop", "--collector.gpu.interval", "200ms", "--state.dir", t.TempDir(), "--collector.dkms=true"}
+	if os.Geteuid() == 0 {
+		args = append(args, "--collector.kmsg=true")
+	}
+	a := startAgent(t, nil, args...)
+	eventually(t, 20*time.Second, "dkms source reported", func() bool {
+		return strings.Contains(a.mustGet(t, "/metrics"), "gpuwarden_check_status{")
+	})
+	time.Sleep(500 * time.Millisecond)
+	body := a.mustGet(t, "/metrics")
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	if _, err := parser.TextToMetricFamilies(strings.NewReader(body)); err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(body, "\n") {
+		if line == "" {
+			continue
+		}
+		key := line
+		if !strings.HasPrefix(line, "#") {
+			key = line[:strings.LastIndexByte(line, ' ')]
+		}
+		if seen[key] {
+			t.Errorf("written twice: %s", key)
+		}
+		seen[key] = true
+	}
+	for _, want := range []string{"gpuwarden_kmsg_records_total", "gpuwarden_check_status{", "DCGM_FI_DEV_GPU_TEMP{", "gpuwarden_collector_up{collector=\"replay_kmsg\"}"} {
+		if os.Geteuid() != 0 && strings.HasPrefix(want, "gpuwarden_kmsg") {
+			continue
+		}
+		if !strings.Contains(body, want) {
+			t.Errorf("no %s in /metrics", want)
+		}
 	}
 }
