@@ -69,6 +69,17 @@ type CollectorState struct {
 	LastSuccess time.Time     `json:"last_success"`
 }
 
+// VisibleHealth is the rule for the GPU count: fewer GPUs visible than
+// expected is critical (a GPU fell off the bus or failed to initialise).
+// The agent and `gpuwarden check` both apply it.
+func VisibleHealth(visible, expected int) Health {
+	if expected > 0 && visible < expected {
+		return Health{Level: event.Critical, Action: event.ActionDrainAndReset,
+			Reasons: []string{fmt.Sprintf("%d of %d expected GPUs visible", visible, expected)}}
+	}
+	return Health{Level: event.OK}
+}
+
 // SourceStats is one source's own series.
 type SourceStats struct {
 	Source  string
@@ -562,8 +573,9 @@ func (s *State) publish() {
 			host.merge(Health{Level: event.Unknown, Reasons: []string{fmt.Sprintf("collector %s is down: %s", n, c.Err)}, Fix: c.Fix}, "")
 		}
 	}
-	if c := s.collectors["gpu"]; c != nil && c.Up && snap.GPUsExpected > 0 && len(s.gpus) < snap.GPUsExpected {
-		reasons := []string{fmt.Sprintf("%d of %d expected GPUs visible", len(s.gpus), snap.GPUsExpected)}
+	if c := s.collectors["gpu"]; c != nil && c.Up && VisibleHealth(len(s.gpus), snap.GPUsExpected).Level != event.OK {
+		h := VisibleHealth(len(s.gpus), snap.GPUsExpected)
+		reasons := h.Reasons
 		if s.inventory != nil {
 			infos := make([]gpu.Info, len(s.gpus))
 			for i := range s.gpus {
@@ -574,7 +586,8 @@ func (s *State) publish() {
 					m.Name, m.UUID, m.PCIBusID, filepath.Join(s.invDir, InventoryFile)))
 			}
 		}
-		host.merge(Health{Level: event.Critical, Action: event.ActionDrainAndReset, Reasons: reasons}, "")
+		h.Reasons = reasons
+		host.merge(h, "")
 	}
 	for _, name := range sortedKeys(s.findings) {
 		if f := s.findings[name]; f.Level != event.OK {
