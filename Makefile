@@ -45,7 +45,8 @@ bench:
 # Every fuzz target for FUZZTIME each (their seed corpora also run in make test).
 FUZZTIME ?= 30s
 FUZZ_TARGETS := ./collectors/replay:FuzzTraceRead ./collectors/kmsg:FuzzParseRecord ./collectors/kmsg:FuzzClassify \
-	./collectors/kmsg:FuzzStripWrapper ./dkms:FuzzParseStatusLine ./dkms:FuzzParseDriverVersion
+	./collectors/kmsg:FuzzStripWrapper ./collectors/kmsg:FuzzStreamSplit ./agent:FuzzRestoreCheckpoint \
+	./dkms:FuzzParseStatusLine ./dkms:FuzzParseDriverVersion
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg)"; \

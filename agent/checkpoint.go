@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/xid"
 )
 
 // checkpoint is the agent's counters as a source with a durable position
@@ -32,7 +33,7 @@ const checkpointVersion = 1
 
 // maxCheckpointSeries bounds what a checkpoint may hold: more than the
 // bounded series can ever be, so a larger one is not ours.
-const maxCheckpointSeries = 100_000
+const maxCheckpointSeries = 20_000
 
 // Checkpoint returns the counters as JSON.
 func (s *State) Checkpoint() []byte {
@@ -62,6 +63,9 @@ func (s *State) RestoreCheckpoint(b []byte) error {
 	if err := dec.Decode(&cp); err != nil {
 		return fmt.Errorf("counters checkpoint: %w", err)
 	}
+	if dec.More() {
+		return errors.New("counters checkpoint: trailing data after the JSON object")
+	}
 	switch {
 	case cp.Version != checkpointVersion:
 		return fmt.Errorf("counters checkpoint: version %d, want %d", cp.Version, checkpointVersion)
@@ -69,7 +73,12 @@ func (s *State) RestoreCheckpoint(b []byte) error {
 		return errors.New("counters checkpoint: implausibly many series")
 	}
 	for _, c := range cp.Xids {
-		if c.GPU < -1 || len(c.PCIBusID) > 64 || len(c.UUID) > 128 {
+		// Only what count can make: a GPU's series, or the unknown bucket,
+		// of a catalog code or "other".
+		bad := c.GPU < -1 || len(c.PCIBusID) > 64 || len(c.UUID) > 128 ||
+			(c.GPU == -1 && (c.PCIBusID != UnknownBus || c.UUID != "")) ||
+			(c.Xid != OtherXid && !xid.Lookup(event.KindXid, c.Xid).Known)
+		if bad {
 			return fmt.Errorf("counters checkpoint: implausible series %+v", c)
 		}
 	}
