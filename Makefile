@@ -14,13 +14,12 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gpuwarden
 
-DEMO_TRACE := testdata/traces/dgx-h100-demo.trace.jsonl.gz
+DEMO_TRACE := collectors/replay/demo/traces/dgx-h100-demo.trace.jsonl.gz
 
-# Record the demo trace from its scenario through the real collector, and put
-# the copy the binary embeds beside it.
+# Record the demo trace from its scenario through the real collector, where
+# the binary embeds it and the tests read it (stored once).
 demo-trace: build
 	./$(BIN) record --backend mock --scenario testdata/scenarios/dgx-h100-demo.yaml --out $(DEMO_TRACE)
-	cp $(DEMO_TRACE) collectors/replay/demo/traces/
 	$(MAKE) build
 
 # The agent on the embedded demo trace of an 8-GPU node: http://localhost:9400/metrics

@@ -30,7 +30,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // state after one round, on a fixed clock.
 func demoAt(t testing.TB, at time.Duration) (*State, *replay.Player) {
 	t.Helper()
-	tr, err := replay.Open("../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	tr, err := replay.Open("../collectors/replay/demo/traces/dgx-h100-demo.trace.jsonl.gz")
 	if err != nil {
 		t.Fatal(err)
 	}

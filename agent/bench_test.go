@@ -66,7 +66,7 @@ func BenchmarkScrape(b *testing.B) {
 // collector and the replay backend; ns/GPU is the cost per GPU per interval
 // on our side (on a live host NVML's own time adds to it).
 func BenchmarkSampleRound(b *testing.B) {
-	tr, err := replay.Open("../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	tr, err := replay.Open("../collectors/replay/demo/traces/dgx-h100-demo.trace.jsonl.gz")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func BenchmarkSampleRound(b *testing.B) {
 // BenchmarkScrapeDuringNVMLHang scrapes while the sampler is stuck in a
 // replayed NVML hang: the figure to compare with BenchmarkScrape/gpus=8.
 func BenchmarkScrapeDuringNVMLHang(b *testing.B) {
-	tr, err := replay.Open("../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	tr, err := replay.Open("../collectors/replay/demo/traces/dgx-h100-demo.trace.jsonl.gz")
 	if err != nil {
 		b.Fatal(err)
 	}

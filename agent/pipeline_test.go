@@ -16,7 +16,7 @@ import (
 // demoWithClock is the demo node at 60 s with a clock the test moves.
 func demoWithClock(t *testing.T) (*State, func(time.Duration)) {
 	t.Helper()
-	tr, err := replay.Open("../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	tr, err := replay.Open("../collectors/replay/demo/traces/dgx-h100-demo.trace.jsonl.gz")
 	if err != nil {
 		t.Fatal(err)
 	}

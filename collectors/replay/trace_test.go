@@ -40,7 +40,7 @@ func TestTraceErrorsNameTheLine(t *testing.T) {
 }
 
 func TestTruncatedGzipTraceIsAnError(t *testing.T) {
-	b, err := os.ReadFile("../../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	b, err := os.ReadFile("demo/traces/dgx-h100-demo.trace.jsonl.gz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestTruncatedGzipTraceIsAnError(t *testing.T) {
 }
 
 func TestTraceRecordsNotSupportedAndGPUIsLost(t *testing.T) {
-	tr, err := Open("../../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	tr, err := Open("demo/traces/dgx-h100-demo.trace.jsonl.gz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,12 +82,12 @@ func TestDemoTraceIsReproducibleFromItsScenario(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(path)
-	want, err := os.ReadFile("../../testdata/traces/dgx-h100-demo.trace.jsonl.gz")
+	want, err := os.ReadFile("demo/traces/dgx-h100-demo.trace.jsonl.gz")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Error("testdata/traces/dgx-h100-demo.trace.jsonl.gz is not what its scenario records: run make demo-trace")
+		t.Error("collectors/replay/demo/traces/dgx-h100-demo.trace.jsonl.gz is not what its scenario records: run make demo-trace")
 	}
 	embedded, err := os.ReadFile("demo/traces/dgx-h100-demo.trace.jsonl.gz")
 	if err != nil || !bytes.Equal(embedded, want) {
@@ -102,7 +102,7 @@ func FuzzTraceRead(f *testing.F) {
 	f.Add([]byte(goodHeader + "\n{\"t\":1,\"gpu\":0,\"nvml\":{\"GetPowerUsage()\":{\"v\":71000}}}\n{\"t\":2,\"kmsg\":\"3,1,2,-;NVRM: Xid\"}\n{\"t\":3,\"hang_s\":-1}\n"))
 	f.Add([]byte(goodHeader))
 	f.Add([]byte("\x1f\x8b\x08\x00"))
-	if b, err := os.ReadFile("../../testdata/traces/dgx-h100-demo.trace.jsonl.gz"); err == nil {
+	if b, err := os.ReadFile("demo/traces/dgx-h100-demo.trace.jsonl.gz"); err == nil {
 		zr, _ := gzip.NewReader(bytes.NewReader(b))
 		var buf bytes.Buffer
 		buf.ReadFrom(zr)

@@ -2,8 +2,8 @@
 // a simulated DGX H100 with a thermal slowdown, an ECC error and a GPU that
 // falls off the bus. `make demo-trace` records it with `gpuwarden record`
 // from testdata/scenarios/dgx-h100-demo.yaml through the real collector, into
-// testdata/traces/ and this package's traces/ (go:embed cannot reach
-// testdata/). The directory is embedded, not the file, so the binary that
+// this package's traces/, the one copy: the binary embeds it and the tests
+// read it there. The directory is embedded, not the file, so the binary that
 // records the trace can be built before the trace exists.
 package demo
 
