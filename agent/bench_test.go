@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
 )
@@ -117,3 +118,28 @@ type discard struct {
 func (d *discard) Header() http.Header         { return d.header }
 func (d *discard) WriteHeader(int)             {}
 func (d *discard) Write(p []byte) (int, error) { d.n += len(p); return len(p), nil }
+
+// BenchmarkApplyEvents is the cost of a kernel-log flood in State: batches
+// of 512 distinct unknown-device Xid lines (the kernel reader's batch size),
+// one publish a batch, on the 8-GPU demo. ns/event is what one record costs
+// the consumer; the series stay bounded however many lines come.
+func BenchmarkApplyEvents(b *testing.B) {
+	tr, err := replay.Open("../collectors/replay/demo/traces/dgx-h100-demo.trace.jsonl.gz")
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := replay.NewPlayer(tr, replay.PlayerOptions{})
+	defer p.Close()
+	st := NewState("h", 0, time.Hour, time.Now)
+	st.ApplyRound(gpu.New(p.Library(), gpu.Options{Log: quiet}).Sample(context.Background()))
+	batch := make([]event.Event, 512)
+	for i := range batch {
+		batch[i] = kernelEvent(b, fmt.Sprintf("NVRM: Xid (PCI:%04x:%02x:00): %d, pid=%d, name=flood, distinct", 0xe000+i, i%256, []int{13, 31, 5000 + i}[i%3], i))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		st.ApplyEvents(batch, nil)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(batch)), "ns/event")
+	b.ReportMetric(float64(len(st.Snapshot().XidCounts)), "series")
+}
