@@ -154,8 +154,10 @@ func parseRow(f []string) (Entry, error) {
 	case "SXID":
 		e.Kind = event.KindSXid
 	default:
-		if !rowKinds[event.Kind(f[0])] {
-			return e, fmt.Errorf("kind %q, want XID, SXID or a kernel-event kind (%s)", f[0], kindList())
+		// Any other kind the classifier emits has rows of its own; a new
+		// kind is one classifier rule and its rows here.
+		if f[0] == "" || strings.ContainsFunc(f[0], func(r rune) bool { return (r < 'a' || r > 'z') && r != '_' }) {
+			return e, fmt.Errorf("kind %q, want XID, SXID or a kernel-event kind in lower case (%s)", f[0], kindList())
 		}
 		e.Kind = event.Kind(f[0])
 	}
