@@ -169,3 +169,60 @@ func show(vs []reflect.Value) string {
 	}
 	return strings.Join(s, ", ")
 }
+
+// Static enumeration asks for the memory size before any record applies;
+// the header answers it until the trace does.
+func TestMemoryIsAnsweredFromTheHeaderBeforeTheTraceSaysIt(t *testing.T) {
+	start := time.Unix(0, 0)
+	tr := &Trace{Header: Header{GPUs: []gpu.Info{{Index: 0, MemoryTotalMB: 81559}}}}
+	p := NewPlayer(tr, PlayerOptions{Clock: func() time.Time { return start }})
+	d, _ := p.Library().DeviceGetHandleByIndex(0)
+	if m, ret := d.GetMemoryInfo_v2(); ret != nvml.SUCCESS || m.Total != 81559<<20 {
+		t.Errorf("GetMemoryInfo_v2 = %+v, %v; want the header's total", m, ret)
+	}
+	tr.Header.GPUs[0].MemoryTotalMB = 0
+	d, _ = p.Library().DeviceGetHandleByIndex(0)
+	if _, ret := d.GetMemoryInfo_v2(); ret != nvml.ERROR_NOT_SUPPORTED {
+		t.Errorf("without a header total: %v, want NOT_SUPPORTED", ret)
+	}
+}
+
+// The hand-written methods that answer by key round-trip too: field values
+// each with their own return, and the profiling ratios.
+func TestFieldValuesAndProfilingRoundTrip(t *testing.T) {
+	sim := NewSimulation(demoScenario(t))
+	sim.Step(60)
+	rec := NewRecorder(sim.Library())
+	rd, _ := rec.Library().DeviceGetHandleByIndex(1)
+	ids := []uint32{nvml.FI_DEV_MEMORY_TEMP, nvml.FI_DEV_NVLINK_THROUGHPUT_RAW_TX, nvml.FI_DEV_RETIRED_SBE}
+	ask := func(d gpu.Device) (string, nvml.Return) {
+		vals := make([]nvml.FieldValue, len(ids))
+		for i, id := range ids {
+			vals[i].FieldId = id
+		}
+		ret := d.GetFieldValues(vals)
+		var s []string
+		for _, v := range vals {
+			s = append(s, fmt.Sprintf("%d=%g/%d", v.FieldId, gpu.FieldValueFloat(v), v.NvmlReturn))
+		}
+		return strings.Join(s, " "), ret
+	}
+	recorded, rret := ask(rd)
+	recProf, rpret := rd.(gpu.Profiler).GetProfilingActivity()
+	rec.Commit(0)
+
+	start := time.Unix(0, 0)
+	p := NewPlayer(rec.Trace(Header{GPUs: make([]gpu.Info, 2)}), PlayerOptions{Clock: func() time.Time { return start }})
+	pd, _ := p.Library().DeviceGetHandleByIndex(1)
+	played, pret := ask(pd)
+	if played != recorded || pret != rret {
+		t.Errorf("field values recorded %s (%v), played back %s (%v)", recorded, rret, played, pret)
+	}
+	if !strings.Contains(recorded, fmt.Sprintf("%d=0/%d", nvml.FI_DEV_RETIRED_SBE, nvml.ERROR_NOT_SUPPORTED)) {
+		t.Errorf("field values %s: want retired pages NOT_SUPPORTED, as the simulated H100 says", recorded)
+	}
+	playProf, ppret := pd.(gpu.Profiler).GetProfilingActivity()
+	if !reflect.DeepEqual(playProf, recProf) || ppret != rpret || len(recProf) == 0 {
+		t.Errorf("profiling recorded %v (%v), played back %v (%v)", recProf, rpret, playProf, ppret)
+	}
+}

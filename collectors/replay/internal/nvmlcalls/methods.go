@@ -63,5 +63,7 @@ var Methods = []Method{
 // recorder.go, because a trace does not hold them as one answer under one
 // key: the identity facts come from the trace header (the recorder passes
 // them through; the collector puts them in the header), and GetFieldValues
-// answers many keys in one call, each value with its own return.
+// answers many keys in one call, each value with its own return. Beside
+// them, GetProfilingActivity (gpu.Profiler, not gpu.Device) is by hand: the
+// recorder asks the device for it only when the device has it.
 var ByHand = []string{"GetUUID", "GetName", "GetSerial", "GetMinorNumber", "GetPciInfo", "GetFieldValues"}
