@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X github.com/gpuwarden/gpuwarden/agent.Version=$(VERSION)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test deps bench fuzz lint clean demo-trace
+.PHONY: all build run test deps bench fuzz lint clean demo-trace generate
 
 all: build
 
@@ -21,6 +21,11 @@ DEMO_TRACE := collectors/replay/demo/traces/dgx-h100-demo.trace.jsonl.gz
 demo-trace: build
 	./$(BIN) record --backend mock --scenario testdata/scenarios/dgx-h100-demo.yaml --out $(DEMO_TRACE)
 	$(MAKE) build
+
+# The replay player's and recorder's NVML methods from their table
+# (collectors/replay/internal/nvmlcalls/methods.go).
+generate:
+	$(GO) generate ./collectors/replay/
 
 # The agent on the embedded demo trace of an 8-GPU node: http://localhost:9400/metrics
 run: build

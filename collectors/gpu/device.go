@@ -20,7 +20,9 @@ type Library interface {
 
 // Device is the part of nvml.Device the collector reads. Every method has
 // go-nvml's exact signature, so an nvml.Device (live or go-nvml's mocks) is a
-// Device as it is.
+// Device as it is. A method added here is answered from traces once it has a
+// row in the replay package's table (see "Adding an NVML method" there);
+// replay's tests fail until it does.
 type Device interface {
 	GetUUID() (string, nvml.Return)
 	GetName() (string, nvml.Return)

@@ -1,48 +1,21 @@
 package replay
 
-import (
-	"strconv"
+import "strconv"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
-)
+// The keys under which a trace stores NVML answers are the call and its
+// arguments, so a trace reads like the calls that produced it. The table
+// methods' keys are written into player_gen.go and recorder_gen.go from one
+// row each; these are the keys of the hand-written ones, which the recorder
+// and the player both use, so they cannot drift apart.
 
-// The keys under which a trace stores NVML answers: the call and its
-// arguments, so a trace reads like the calls that produced it. The recorder
-// and the player both use these, so they cannot drift apart.
-
-const (
-	keyPowerUsage   = "GetPowerUsage()"
-	keyEnergy       = "GetTotalEnergyConsumption()"
-	keyUtilization  = "GetUtilizationRates()"
-	keyEncoder      = "GetEncoderUtilization()"
-	keyDecoder      = "GetDecoderUtilization()"
-	keyMemory       = "GetMemoryInfo_v2()"
-	keyRemappedRows = "GetRemappedRows()"
-	keyClockEvents  = "GetCurrentClocksEventReasons()"
-	keyPcieGen      = "GetCurrPcieLinkGeneration()"
-	keyPcieWidth    = "GetCurrPcieLinkWidth()"
-	keyProfiling    = "GetProfilingActivity()"
-)
-
-func keyTemperature(s nvml.TemperatureSensors) string {
-	return "GetTemperature(" + strconv.Itoa(int(s)) + ")"
-}
-
-func keyClock(c nvml.ClockType) string { return "GetClockInfo(" + strconv.Itoa(int(c)) + ")" }
-
-func keyEcc(t nvml.MemoryErrorType, c nvml.EccCounterType) string {
-	return "GetTotalEccErrors(" + strconv.Itoa(int(t)) + "," + strconv.Itoa(int(c)) + ")"
-}
-
-func keyViolation(p nvml.PerfPolicyType) string {
-	return "GetViolationStatus(" + strconv.Itoa(int(p)) + ")"
-}
+const keyProfiling = "GetProfilingActivity()"
 
 func keyFieldValue(id, scope uint32) string {
 	return "FieldValue(" + strconv.FormatUint(uint64(id), 10) + "/" + strconv.FormatUint(uint64(scope), 10) + ")"
 }
 
-// JSON shapes of the answers that are not a single number.
+// JSON shapes of the answers that are not a single number, named by the
+// table rows in internal/nvmlcalls.
 type utilJSON struct {
 	GPU    uint32 `json:"gpu"`
 	Memory uint32 `json:"memory"`

@@ -218,73 +218,17 @@ func (d *playerDevice) GetPciInfo() (nvml.PciInfo, nvml.Return) {
 	return p, nvml.SUCCESS
 }
 
-func (d *playerDevice) GetMemoryInfo_v2() (nvml.Memory_v2, nvml.Return) {
-	var m memoryJSON
-	ret := d.p.answer(d.i, keyMemory, &m)
-	if ret == nvml.ERROR_NOT_SUPPORTED && d.info.MemoryTotalMB > 0 {
-		// Static enumeration asks before any record applies.
-		return nvml.Memory_v2{Total: d.info.MemoryTotalMB << 20}, nvml.SUCCESS
+// staticMemory answers GetMemoryInfo_v2 from the header when the trace has
+// not: static enumeration asks before any record applies.
+func (d *playerDevice) staticMemory() (nvml.Memory_v2, bool) {
+	if d.info.MemoryTotalMB == 0 {
+		return nvml.Memory_v2{}, false
 	}
-	return nvml.Memory_v2{Total: m.Total, Reserved: m.Reserved, Free: m.Free, Used: m.Used}, ret
+	return nvml.Memory_v2{Total: d.info.MemoryTotalMB << 20}, true
 }
 
-func (d *playerDevice) GetTemperature(s nvml.TemperatureSensors) (uint32, nvml.Return) {
-	var v uint32
-	return v, d.p.answer(d.i, keyTemperature(s), &v)
-}
-func (d *playerDevice) GetPowerUsage() (uint32, nvml.Return) {
-	var v uint32
-	return v, d.p.answer(d.i, keyPowerUsage, &v)
-}
-func (d *playerDevice) GetTotalEnergyConsumption() (uint64, nvml.Return) {
-	var v uint64
-	return v, d.p.answer(d.i, keyEnergy, &v)
-}
-func (d *playerDevice) GetUtilizationRates() (nvml.Utilization, nvml.Return) {
-	var u utilJSON
-	ret := d.p.answer(d.i, keyUtilization, &u)
-	return nvml.Utilization{Gpu: u.GPU, Memory: u.Memory}, ret
-}
-func (d *playerDevice) GetEncoderUtilization() (uint32, uint32, nvml.Return) {
-	var c codecJSON
-	ret := d.p.answer(d.i, keyEncoder, &c)
-	return c.Util, c.PeriodUs, ret
-}
-func (d *playerDevice) GetDecoderUtilization() (uint32, uint32, nvml.Return) {
-	var c codecJSON
-	ret := d.p.answer(d.i, keyDecoder, &c)
-	return c.Util, c.PeriodUs, ret
-}
-func (d *playerDevice) GetClockInfo(t nvml.ClockType) (uint32, nvml.Return) {
-	var v uint32
-	return v, d.p.answer(d.i, keyClock(t), &v)
-}
-func (d *playerDevice) GetTotalEccErrors(t nvml.MemoryErrorType, c nvml.EccCounterType) (uint64, nvml.Return) {
-	var v uint64
-	return v, d.p.answer(d.i, keyEcc(t, c), &v)
-}
-func (d *playerDevice) GetRemappedRows() (int, int, bool, bool, nvml.Return) {
-	var r remappedJSON
-	ret := d.p.answer(d.i, keyRemappedRows, &r)
-	return r.Correctable, r.Uncorrectable, r.Pending, r.Failed, ret
-}
-func (d *playerDevice) GetCurrentClocksEventReasons() (uint64, nvml.Return) {
-	var v uint64
-	return v, d.p.answer(d.i, keyClockEvents, &v)
-}
-func (d *playerDevice) GetViolationStatus(pp nvml.PerfPolicyType) (nvml.ViolationTime, nvml.Return) {
-	var v violationJSON
-	ret := d.p.answer(d.i, keyViolation(pp), &v)
-	return nvml.ViolationTime{ReferenceTime: v.Reference, ViolationTime: v.Violation}, ret
-}
-func (d *playerDevice) GetCurrPcieLinkGeneration() (int, nvml.Return) {
-	var v int
-	return v, d.p.answer(d.i, keyPcieGen, &v)
-}
-func (d *playerDevice) GetCurrPcieLinkWidth() (int, nvml.Return) {
-	var v int
-	return v, d.p.answer(d.i, keyPcieWidth, &v)
-}
+// The methods answered by key are in player_gen.go.
+
 func (d *playerDevice) GetFieldValues(vals []nvml.FieldValue) nvml.Return {
 	for i := range vals {
 		var f float64

@@ -143,76 +143,8 @@ func (d *recDevice) GetSerial() (string, nvml.Return)        { return d.d.GetSer
 func (d *recDevice) GetMinorNumber() (int, nvml.Return)      { return d.d.GetMinorNumber() }
 func (d *recDevice) GetPciInfo() (nvml.PciInfo, nvml.Return) { return d.d.GetPciInfo() }
 
-func (d *recDevice) GetMemoryInfo_v2() (nvml.Memory_v2, nvml.Return) {
-	m, ret := d.d.GetMemoryInfo_v2()
-	d.r.note(d.i, keyMemory, memoryJSON{m.Total, m.Reserved, m.Free, m.Used}, ret)
-	return m, ret
-}
-func (d *recDevice) GetTemperature(s nvml.TemperatureSensors) (uint32, nvml.Return) {
-	v, ret := d.d.GetTemperature(s)
-	d.r.note(d.i, keyTemperature(s), v, ret)
-	return v, ret
-}
-func (d *recDevice) GetPowerUsage() (uint32, nvml.Return) {
-	v, ret := d.d.GetPowerUsage()
-	d.r.note(d.i, keyPowerUsage, v, ret)
-	return v, ret
-}
-func (d *recDevice) GetTotalEnergyConsumption() (uint64, nvml.Return) {
-	v, ret := d.d.GetTotalEnergyConsumption()
-	d.r.note(d.i, keyEnergy, v, ret)
-	return v, ret
-}
-func (d *recDevice) GetUtilizationRates() (nvml.Utilization, nvml.Return) {
-	u, ret := d.d.GetUtilizationRates()
-	d.r.note(d.i, keyUtilization, utilJSON{u.Gpu, u.Memory}, ret)
-	return u, ret
-}
-func (d *recDevice) GetEncoderUtilization() (uint32, uint32, nvml.Return) {
-	u, p, ret := d.d.GetEncoderUtilization()
-	d.r.note(d.i, keyEncoder, codecJSON{u, p}, ret)
-	return u, p, ret
-}
-func (d *recDevice) GetDecoderUtilization() (uint32, uint32, nvml.Return) {
-	u, p, ret := d.d.GetDecoderUtilization()
-	d.r.note(d.i, keyDecoder, codecJSON{u, p}, ret)
-	return u, p, ret
-}
-func (d *recDevice) GetClockInfo(t nvml.ClockType) (uint32, nvml.Return) {
-	v, ret := d.d.GetClockInfo(t)
-	d.r.note(d.i, keyClock(t), v, ret)
-	return v, ret
-}
-func (d *recDevice) GetTotalEccErrors(t nvml.MemoryErrorType, c nvml.EccCounterType) (uint64, nvml.Return) {
-	v, ret := d.d.GetTotalEccErrors(t, c)
-	d.r.note(d.i, keyEcc(t, c), v, ret)
-	return v, ret
-}
-func (d *recDevice) GetRemappedRows() (int, int, bool, bool, nvml.Return) {
-	c, u, p, f, ret := d.d.GetRemappedRows()
-	d.r.note(d.i, keyRemappedRows, remappedJSON{c, u, p, f}, ret)
-	return c, u, p, f, ret
-}
-func (d *recDevice) GetCurrentClocksEventReasons() (uint64, nvml.Return) {
-	v, ret := d.d.GetCurrentClocksEventReasons()
-	d.r.note(d.i, keyClockEvents, v, ret)
-	return v, ret
-}
-func (d *recDevice) GetViolationStatus(p nvml.PerfPolicyType) (nvml.ViolationTime, nvml.Return) {
-	v, ret := d.d.GetViolationStatus(p)
-	d.r.note(d.i, keyViolation(p), violationJSON{v.ReferenceTime, v.ViolationTime}, ret)
-	return v, ret
-}
-func (d *recDevice) GetCurrPcieLinkGeneration() (int, nvml.Return) {
-	v, ret := d.d.GetCurrPcieLinkGeneration()
-	d.r.note(d.i, keyPcieGen, v, ret)
-	return v, ret
-}
-func (d *recDevice) GetCurrPcieLinkWidth() (int, nvml.Return) {
-	v, ret := d.d.GetCurrPcieLinkWidth()
-	d.r.note(d.i, keyPcieWidth, v, ret)
-	return v, ret
-}
+// The methods answered by key are in recorder_gen.go.
+
 func (d *recDevice) GetFieldValues(vals []nvml.FieldValue) nvml.Return {
 	ret := d.d.GetFieldValues(vals)
 	for i := range vals {

@@ -21,6 +21,23 @@
 // (the first holds them all): {"v": value} for a success, {"r": "NAME"} for an
 // error return (NOT_SUPPORTED, GPU_IS_LOST, TIMEOUT, UNKNOWN, ...). A call the
 // trace never answered replays as NOT_SUPPORTED.
+//
+// # Adding an NVML method
+//
+// The player's and recorder's device methods that a trace answers under one
+// key are generated from one table, internal/nvmlcalls/methods.go, into
+// player_gen.go and recorder_gen.go. A new NVML method is:
+//
+//  1. the method, with go-nvml's exact signature, in gpu.Device;
+//  2. one row in nvmlcalls.Methods: its arguments (they form the key, the
+//     call as written), its results and the JSON shape the trace stores them
+//     in (a JSON type in keys.go when there is more than one number);
+//  3. go generate ./collectors/replay/ (make generate).
+//
+// The simulator answers it once its go-nvml mock device has a function for
+// it (simulate.go's wire). Tests fail when the generated files are stale, or
+// when a gpu.Device method is neither a table row nor in nvmlcalls.ByHand,
+// the methods written by hand in player.go and recorder.go.
 package replay
 
 import (
