@@ -31,6 +31,8 @@ type Agent struct {
 	lib      gpu.Library
 	state    *State
 	sources  []namedSource
+	routes   []Route
+	tasks    []func(context.Context)
 	notifier *sdnotify.Notifier
 	ready    sync.Once
 	mu       sync.Mutex    // guards cfg's reloadable fields
@@ -73,6 +75,15 @@ func (a *Agent) AddSource(name string, s source.Source) {
 	a.sources = append(a.sources, namedSource{name, s})
 }
 
+// Handle adds an endpoint to the agent's HTTP server. Call it before Run.
+func (a *Agent) Handle(pattern string, h http.Handler) {
+	a.routes = append(a.routes, Route{pattern, h})
+}
+
+// Go runs f beside the sources for the agent's lifetime (remediation's
+// engine and control socket). Call it before Run.
+func (a *Agent) Go(f func(context.Context)) { a.tasks = append(a.tasks, f) }
+
 type namedSource struct {
 	name string
 	src  source.Source
@@ -84,7 +95,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	reg := NewRegistry()
-	srv := &http.Server{Handler: Handler(a.state, reg), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: Handler(a.state, reg, a.routes...), ReadHeaderTimeout: 10 * time.Second}
 	flags := &web.FlagConfig{WebListenAddresses: &a.cfg.ListenAddresses, WebSystemdSocket: &a.cfg.SystemdSocket, WebConfigFile: &a.cfg.WebConfigFile}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- web.ListenAndServe(srv, flags, a.log) }()
@@ -94,6 +105,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { a.sampleLoop(ctx, col) })
 	for _, s := range a.sources {
 		wg.Go(func() { a.runSource(ctx, s.name, s.src) })
+	}
+	for _, f := range a.tasks {
+		wg.Go(func() { f(ctx) })
 	}
 	if iv, err := a.notifier.StartWatchdog(ctx, a.notifier.Completed); err != nil {
 		a.log.Warn("systemd watchdog misconfigured", "err", err)

@@ -138,6 +138,10 @@ func (s Setting) value(c *Config) any {
 	return reflect.ValueOf(s.field(c)).Elem().Interface()
 }
 
+// Sections are the config file's top-level sections that are not flag
+// keys: remediation's rules and hooks, read by package remediation.
+var Sections = []string{"remediation"}
+
 // IsSet says whether key was given explicitly, by flag, environment
 // variable or config file, rather than left at its default.
 func (c Config) IsSet(key string) bool { return c.explicit[key] }
@@ -353,6 +357,9 @@ func readFile(fs *pflag.FlagSet, file string) (map[string]any, error) {
 			key := k.Value
 			if prefix != "" {
 				key = prefix + "." + key
+			}
+			if key == Sections[0] {
+				continue // a section of its own, read strictly by its package
 			}
 			var f *pflag.Flag
 			if setting(key) != nil {

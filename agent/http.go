@@ -28,9 +28,24 @@ func NewRegistry(extra ...prometheus.Collector) *prometheus.Registry {
 	return reg
 }
 
+// Route is one more endpoint, from a part of the agent outside this
+// package (remediation's /v1/remediation).
+type Route struct {
+	Pattern string
+	Handler http.Handler
+}
+
+// JSONHandler serves what f returns as JSON.
+func JSONHandler(f func() any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, f()) })
+}
+
 // Handler serves /metrics, the JSON API and the landing page.
-func Handler(state *State, reg *prometheus.Registry) http.Handler {
+func Handler(state *State, reg *prometheus.Registry, extra ...Route) http.Handler {
 	mux := http.NewServeMux()
+	for _, r := range extra {
+		mux.Handle(r.Pattern, r.Handler)
+	}
 	mux.Handle("GET /metrics", MetricsHandler(state, reg))
 	mux.HandleFunc("GET /v1/gpus", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, ViewGPUs(state.Snapshot(), state.clock()))

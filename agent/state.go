@@ -467,6 +467,13 @@ func truncate(s string, n int) string {
 // RestoreEvent is ApplyEvents with one restored event.
 func (s *State) RestoreEvent(ev event.Event) { s.ApplyEvents(nil, []event.Event{ev}) }
 
+// Locate fills in the GPU an event's bus id names, as applying it would.
+func (s *State) Locate(ev event.Event) event.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.locate(ev)
+}
+
 // locate fills in the GPU an event's bus id names, and its time.
 func (s *State) locate(ev event.Event) event.Event {
 	if ev.GPU.PCIBusID != "" && ev.GPU.Index < 0 {

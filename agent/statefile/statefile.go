@@ -35,6 +35,37 @@ func Write(dir, name string, data []byte) error {
 	return werr
 }
 
+// WriteSync is Write made durable: the data is fsync'd before the rename
+// and the directory after it, so that after a power loss the file is the
+// old one or the new one, whole.
+func WriteSync(dir, name string, data []byte) error {
+	f, err := os.CreateTemp(dir, "."+name+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, werr := f.Write(data)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, filepath.Join(dir, name))
+	}
+	if werr != nil {
+		os.Remove(tmp)
+		return werr
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
 // MoveAside renames path to the first free path.corrupt-N, so repeated
 // corruption keeps every copy, and returns where it went.
 func MoveAside(path string) (string, error) {
