@@ -29,7 +29,7 @@ generate:
 
 # The agent on the embedded demo trace of an 8-GPU node: http://localhost:9400/metrics
 run: build
-	./$(BIN) run --backend replay --replay.loop --collector.gpu.interval 1s
+	./$(BIN) run --backend replay --replay.loop --collector.gpu.interval 1s --config packaging/gpuwarden.yaml --state.dir .state
 
 # Debian packages the tests need (listed in .ci/apt-packages.txt).
 deps:

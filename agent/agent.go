@@ -66,6 +66,9 @@ func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
 	return a
 }
 
+// Log is the agent's logger.
+func (a *Agent) Log() *slog.Logger { return a.log }
+
 // State is the agent's state, for sources and tests.
 func (a *Agent) State() *State { return a.state }
 

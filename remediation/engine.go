@@ -122,6 +122,11 @@ func New(cfg *Config, state *agent.State, o Options) *Engine {
 	if e.log == nil {
 		e.log = slog.Default()
 	}
+	if o.StateDir != "" {
+		if err := os.MkdirAll(o.StateDir, 0o750); err != nil {
+			e.log.Error("cannot create the state directory for the remediation ledger", "dir", o.StateDir, "err", err)
+		}
+	}
 	e.ledger, e.ledgerErr = LoadLedger(o.StateDir, mode(cfg))
 	if e.ledgerErr != nil {
 		e.log.Error("remediation ledger unusable: no action runs until an operator acknowledges", "err", e.ledgerErr,
@@ -553,12 +558,13 @@ func (e *Engine) envLocked(r *Rule, h *Hook, s Subject) map[string]string {
 	return env
 }
 
-// node is the host's name as the scheduler knows it.
+// node is the host's name as the scheduler knows it: the configured one,
+// or the agent's hostname (a replay's is the trace's node) up to the dot.
 func (e *Engine) node() string {
 	if e.cfg.Node != "" {
 		return e.cfg.Node
 	}
-	h, _ := os.Hostname()
+	h := e.state.Snapshot().Hostname
 	h, _, _ = strings.Cut(h, ".")
 	if nodeRE.MatchString(h) {
 		return h

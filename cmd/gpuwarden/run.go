@@ -16,6 +16,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
 	"github.com/gpuwarden/gpuwarden/dkms"
+	"github.com/gpuwarden/gpuwarden/remediation"
 )
 
 // The sources register themselves; importing kmsg is what registers it.
@@ -39,6 +40,10 @@ func newRunCmd() *cobra.Command {
 					return err
 				}
 			}
+			rcfg, err := remediation.LoadConfig(configFile)
+			if err != nil {
+				return fmt.Errorf("config: %w", err)
+			}
 			if checkOnly {
 				fmt.Fprintln(cmd.OutOrStdout(), "config OK")
 				return nil
@@ -57,8 +62,14 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var engine *remediation.Engine
+			if rcfg != nil {
+				if engine, err = startRemediation(a, cfg, rcfg, log); err != nil {
+					return err
+				}
+			}
 			a.OnReload(func(c agent.Config) { level.Set(logLevel(c.LogLevel)) })
-			go reloadOnHUP(ctx, hup, cmd, configFile, trace, a)
+			go reloadOnHUP(ctx, hup, cmd, configFile, trace, a, engine)
 			return a.Run(ctx)
 		},
 	}
@@ -125,7 +136,7 @@ func withTraceHost(cfg agent.Config, trace *replay.Trace) agent.Config {
 
 // reloadOnHUP re-reads the configuration on SIGHUP (systemctl reload). A bad
 // file is refused before anything changes: the running configuration stays.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cmd *cobra.Command, file string, trace *replay.Trace, a *agent.Agent) {
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cmd *cobra.Command, file string, trace *replay.Trace, a *agent.Agent, engine *remediation.Engine) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -135,6 +146,18 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cmd *cobra.Command, 
 			if err != nil {
 				a.ReloadRefused(err)
 				continue
+			}
+			// The rules are checked before anything changes: a bad rule
+			// keeps the running rules and the running settings.
+			rcfg, err := remediation.LoadConfig(file)
+			if err != nil {
+				a.ReloadRefused(err)
+				continue
+			}
+			if engine != nil && rcfg != nil {
+				engine.Reload(rcfg)
+			} else if (engine == nil) != (rcfg == nil) {
+				a.Log().Warn("turning remediation on or off needs a restart", "config", file)
 			}
 			a.Reload(withTraceHost(cfg, trace))
 		}
