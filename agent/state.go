@@ -361,7 +361,9 @@ func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
 	s.count(ev)
 	s.remember(ev)
 	s.ring.Add(ev)
-	s.notify(Notice{Event: &ev})
+	if !ev.Backlog {
+		s.notify(Notice{Event: &ev})
+	}
 	return ev, true
 }
 

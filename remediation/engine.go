@@ -548,6 +548,9 @@ func (e *Engine) envLocked(r *Rule, h *Hook, s Subject) map[string]string {
 		}
 	}
 	where := "host"
+	if env["GPUWARDEN_GPU_PCI_BUS_ID"] != "" {
+		where = env["GPUWARDEN_GPU_PCI_BUS_ID"]
+	}
 	if s.GPU.Index >= 0 {
 		where = "GPU " + strconv.Itoa(s.GPU.Index)
 		if env["GPUWARDEN_GPU_PCI_BUS_ID"] != "" {

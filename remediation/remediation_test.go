@@ -337,7 +337,9 @@ func TestEscalationAfterNBoots(t *testing.T) {
 	for boot := 1; boot <= 3; boot++ {
 		a := &memAudit{}
 		e := New(mustConfig(t, cfg), st, Options{StateDir: dir, Audit: a, BootID: fmt.Sprintf("boot-%d", boot), Log: quiet})
-		e.run = func(context.Context, []string, map[string]string, []byte, time.Duration) Result { return Result{ExitCode: 0} }
+		e.run = func(context.Context, []string, map[string]string, []byte, time.Duration) Result {
+			return Result{ExitCode: 0}
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		e.Handle(ctx, xidNotice(t, st, line))
 		waitFor(t, func() bool { return len(a.outcomes()) > 0 })

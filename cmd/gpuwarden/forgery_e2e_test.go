@@ -42,6 +42,25 @@ func TestAnUnprivilegedForgeryChangesNoGPUsHealth(t *testing.T) {
 	})
 	before := rejected()
 
+	forgeFallenOffTheBus(t, bus)
+	eventually(t, 10*time.Second, "the forged record counted as rejected", func() bool { return rejected() > before })
+	// The ring holds other tests' real lines for other bus ids: look at
+	// this GPU only.
+	if evs := a.mustGet(t, "/v1/events?gpu=0"); strings.Contains(evs, "fallen_off_bus") {
+		t.Errorf("a forged line became an event for the GPU:\n%s", evs)
+	}
+	m := a.mustGet(t, "/metrics")
+	if v, _ := metricValue(m, "gpuwarden_gpu_health", `gpu="0"`); v != "0" {
+		t.Errorf("gpuwarden_gpu_health{gpu=\"0\"} = %q after a forgery, want 0 (ok)\n%s", v, a.mustGet(t, "/v1/health"))
+	}
+}
+
+// forgeFallenOffTheBus makes the kernel print, as an unprivileged user, a
+// segfault report that reads like the driver's fallen-off-the-bus line for
+// bus: a process renamed "NVRM: " crashing in a binary named after the
+// driver's sentence.
+func forgeFallenOffTheBus(t *testing.T, bus string) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "gpuwarden-forgery-")
 	if err != nil {
 		t.Fatal(err)
@@ -59,15 +78,5 @@ func TestAnUnprivilegedForgeryChangesNoGPUsHealth(t *testing.T) {
 	var ee *exec.ExitError
 	if err := cmd.Run(); !errors.As(err, &ee) {
 		t.Fatalf("the forger did not crash: %v", err)
-	}
-	eventually(t, 10*time.Second, "the forged record counted as rejected", func() bool { return rejected() > before })
-	// The ring holds other tests' real lines for other bus ids: look at
-	// this GPU only.
-	if evs := a.mustGet(t, "/v1/events?gpu=0"); strings.Contains(evs, "fallen_off_bus") {
-		t.Errorf("a forged line became an event for the GPU:\n%s", evs)
-	}
-	m := a.mustGet(t, "/metrics")
-	if v, _ := metricValue(m, "gpuwarden_gpu_health", `gpu="0"`); v != "0" {
-		t.Errorf("gpuwarden_gpu_health{gpu=\"0\"} = %q after a forgery, want 0 (ok)\n%s", v, a.mustGet(t, "/v1/health"))
 	}
 }

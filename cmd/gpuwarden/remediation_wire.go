@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"log/slog"
 
 	"github.com/gpuwarden/gpuwarden/agent"
@@ -27,6 +25,3 @@ func startRemediation(a *agent.Agent, cfg agent.Config, rcfg *remediation.Config
 	}
 	return e, nil
 }
-
-var _ = context.Background
-var _ = fmt.Sprint

@@ -147,6 +147,10 @@ type Event struct {
 	// read again (a kernel-log record below the saved cursor): it is listed
 	// and weighs on health, but is not counted or passed on again.
 	Restored bool `json:"restored,omitempty"`
+	// Backlog is true for an event from before the agent's first start in
+	// this boot (read from the ring without a cursor): counted and
+	// weighing on health, but not passed on to subscribers as news.
+	Backlog bool `json:"backlog,omitempty"`
 }
 
 // Action is what an operator should do, from a fixed vocabulary so that

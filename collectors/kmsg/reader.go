@@ -313,6 +313,10 @@ func openError(path string, err error) error {
 // BootID is the boot the records belong to ("" if it cannot be read). With a
 // state dir it was read at Open; without one it is read on first use, as
 // reading it costs more than opening the device.
+// Resumed says whether reading resumes after a saved cursor of this boot
+// (false on a first start in the boot, or after the cursor was refused).
+func (r *Reader) Resumed() bool { return r.resuming }
+
 func (r *Reader) BootID() string {
 	r.bootOnce.Do(func() {
 		if r.bootID == "" {

@@ -71,13 +71,22 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 		s.logger().Warn("cannot read the uptime; kernel events are stamped with the time they are read", "err", err)
 		boot = time.Time{}
 	}
+	// Without a cursor of this boot, what the ring holds from before this
+	// start is backlog: it is counted and weighs on health, but is not
+	// passed on to subscribers as news (remediation must not reset a GPU
+	// now for an Xid of two days ago; the health it left is a transition
+	// rules can match).
+	backlogUntil := time.Duration(0)
+	if !r.Resumed() && !boot.IsZero() {
+		backlogUntil = time.Since(boot)
+	}
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
 	sink.Ran(0)
 	var fresh, restored []event.Event
 	for batch := range r.Batches() {
 		start := time.Now()
-		fresh, restored = s.events(batch.Records, r.BootID(), boot, fresh[:0], restored[:0])
+		fresh, restored = s.events(batch.Records, r.BootID(), boot, backlogUntil, fresh[:0], restored[:0])
 		sink.Events(fresh, restored)
 		// Applied: a restart resumes after it, with the counters as they
 		// are now, in one write.
@@ -94,7 +103,7 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 
 // events classifies each record once: almost every record is unrelated
 // and ends at that check; only the rest become events.
-func (s *Source) events(recs []Record, bootID string, boot time.Time, fresh, restored []event.Event) ([]event.Event, []event.Event) {
+func (s *Source) events(recs []Record, bootID string, boot time.Time, backlogUntil time.Duration, fresh, restored []event.Event) ([]event.Event, []event.Event) {
 	for _, rec := range recs {
 		if c := Classify(rec.Message); c.Kind == event.KindUnrelated {
 			if !rec.Seen {
@@ -114,6 +123,7 @@ func (s *Source) events(recs []Record, bootID string, boot time.Time, fresh, res
 			ev = RecordEvent(rec, bootID, boot)
 		}
 		ev.Source = "kmsg"
+		ev.Backlog = rec.Monotonic < backlogUntil
 		if rec.Seen {
 			restored = append(restored, ev) // applied before a restart: health back, no count
 		} else {

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/remediation"
+)
+
+// remediationAgent runs a replay agent beside the live kernel log with
+// one live (not dry-run) rule per line kind, whose hook records what it
+// was given: its stdin, one JSON document a line, and its environment.
+func remediationAgent(t *testing.T) (a *agentProc, bus, dir string) {
+	t.Helper()
+	trace, bus, _ := uniqueGPUTrace(t)
+	dir = t.TempDir()
+	os.Chmod(dir, 0o755)
+	hook := filepath.Join(dir, "record-hook")
+	script := "#!/bin/sh\n{ cat; echo; } >> " + dir + "/stdin.jsonl\nenv >> " + dir + "/env.txt\necho '--' >> " + dir + "/env.txt\n"
+	if err := os.WriteFile(hook, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "gpuwarden.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`remediation:
+  dry_run: false
+  node: e2e-node
+  hooks:
+    record: {argv: [%q, fixed-arg], class: other, timeout: 10s}
+  rules:
+    - name: xid-13
+      match: {kind: [xid], code: [13]}
+      hooks: [record]
+      rate: {count: 100, window: 1m}
+    - name: gpu-gone
+      match: {kind: [fallen_off_bus, xid], action: [reboot]}
+      hooks: [record]
+`, hook)), 0o644)
+	a = startAgent(t, nil, "--config", cfg, "--backend", "replay", "--replay", trace, "--replay.loop", "--collector.gpu.interval", "200ms",
+		"--collector.kmsg=true", "--collector.dkms=false", "--state.dir", filepath.Join(dir, "state"))
+	eventually(t, 10*time.Second, "kmsg collector up", func() bool {
+		v, _ := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_collector_up", `collector="kmsg"`)
+		return v == "1"
+	})
+	return a, bus, dir
+}
+
+func hookInputs(t *testing.T, dir string) []map[string]any {
+	f, err := os.Open(filepath.Join(dir, "stdin.jsonl"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("the hook's stdin is not JSON: %v\n%s", err, sc.Text())
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// Process names in real kernel lines that a shell would run reach the hook
+// only as JSON on stdin: nothing they name runs, and neither argv nor the
+// environment carries them.
+func TestHostileProcessNamesReachAHookAsInertData(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("writing /dev/kmsg needs root")
+	}
+	a, bus, dir := remediationAgent(t)
+	canary := filepath.Join(dir, "pwned")
+	names := []string{"$(touch " + canary + ")", "`touch " + canary + "`", ";touch " + canary, "x\ntouch " + canary}
+	for i, name := range names {
+		writeKmsgEach(t, []string{fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 13, pid=%d, name=%s, Graphics Exception", bus, 4000+i, name)})
+	}
+	eventually(t, 10*time.Second, "the hook ran for each line", func() bool { return len(hookInputs(t, dir)) == len(names) })
+	if _, err := os.Stat(canary); err == nil {
+		t.Fatal("a process name in a kernel line ran a command")
+	}
+	raw := ""
+	for _, in := range hookInputs(t, dir) {
+		b, _ := json.Marshal(in["cause"])
+		raw += string(b)
+	}
+	for _, name := range names[:3] {
+		if !strings.Contains(raw, strings.ReplaceAll(name, "`", "`")) {
+			t.Errorf("the hook's stdin does not carry the name %q verbatim", name)
+		}
+	}
+	env, _ := os.ReadFile(filepath.Join(dir, "env.txt"))
+	if strings.Contains(string(env), "touch") {
+		t.Errorf("event text reached the hook's environment:\n%s", env)
+	}
+	if !strings.Contains(string(env), "GPUWARDEN_NODE=e2e-node") || !strings.Contains(string(env), "GPUWARDEN_EVENT_CODE=13") ||
+		!strings.Contains(string(env), "PATH=/usr/sbin:/usr/bin:/sbin:/bin") {
+		t.Errorf("hook environment:\n%s", env)
+	}
+	var decisions []remediation.Decision
+	if err := json.Unmarshal([]byte(a.mustGet(t, "/v1/remediation")), &decisions); err != nil {
+		t.Fatal(err)
+	}
+	ran := 0
+	for _, d := range decisions {
+		if d.Outcome == remediation.OutcomeRan && d.Rule == "xid-13" {
+			ran++
+			if len(d.Argv) != 2 || d.Argv[1] != "fixed-arg" || d.Result == nil || d.Result.ExitCode != 0 {
+				t.Errorf("decision %+v", d)
+			}
+		}
+	}
+	if ran != len(names) {
+		t.Errorf("/v1/remediation lists %d runs, want %d", ran, len(names))
+	}
+}
+
+// The unprivileged forgery of the kernel-log issue triggers nothing.
+func TestAnUnprivilegedForgeryTriggersNoHook(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: runs a program as nobody and reads /dev/kmsg")
+	}
+	for _, tool := range []string{"gcc", "runuser"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("needs %s: %v", tool, err)
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/debug/exception-trace"); err != nil || strings.TrimSpace(string(b)) != "1" {
+		t.Skip("the kernel prints segfault reports only with debug.exception-trace=1")
+	}
+	a, bus, dir := remediationAgent(t)
+	rejected := func() string {
+		v, _ := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_kmsg_rejected_records_total", `reason="process_name_prefix"`)
+		return v
+	}
+	before := rejected()
+	forgeFallenOffTheBus(t, bus)
+	eventually(t, 10*time.Second, "the forgery counted as rejected", func() bool { return rejected() != before })
+	time.Sleep(500 * time.Millisecond)
+	if in := hookInputs(t, dir); len(in) != 0 {
+		t.Errorf("a forgery ran the hook: %v", in)
+	}
+	// And a real line does, so the rule was live all along.
+	writeKmsgEach(t, []string{fmt.Sprintf("<3>NVRM: GPU %s.0: GPU has fallen off the bus.", bus)})
+	eventually(t, 10*time.Second, "the real line ran the hook", func() bool { return len(hookInputs(t, dir)) == 1 })
+}
