@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"strings"
@@ -252,4 +253,33 @@ func TestLeaseValidateNamesTheField(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Whatever an API server answers for a Lease, reading it and writing it
+// back held or released never panics and stays valid JSON.
+func FuzzLeaseAnswer(f *testing.F) {
+	for _, s := range []string{
+		`{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"p-0","resourceVersion":"7"},"spec":{"holderIdentity":"node-a","leaseDurationSeconds":600,"acquireTime":"2026-12-02T10:00:00.000000Z","renewTime":"2026-12-02T10:00:00.000000Z","leaseTransitions":3}}`,
+		`{"metadata":{},"spec":{"holderIdentity":"","leaseDurationSeconds":-5,"renewTime":"yesterday"}}`,
+		`{"metadata":{"name":7},"spec":{"leaseDurationSeconds":2147483647,"renewTime":"9999-12-31T23:59:59.999999Z"}}`,
+		`{"metadata":null,"spec":null}`,
+	} {
+		f.Add([]byte(s))
+	}
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var s leaseObject
+		if json.Unmarshal(body, &s) != nil {
+			return
+		}
+		_, _ = s.expiry()
+		_ = s.name()
+		for _, h := range []string{s.holder(), "node-z", ""} {
+			c := s
+			c.hold(h, 600, now)
+			if _, err := json.Marshal(&c); err != nil {
+				t.Fatalf("re-encoding after hold(%q): %v", h, err)
+			}
+		}
+	})
 }
