@@ -49,7 +49,7 @@ func fieldErr(field, msg string) error { return &FieldError{Field: field, Err: e
 // order. On the first hold or error it releases, in reverse order, what the
 // guards before it took, and returns that guard's answer. An allowing
 // Decision joins the reasons and fails open when any guard did; its Release
-// gives back everything, in reverse order.
+// gives back everything, in reverse order. All() with no guards allows.
 func All(guards ...Guard) Guard { return all(guards) }
 
 type all []Guard
@@ -81,6 +81,9 @@ func (a all) Check(ctx context.Context, action string) (Decision, Release, error
 		}
 		reasons = append(reasons, d.Reason)
 		open = open || d.FailedOpen
+	}
+	if len(a) == 0 {
+		reasons = []string{action + " allowed: no fleet guard configured"}
 	}
 	d := Decision{Allowed: true, Reason: strings.Join(reasons, "; "), FailedOpen: open}
 	if len(releases) == 0 {

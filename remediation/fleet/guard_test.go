@@ -89,3 +89,10 @@ func TestAllWithALeaseAndAHoldingPrometheus(t *testing.T) {
 		t.Fatal("the Lease slot was kept after Prometheus held the action")
 	}
 }
+
+func TestAllWithNoGuardsAllowsSayingSo(t *testing.T) {
+	d, rel, err := All().Check(context.Background(), "drain")
+	if err != nil || !d.Allowed || rel != nil || d.Reason != "drain allowed: no fleet guard configured" {
+		t.Fatalf("got %+v, %v, release %v", d, err, rel != nil)
+	}
+}
