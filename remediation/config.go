@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/remediation/fleet"
 )
 
 // Config is the `remediation:` section of the agent's config file.
@@ -65,30 +66,31 @@ type Rate struct {
 	Window time.Duration `yaml:"window"`
 }
 
-// FleetConfig configures the fleet guard asked before a disruptive hook.
+// FleetConfig configures the fleet guard asked before a disruptive hook:
+// a Prometheus query with a limit, a Kubernetes Lease semaphore, or both.
 type FleetConfig struct {
-	Prometheus *PrometheusGuard `yaml:"prometheus"`
-	Lease      *LeaseGuard      `yaml:"lease"`
+	Prometheus *fleet.Prometheus `yaml:"prometheus"`
+	Lease      *fleet.Lease      `yaml:"lease"`
 }
 
-// PrometheusGuard holds disruptive actions while Query's value reaches Limit.
-type PrometheusGuard struct {
-	URL      string        `yaml:"url"`
-	Query    string        `yaml:"query"`
-	Limit    float64       `yaml:"limit"`
-	FailOpen bool          `yaml:"fail_open"`
-	Timeout  time.Duration `yaml:"timeout"`
-}
-
-// LeaseGuard is a coordination.k8s.io Lease semaphore of Limit slots.
-type LeaseGuard struct {
-	Namespace string        `yaml:"namespace"`
-	Prefix    string        `yaml:"prefix"`
-	Limit     int           `yaml:"limit"`
-	Duration  time.Duration `yaml:"duration"`
-	Server    string        `yaml:"server"`
-	TokenFile string        `yaml:"token_file"`
-	CAFile    string        `yaml:"ca_file"`
+// Guard is the configured fleet guard, or nil for none. node is the
+// Lease holder's name.
+func (f FleetConfig) Guard(node string) fleet.Guard {
+	var gs []fleet.Guard
+	if f.Prometheus != nil {
+		gs = append(gs, f.Prometheus)
+	}
+	if f.Lease != nil {
+		l := *f.Lease
+		if l.Holder == "" {
+			l.Holder = node
+		}
+		gs = append(gs, &l)
+	}
+	if len(gs) == 0 {
+		return nil
+	}
+	return fleet.All(gs...)
 }
 
 // Hook classes: what a hook does, which decides the guard rails it passes.
@@ -368,11 +370,19 @@ func (c *Config) validate(bad func(int, string, ...any), line int) {
 	if c.Limits.Escalation.Boots < 0 {
 		bad(line, "limits.escalation.boots: must not be negative")
 	}
-	if p := c.Fleet.Prometheus; p != nil && (p.URL == "" || p.Query == "" || p.Limit <= 0) {
-		bad(line, "fleet.prometheus: needs url, query and a positive limit")
+	if p := c.Fleet.Prometheus; p != nil {
+		if err := p.Validate(); err != nil {
+			bad(line, "fleet.prometheus: %v", err)
+		}
 	}
-	if l := c.Fleet.Lease; l != nil && (l.Namespace == "" || l.Prefix == "" || l.Limit <= 0) {
-		bad(line, "fleet.lease: needs namespace, prefix and a positive limit")
+	if l := c.Fleet.Lease; l != nil {
+		probe := *l
+		if probe.Holder == "" {
+			probe.Holder = "node" // filled in with the node's name when the guard is made
+		}
+		if err := probe.Validate(); err != nil {
+			bad(line, "fleet.lease: %v", err)
+		}
 	}
 	if c.Node != "" && !nodeRE.MatchString(c.Node) {
 		bad(line, "node %q: want [A-Za-z0-9._-], at most 253", c.Node)

@@ -19,6 +19,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
 	"github.com/gpuwarden/gpuwarden/collectors/xid"
+	"github.com/gpuwarden/gpuwarden/remediation/fleet"
 )
 
 // Outcomes of a decision, as audited and counted.
@@ -72,11 +73,6 @@ type Auditor interface {
 	Append(rec any) error
 }
 
-// FleetGuard is asked before a disruptive hook (drain, reboot).
-type FleetGuard interface {
-	Check(ctx context.Context, action string) (allowed bool, reason string, release func(context.Context) error, err error)
-}
-
 // Engine is the remediation subscriber: it matches notices against the
 // rules, applies the guard rails, runs hooks (one at a time per GPU) and
 // audits every decision.
@@ -86,7 +82,7 @@ type Engine struct {
 	bootID   string
 	log      *slog.Logger
 	audit    Auditor
-	guard    FleetGuard
+	guard    fleet.Guard
 	run      func(ctx context.Context, argv []string, env map[string]string, stdin []byte, timeout time.Duration) Result
 	now      func() time.Time
 
@@ -107,7 +103,8 @@ type Options struct {
 	BootID   string
 	Log      *slog.Logger
 	Audit    Auditor
-	Guard    FleetGuard
+	// Guard overrides the config's fleet guard (tests).
+	Guard fleet.Guard
 }
 
 // maxRecent is how many decisions /v1/remediation and `list` show.
@@ -121,6 +118,9 @@ func New(cfg *Config, state *agent.State, o Options) *Engine {
 		actions: map[[3]string]uint64{}, suppressed: map[[2]string]uint64{}, workers: map[string]chan job{}}
 	if e.log == nil {
 		e.log = slog.Default()
+	}
+	if e.guard == nil {
+		e.guard = cfg.Fleet.Guard(e.node())
 	}
 	if o.StateDir != "" {
 		if err := os.MkdirAll(o.StateDir, 0o750); err != nil {
@@ -342,7 +342,7 @@ func (e *Engine) worker(ctx context.Context, ch chan job) {
 				d = e.base(step, now)
 				d.Outcome, d.Reason, d.Detail = OutcomeSuppressed, ReasonEarlier, "an earlier hook of the rule failed or was held"
 			}
-			var release func(context.Context) error
+			var release fleet.Release
 			if d.Outcome == "" {
 				d, release = e.askFleet(ctx, step, d)
 			}
@@ -416,18 +416,20 @@ func (e *Engine) preflightLocked(ctx context.Context, j job, now time.Time) Deci
 
 // askFleet asks the fleet guard before a disruptive hook (drain, reboot),
 // without holding the engine: the answer may take a network round trip.
-func (e *Engine) askFleet(ctx context.Context, j job, d Decision) (Decision, func(context.Context) error) {
+func (e *Engine) askFleet(ctx context.Context, j job, d Decision) (Decision, fleet.Release) {
 	if e.guard == nil || (j.hook.Class != ClassDrain && j.hook.Class != ClassReboot) {
 		return d, nil
 	}
-	allowed, reason, release, err := e.guard.Check(ctx, j.hook.Class)
+	dec, release, err := e.guard.Check(ctx, j.hook.Class)
 	switch {
-	case !allowed && err != nil:
+	case err != nil:
 		d.Outcome, d.Reason, d.Detail = OutcomeSuppressed, ReasonFleetGuard, "fleet guard: "+err.Error()
-	case !allowed:
-		d.Outcome, d.Reason, d.Detail = OutcomeSuppressed, ReasonFleetGuard, reason
+	case !dec.Allowed:
+		d.Outcome, d.Reason, d.Detail = OutcomeSuppressed, ReasonFleetGuard, dec.Reason
+	case dec.FailedOpen:
+		d.Detail = "fleet guard failed open: " + dec.Reason
 	default:
-		d.Detail = reason // allowed; a failed-open check says so in the audit
+		d.Detail = dec.Reason
 	}
 	return d, release
 }

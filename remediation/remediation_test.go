@@ -18,6 +18,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
+	"github.com/gpuwarden/gpuwarden/remediation/fleet"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -434,5 +435,37 @@ func waitFor(t *testing.T, ok func() bool) {
 			t.Fatal("condition not met within 10 s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type stubGuard struct {
+	allow    bool
+	reason   string
+	released int
+}
+
+func (g *stubGuard) Check(context.Context, string) (fleet.Decision, fleet.Release, error) {
+	return fleet.Decision{Allowed: g.allow, Reason: g.reason}, func(context.Context) error { g.released++; return nil }, nil
+}
+
+// A drain is held while the fleet guard says the fleet is at its limit,
+// and runs (giving its slot back) once it is not; a reboot keeps its slot.
+func TestTheFleetGuardHoldsADrain(t *testing.T) {
+	st := twoGPUs(t)
+	a := &memAudit{}
+	g := &stubGuard{reason: `drain held: Prometheus query "q" is 2, at or above the limit 2`}
+	e := New(mustConfig(t, fmt.Sprintf(drainRule, "false", "/bin/true", "0s", 100)), st, Options{StateDir: t.TempDir(), Audit: a, Log: quiet, Guard: g})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e.Handle(ctx, xidNotice(t, st, "NVRM: Xid (PCI:0000:3b:00): 79, pid=1, GPU has fallen off the bus."))
+	waitFor(t, func() bool { return len(a.outcomes()) > 0 })
+	if got := a.outcomes(); got[OutcomeSuppressed+":"+ReasonFleetGuard] != 1 || !strings.Contains(a.recs[0].Detail, "limit 2") {
+		t.Fatalf("outcomes %v %q, want held by the fleet guard", got, a.recs[0].Detail)
+	}
+	g.allow, g.reason = true, ""
+	e.Handle(ctx, xidNotice(t, st, "NVRM: Xid (PCI:0000:5d:00): 79, pid=1, GPU has fallen off the bus."))
+	waitFor(t, func() bool { return a.outcomes()[OutcomeRan] == 1 })
+	if g.released != 2 {
+		t.Errorf("released %d slots, want both drains' back", g.released)
 	}
 }
