@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/remediation"
 )
 
 // What both packages must install, beside the generated docs.
@@ -278,7 +279,9 @@ func TestExampleConfigUsesOnlyKnownKeys(t *testing.T) {
 	flatten("", m, flat)
 	var keys []string
 	for k := range flat {
-		keys = append(keys, k)
+		if !strings.HasPrefix(k, "remediation.") {
+			keys = append(keys, k)
+		}
 	}
 	// The agent decodes strictly: what its own loader refuses would stop it
 	// starting.
@@ -290,5 +293,19 @@ func TestExampleConfigUsesOnlyKnownKeys(t *testing.T) {
 	sort.Strings(keys)
 	if fmt.Sprint(keys) != "[log.level web.listen-address]" {
 		t.Errorf("example sets %v; keep it to the minimal safe keys or update this test", keys)
+	}
+	// Its remediation section is the example rules, in dry run: a fresh
+	// install reports what it would do and does nothing.
+	rc, err := remediation.LoadConfig(filepath.Join(repoRoot(t), "packaging", "gpuwarden.yaml"))
+	if err != nil || rc == nil {
+		t.Fatalf("the remediation section does not load: %v", err)
+	}
+	if !rc.Dry() || len(rc.Rules) == 0 {
+		t.Errorf("the shipped remediation is dry run %v with %d rules, want dry run with the example rules", rc.Dry(), len(rc.Rules))
+	}
+	for name, h := range rc.Hooks {
+		if !strings.HasPrefix(h.Argv[0], "/usr/lib/gpuwarden/hooks/") {
+			t.Errorf("hook %s runs %s, not a shipped hook", name, h.Argv[0])
+		}
 	}
 }
