@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -154,4 +155,26 @@ func TestAnUnprivilegedForgeryTriggersNoHook(t *testing.T) {
 	// And a real line does, so the rule was live all along.
 	writeKmsgEach(t, []string{fmt.Sprintf("<3>NVRM: GPU %s.0: GPU has fallen off the bus.", bus)})
 	eventually(t, 10*time.Second, "the real line ran the hook", func() bool { return len(hookInputs(t, dir)) == 1 })
+}
+
+// A reload with a bad rule is refused before anything changes: the
+// running rules keep acting, and the reload metric says it failed.
+func TestABadRuleOnReloadKeepsTheRunningRules(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("writing /dev/kmsg needs root")
+	}
+	a, bus, dir := remediationAgent(t)
+	cfg := filepath.Join(dir, "gpuwarden.yaml")
+	good, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(good), "hooks: [record]", "hooks: [no-such-hook]", 1)), 0o644)
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 10*time.Second, "the reload refused", func() bool {
+		v, _ := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_config_last_reload_successful")
+		return v == "0"
+	})
+	if !strings.Contains(a.log.String(), `hook \"no-such-hook\" is not defined`) {
+		t.Errorf("the refusal does not name the bad rule:\n%s", a.log.String())
+	}
+	writeKmsgEach(t, []string{fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 13, pid=77, name=after-reload, Graphics Exception", bus)})
+	eventually(t, 10*time.Second, "the running rule still fires", func() bool { return len(hookInputs(t, dir)) == 1 })
 }
