@@ -240,7 +240,37 @@ func TestDkmsAutoinstallBuildsForTheNextBootKernel(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
-	wantCalls(t, calls(), [][]string{{"dkms", "autoinstall", "-k", "6.8.0-51-generic"}})
+	wantCalls(t, calls(), [][]string{
+		{"dkms", "autoinstall", "-k", "6.8.0-51-generic"},
+		{"dkms", "status", "-k", "6.8.0-51-generic"},
+	})
+}
+
+// dkms 3.0 exits 0 from autoinstall and status on a module whose source is
+// gone (github.com/dkms-project/dkms issue 352); the message is its own.
+func TestDkmsAutoinstallFailsWhenDkmsStatusReportsAnError(t *testing.T) {
+	dir, _ := standIns(t, map[string]string{"dkms": `[ "$1" = status ] && { echo 'Error! Could not locate dkms.conf file.' >&2; echo 'File: /var/lib/dkms/nvidia/535.104.05/source/dkms.conf does not exist.' >&2; }; exit 0`}, "dkms")
+	out, code := runHook(t, contractEnv(dir), "dkms-autoinstall")
+	if code != 1 || !strings.Contains(out, "dkms.conf does not exist") {
+		t.Errorf("exit %d, want 1 with dkms's message:\n%s", code, out)
+	}
+}
+
+// TestDkmsAutoinstallWithTheRealDkms: Debian's dkms takes the argv; with no
+// module registered there is nothing to build and the hook succeeds. Only
+// where no module is registered: otherwise it would build them.
+func TestDkmsAutoinstallWithTheRealDkms(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: dkms reads /var/lib/dkms as root")
+	}
+	needTool(t, "dkms")
+	if out, err := exec.Command("dkms", "status").CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) != 0 {
+		t.Skipf("DKMS modules are registered on this machine; not building them for a test kernel (%v):\n%s", err, out)
+	}
+	out, code := runHook(t, contractEnv("", "GPUWARDEN_NEXT_BOOT_KERNEL=6.1.0-0-gpuwarden-test"), "dkms-autoinstall")
+	if code != 0 {
+		t.Errorf("exit %d:\n%s", code, out)
+	}
 }
 
 func TestRebootLogsTheReasonThenReboots(t *testing.T) {
