@@ -512,15 +512,27 @@ func (s *slurm) logs() string {
 	return b.String()
 }
 
-func (s *slurm) scontrol(t *testing.T, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("scontrol", args...)
+// command is a Slurm client command for this cluster.
+func (s *slurm) command(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = s.dir
 	cmd.Env = append(os.Environ(), "SLURM_CONF="+s.conf)
-	out, err := cmd.CombinedOutput()
+	return cmd
+}
+
+// run runs a Slurm client command and fails the test unless it exits 0.
+func (s *slurm) run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := s.command(name, args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("scontrol %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+func (s *slurm) scontrol(t *testing.T, args ...string) string {
+	t.Helper()
+	return s.run(t, "scontrol", args...)
 }
 
 var (
@@ -531,9 +543,7 @@ var (
 // nodeState reads the node's State and Reason from `scontrol show node`.
 func (s *slurm) nodeState(t *testing.T) (state, reason string) {
 	t.Helper()
-	cmd := exec.Command("scontrol", "show", "node", s.node)
-	cmd.Env = append(os.Environ(), "SLURM_CONF="+s.conf)
-	out, err := cmd.CombinedOutput()
+	out, err := s.command("scontrol", "show", "node", s.node).CombinedOutput()
 	if err != nil {
 		return "", ""
 	}
@@ -602,6 +612,46 @@ func TestSlurmHooksResumeOnlyADrainOfTheirOwn(t *testing.T) {
 	state, got = s.nodeState(t)
 	if !strings.Contains(state, "DRAIN") || !strings.HasPrefix(got, "maintenance by ops") {
 		t.Errorf("a person's drain after both hooks: State=%s Reason=%s", state, got)
+	}
+
+	s.scontrol(t, "update", "NodeName="+s.node, "State=RESUME")
+	if !waitFor(15*time.Second, func() bool { state, _ = s.nodeState(t); return state == "IDLE" }) {
+		t.Fatalf("after resuming a person's drain by hand: State=%s, want IDLE", state)
+	}
+
+	// A node with a running job: the drain lets the job run (ALLOCATED+DRAIN
+	// or MIXED+DRAIN), and the resume undoes it as well.
+	if _, err := exec.LookPath("sbatch"); err == nil {
+		busy := func() bool {
+			state, _ = s.nodeState(t)
+			return strings.HasPrefix(state, "ALLOCATED") || strings.HasPrefix(state, "MIXED")
+		}
+		s.run(t, "sbatch", "--output=/dev/null", "--wrap=sleep 120")
+		// Cancel the job while slurmd still runs (cleanups run last first):
+		// its slurmstepd outlives a killed slurmd.
+		t.Cleanup(func() {
+			_, _ = s.command("scancel", "--user=root").CombinedOutput()
+			if !waitFor(15*time.Second, func() bool { return !busy() }) {
+				t.Errorf("the test job did not end after scancel: State=%s", state)
+			}
+		})
+		if !waitFor(15*time.Second, busy) {
+			t.Fatalf("the job did not start: State=%s\n%s", state, s.run(t, "squeue"))
+		}
+		if out, code := runHook(t, s.env("GPUWARDEN_REASON="+reason), "slurm-drain"); code != 0 {
+			t.Fatalf("slurm-drain with a job running: exit %d:\n%s", code, out)
+		}
+		if state, got = s.nodeState(t); !strings.Contains(state, "DRAIN") || !busy() {
+			t.Errorf("drained with a job running: State=%s Reason=%s, want the job running and DRAIN", state, got)
+		}
+		if out, code := runHook(t, s.env(), "slurm-resume"); code != 0 {
+			t.Fatalf("slurm-resume with a job running: exit %d:\n%s", code, out)
+		}
+		if !waitFor(15*time.Second, func() bool { return busy() && !strings.Contains(state, "DRAIN") }) {
+			t.Errorf("after slurm-resume with a job running: State=%s", state)
+		}
+	} else {
+		t.Log("sbatch not installed (slurm-client): the drain of a node running a job is not checked")
 	}
 
 	// A node slurmctld does not know: scontrol's failure, not a refusal.
