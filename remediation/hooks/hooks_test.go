@@ -631,7 +631,14 @@ func TestSlurmHooksResumeOnlyADrainOfTheirOwn(t *testing.T) {
 		// its slurmstepd outlives a killed slurmd.
 		t.Cleanup(func() {
 			_, _ = s.command("scancel", "--user=root").CombinedOutput()
-			if !waitFor(15*time.Second, func() bool { return !busy() }) {
+			// Ended: the node plain IDLE (not IDLE+COMPLETING), and
+			// slurmstepd gone, which removes its job directory last.
+			ended := func() bool {
+				state, _ = s.nodeState(t)
+				jobs, _ := filepath.Glob(filepath.Join(s.dir, "spool", "job*"))
+				return state == "IDLE" && len(jobs) == 0
+			}
+			if !waitFor(20*time.Second, ended) {
 				t.Errorf("the test job did not end after scancel: State=%s", state)
 			}
 		})
