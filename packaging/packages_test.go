@@ -33,6 +33,50 @@ var packagedFiles = []string{
 	"/usr/share/fish/vendor_completions.d/gpuwarden.fish",
 }
 
+// remediationHooks lists the executable files in remediation/hooks/: every
+// one must be packaged, so a hook added there and not to nfpm.yaml fails here.
+func remediationHooks(t *testing.T) []string {
+	t.Helper()
+	dir := filepath.Join(repoRoot(t), "remediation", "hooks")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hooks []string
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			hooks = append(hooks, "/usr/lib/gpuwarden/hooks/"+e.Name())
+		}
+	}
+	if len(hooks) == 0 {
+		t.Fatalf("no executable hooks in %s", dir)
+	}
+	return hooks
+}
+
+// modeLine matches a listing line that ends in path and starts with perms,
+// as dpkg-deb -c ("-rwxr-xr-x root/root 1234 date ./usr/...") and the rpm
+// query below ("-rwxr-xr-x /usr/...") print them.
+func modeLine(listing, perms, path string) bool {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(perms) + `\s(.*\s)?\.?` + regexp.QuoteMeta(path) + `$`)
+	return re.MatchString(listing)
+}
+
+func TestPackagesShipTheRemediationHooksExecutable(t *testing.T) {
+	needTool(t, "dpkg-deb", "rpm")
+	deb, rpm := packages(t)
+	debList := run(t, "dpkg-deb", "-c", deb)
+	rpmList := run(t, "rpm", "-qp", "--qf", "[%{FILEMODES:perms} %{FILENAMES}\n]", rpm)
+	for _, h := range remediationHooks(t) {
+		if !modeLine(debList, "-rwxr-xr-x", h) {
+			t.Errorf("deb lacks %s with mode 0755:\n%s", h, debList)
+		}
+		if !modeLine(rpmList, "-rwxr-xr-x", h) {
+			t.Errorf("rpm lacks %s with mode 0755:\n%s", h, rpmList)
+		}
+	}
+}
+
 // glibcVersion parses "2.34" into a comparable pair.
 func glibcVersion(t *testing.T, s string) [2]int {
 	t.Helper()
