@@ -391,7 +391,7 @@ func (c *Config) validate(bad func(int, string, ...any), line int) {
 
 var (
 	gpuSelectorRE = regexp.MustCompile(`^(host|[0-9]{1,4}|GPU-[0-9a-fA-F-]{1,64}|[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])$`)
-	nodeRE        = regexp.MustCompile(`^[A-Za-z0-9._-]{1,253}$`)
+	nodeRE        = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
 )
 
 func (h *Hook) lineOr(l int) int {

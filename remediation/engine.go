@@ -503,8 +503,8 @@ func nextBootKernel(snap *agent.Snapshot) string {
 }
 
 var (
-	safeReason = regexp.MustCompile(`^[A-Za-z0-9 :()._,/-]{1,200}$`)
-	safeKernel = regexp.MustCompile(`^[A-Za-z0-9._+-]{1,128}$`)
+	safeReason = regexp.MustCompile(`^gpuwarden: [A-Za-z0-9 :()._,/-]{1,200}$`)
+	safeKernel = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
 	safeUUID   = regexp.MustCompile(`^GPU-[0-9a-fA-F-]{1,64}$`)
 	safeBus    = regexp.MustCompile(`^[0-9A-Fa-f:.]{1,32}$`)
 	safeKind   = regexp.MustCompile(`^[a-z_]{1,32}$`)
