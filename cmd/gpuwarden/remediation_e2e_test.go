@@ -20,6 +20,14 @@ import (
 // was given: its stdin, one JSON document a line, and its environment.
 func remediationAgent(t *testing.T) (a *agentProc, bus, dir string) {
 	t.Helper()
+	a, bus, dir, _ = remediationAgentArgs(t)
+	return a, bus, dir
+}
+
+// remediationAgentArgs is remediationAgent, and the arguments to start it
+// again on the same state.
+func remediationAgentArgs(t *testing.T) (a *agentProc, bus, dir string, args []string) {
+	t.Helper()
 	trace, bus, _ := uniqueGPUTrace(t)
 	dir = t.TempDir()
 	os.Chmod(dir, 0o755)
@@ -42,14 +50,24 @@ func remediationAgent(t *testing.T) (a *agentProc, bus, dir string) {
     - name: gpu-gone
       match: {kind: [fallen_off_bus, xid], action: [reboot]}
       hooks: [record]
+    - name: xid-31
+      match: {kind: [xid], code: [31]}
+      hooks: [record]
+      cooldown: 1h
 `, hook)), 0o644)
-	a = startAgent(t, nil, "--config", cfg, "--backend", "replay", "--replay", trace, "--replay.loop", "--collector.gpu.interval", "200ms",
-		"--collector.kmsg=true", "--collector.dkms=false", "--state.dir", filepath.Join(dir, "state"))
+	args = []string{"--config", cfg, "--backend", "replay", "--replay", trace, "--replay.loop", "--collector.gpu.interval", "200ms",
+		"--collector.kmsg=true", "--collector.dkms=false", "--state.dir", filepath.Join(dir, "state")}
+	a = startKmsgAgent(t, args)
+	return a, bus, dir, args
+}
+
+func startKmsgAgent(t *testing.T, args []string) *agentProc {
+	a := startAgent(t, nil, args...)
 	eventually(t, 10*time.Second, "kmsg collector up", func() bool {
 		v, _ := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_collector_up", `collector="kmsg"`)
 		return v == "1"
 	})
-	return a, bus, dir
+	return a
 }
 
 func hookInputs(t *testing.T, dir string) []map[string]any {
@@ -177,4 +195,29 @@ func TestABadRuleOnReloadKeepsTheRunningRules(t *testing.T) {
 	}
 	writeKmsgEach(t, []string{fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 13, pid=77, name=after-reload, Graphics Exception", bus)})
 	eventually(t, 10*time.Second, "the running rule still fires", func() bool { return len(hookInputs(t, dir)) == 1 })
+}
+
+// An agent restarted mid-cooldown honours it: the ledger outlives the
+// process, whichever way it ends.
+func TestARestartedAgentHonoursACooldown(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("writing /dev/kmsg needs root")
+	}
+	a, bus, dir, args := remediationAgentArgs(t)
+	line := func(pid int) string {
+		return fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 31, pid=%d, name=cooldown, Ch 00000010, intr 00000000. MMU Fault", bus, pid)
+	}
+	writeKmsgEach(t, []string{line(1)})
+	eventually(t, 10*time.Second, "the first Xid 31 ran the hook", func() bool { return len(hookInputs(t, dir)) == 1 })
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	a.cmd.Wait()
+	b := startKmsgAgent(t, args)
+	writeKmsgEach(t, []string{line(2)})
+	eventually(t, 10*time.Second, "the second held by the cooldown", func() bool {
+		v, _ := metricValue(b.mustGet(t, "/metrics"), "gpuwarden_remediation_suppressed_total", `rule="xid-31"`, `reason="cooldown"`)
+		return v == "1"
+	})
+	if n := len(hookInputs(t, dir)); n != 1 {
+		t.Errorf("the hook ran %d times across the restart, want once", n)
+	}
 }
