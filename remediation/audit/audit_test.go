@@ -319,3 +319,18 @@ func TestConcurrentAppendsWriteWholeLines(t *testing.T) {
 		last[w] = s
 	}
 }
+
+func TestALineOverMaxRecordIsSkipped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	long := `{"note":"` + strings.Repeat("x", MaxRecord) + `"}`
+	if err := os.WriteFile(path, []byte(`{"seq":1}`+"\n"+long+"\n"+`{"seq":2}`+"\n"+long), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tail, err := Scan(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(seqs(t, tail.Records)); got != "[1 2]" || tail.Skipped != 2 {
+		t.Fatalf("records %s, skipped %d; want [1 2], 2", got, tail.Skipped)
+	}
+}

@@ -32,7 +32,9 @@ func Read(path string, limit int) ([]json.RawMessage, error) {
 
 // Scan is Read that also reports how many lines it skipped. It reads path.N
 // for every N present, highest (oldest) first, then path. It is an error
-// only when none of them exists or one cannot be read.
+// only when none of them exists or one cannot be read. Scan takes no lock: a
+// rotation by a writer during a Scan can make it miss or repeat one file's
+// records (it never returns a partial record).
 func Scan(path string, limit int) (Tail, error) {
 	files, err := logFiles(path)
 	if err != nil {
@@ -105,7 +107,7 @@ func scanFile(name string, emit func(json.RawMessage)) (int, error) {
 		return 0, fmt.Errorf("audit log: %w", err)
 	}
 	defer f.Close()
-	skipped, err := scanLines(f, emit)
+	skipped, err := scanLines(f, MaxRecord, emit)
 	if err != nil {
 		return skipped, fmt.Errorf("audit log %s: %w", name, err)
 	}
@@ -113,10 +115,10 @@ func scanFile(name string, emit func(json.RawMessage)) (int, error) {
 }
 
 // scanLines calls emit with a copy of every line of r that is one JSON value
-// and returns how many lines it skipped. A line over MaxRecord bytes (its
-// newline included) is skipped without being held in memory.
-func scanLines(r io.Reader, emit func(json.RawMessage)) (skipped int, err error) {
-	br := bufio.NewReaderSize(r, MaxRecord)
+// and returns how many lines it skipped. A line over maxLine bytes (its
+// newline included; at least 16) is skipped without being held in memory.
+func scanLines(r io.Reader, maxLine int, emit func(json.RawMessage)) (skipped int, err error) {
+	br := bufio.NewReaderSize(r, maxLine)
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {

@@ -395,3 +395,45 @@ func TestANonRootPeerIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// blockingEngine's List waits until release is closed.
+type blockingEngine struct {
+	fakeEngine
+	started chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingEngine) List() (any, error) {
+	b.started <- struct{}{}
+	<-b.release
+	return "done", nil
+}
+
+func TestRequestsBeyondTheInFlightBoundAreToldBusy(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	path := socketPath(t)
+	eng := &blockingEngine{started: make(chan struct{}, maxInFlight), release: make(chan struct{})}
+	serve(t, &Server{Handler: eng, Log: quiet}, path)
+	errs := make(chan error, maxInFlight)
+	for i := 0; i < maxInFlight; i++ {
+		go func() {
+			_, err := Call(context.Background(), path, Request{Op: OpList})
+			errs <- err
+		}()
+	}
+	for i := 0; i < maxInFlight; i++ {
+		<-eng.started
+	}
+	_, err := Call(context.Background(), path, Request{Op: OpList})
+	if err == nil || !strings.Contains(err.Error(), "busy") {
+		t.Fatalf("request %d: %v, want busy", maxInFlight+1, err)
+	}
+	close(eng.release)
+	for i := 0; i < maxInFlight; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -29,6 +29,10 @@ type Server struct {
 	ReadTimeout time.Duration
 }
 
+// maxInFlight bounds the root connections answered at once; one more is told
+// the server is busy. Refused peers do not count: they are answered at once.
+const maxInFlight = 8
+
 // Serve listens on path and answers requests with h until ctx is done. See
 // Server.Serve.
 func Serve(ctx context.Context, path string, h Handler, log *slog.Logger) error {
@@ -66,6 +70,7 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	lim := &refusalLog{log: log}
+	slots := make(chan struct{}, maxInFlight)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -89,7 +94,7 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.answer(conn, lim, log)
+			s.answer(conn, lim, slots, log)
 		}()
 	}
 }
@@ -143,7 +148,7 @@ func peer(conn *net.UnixConn) (*unix.Ucred, error) {
 	return cred, credErr
 }
 
-func (s *Server) answer(conn *net.UnixConn, lim *refusalLog, log *slog.Logger) {
+func (s *Server) answer(conn *net.UnixConn, lim *refusalLog, slots chan struct{}, log *slog.Logger) {
 	defer conn.Close()
 	timeout := s.ReadTimeout
 	if timeout <= 0 {
@@ -171,6 +176,13 @@ func (s *Server) answer(conn *net.UnixConn, lim *refusalLog, log *slog.Logger) {
 		return
 	}
 	who := fmt.Sprintf("uid %d pid %d", cred.Uid, cred.Pid)
+	select {
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
+	default:
+		fail("busy: %d requests already in progress; try again", maxInFlight)
+		return
+	}
 
 	conn.SetReadDeadline(time.Now().Add(timeout))
 	line, err := readLine(conn)
