@@ -40,6 +40,7 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newExplainCmd(),
 		newCheckCmd(),
+		newRemediationCmd(),
 	)
 	for _, c := range extraCommands {
 		root.AddCommand(c())

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/remediation"
+	"github.com/gpuwarden/gpuwarden/remediation/audit"
 )
 
 // remediationAgent runs a replay agent beside the live kernel log with
@@ -40,6 +41,7 @@ func remediationAgentArgs(t *testing.T) (a *agentProc, bus, dir string, args []s
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`remediation:
   dry_run: false
   node: e2e-node
+  socket: %s
   hooks:
     record: {argv: [%q, fixed-arg], class: other, timeout: 10s}
   rules:
@@ -54,7 +56,7 @@ func remediationAgentArgs(t *testing.T) (a *agentProc, bus, dir string, args []s
       match: {kind: [xid], code: [31]}
       hooks: [record]
       cooldown: 1h
-`, hook)), 0o644)
+`, filepath.Join(dir, "control.sock"), hook)), 0o644)
 	args = []string{"--config", cfg, "--backend", "replay", "--replay", trace, "--replay.loop", "--collector.gpu.interval", "200ms",
 		"--collector.kmsg=true", "--collector.dkms=false", "--state.dir", filepath.Join(dir, "state")}
 	a = startKmsgAgent(t, args)
@@ -219,5 +221,60 @@ func TestARestartedAgentHonoursACooldown(t *testing.T) {
 	})
 	if n := len(hookInputs(t, dir)); n != 1 {
 		t.Errorf("the hook ran %d times across the restart, want once", n)
+	}
+}
+
+// A ledger cut short mid-write blocks every action of a real agent until
+// an operator acknowledges over the control socket; list shows why.
+func TestATruncatedLedgerBlocksTheAgentUntilAck(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("writing /dev/kmsg needs root")
+	}
+	a, bus, dir, args := remediationAgentArgs(t)
+	writeKmsgEach(t, []string{fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 13, pid=1, name=before, Graphics Exception", bus)})
+	eventually(t, 10*time.Second, "the hook ran", func() bool { return len(hookInputs(t, dir)) == 1 })
+	a.stop()
+	ledger := filepath.Join(dir, "state", remediation.LedgerFile)
+	b, err := os.ReadFile(ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(ledger, b[:len(b)/2], 0o600)
+
+	a = startKmsgAgent(t, args)
+	if h := a.mustGet(t, "/v1/health"); !strings.Contains(h, "remediation ledger") || !strings.Contains(h, "gpuwarden remediation ack") {
+		t.Errorf("/v1/health does not report the corrupt ledger:\n%s", h)
+	}
+	sock := filepath.Join(dir, "control.sock")
+	list, err := exec.Command(gpuwardenBinary(t), "remediation", "list", "--socket", sock).CombinedOutput()
+	if err != nil || !strings.Contains(string(list), "corrupt") {
+		t.Errorf("remediation list: %v\n%s", err, list)
+	}
+	writeKmsgEach(t, []string{fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 13, pid=2, name=blocked, Graphics Exception", bus)})
+	eventually(t, 10*time.Second, "the line held as blocked", func() bool {
+		v, _ := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_remediation_suppressed_total", `reason="blocked"`)
+		return v == "1"
+	})
+	if out, err := exec.Command(gpuwardenBinary(t), "remediation", "ack", "--socket", sock).CombinedOutput(); err != nil {
+		t.Fatalf("ack: %v\n%s", err, out)
+	}
+	writeKmsgEach(t, []string{fmt.Sprintf("<3>NVRM: Xid (PCI:%s): 13, pid=3, name=after-ack, Graphics Exception", bus)})
+	eventually(t, 10*time.Second, "the hook ran after ack", func() bool { return len(hookInputs(t, dir)) == 2 })
+	// Every decision is in the audit log, the ack with who made it.
+	recs, err := audit.Read(remediation.AuditPath(filepath.Join(dir, "state")), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outcomes []string
+	for _, r := range recs {
+		var d remediation.Decision
+		json.Unmarshal(r, &d)
+		outcomes = append(outcomes, d.Outcome+"/"+d.Reason)
+		if d.Outcome == "ack" && !strings.HasPrefix(d.Operator, "uid 0 pid ") {
+			t.Errorf("ack audited without who: %+v", d)
+		}
+	}
+	if got := strings.Join(outcomes, " "); got != "ran/ suppressed/blocked ack/ ran/" {
+		t.Errorf("audit log outcomes %q", got)
 	}
 }

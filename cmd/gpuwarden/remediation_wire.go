@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 
 	"github.com/gpuwarden/gpuwarden/agent"
 	"github.com/gpuwarden/gpuwarden/remediation"
+	"github.com/gpuwarden/gpuwarden/remediation/audit"
+	"github.com/gpuwarden/gpuwarden/remediation/control"
 )
 
 // startRemediation wires the remediation engine into the agent: a
@@ -15,10 +19,27 @@ func startRemediation(a *agent.Agent, cfg agent.Config, rcfg *remediation.Config
 	if err != nil {
 		log.Warn("no boot id: escalation after repeated reboots cannot tell boots apart", "err", err)
 	}
-	opts := remediation.Options{StateDir: cfg.StateDir, BootID: bootID, Log: log.With("component", "remediation")}
+	rlog := log.With("component", "remediation")
+	auditLog, err := audit.Open(remediation.AuditPath(cfg.StateDir), rcfg.Audit.MaxBytes, rcfg.Audit.Keep)
+	if err != nil {
+		// Acting without a record of why is not an option: refuse to start.
+		return nil, fmt.Errorf("remediation audit log: %w", err)
+	}
+	opts := remediation.Options{StateDir: cfg.StateDir, BootID: bootID, Log: rlog, Audit: auditLog}
 	e := remediation.New(rcfg, a.State(), opts)
 	a.Handle("GET /v1/remediation", agent.JSONHandler(func() any { return e.Recent() }))
-	a.Go(e.Run)
+	a.Go(func(ctx context.Context) {
+		e.Run(ctx)
+		auditLog.Close()
+	})
+	a.Go(func(ctx context.Context) {
+		// The operator's socket: a failure to serve it is loud but never
+		// stops monitoring or the engine.
+		if err := control.Serve(ctx, rcfg.Socket, e, rlog); err != nil && ctx.Err() == nil {
+			rlog.Error("remediation control socket unavailable; gpuwarden remediation list/ack/reset-breaker will not reach this agent",
+				"socket", rcfg.Socket, "err", err)
+		}
+	})
 	if rcfg.Dry() {
 		log.Info("remediation in dry run: decisions are audited with the argv they would run, and nothing runs",
 			"rules", len(rcfg.Rules), "fix", "set remediation.dry_run: false to act")
