@@ -16,8 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/exporter-toolkit/web"
-
 	"github.com/gpuwarden/gpuwarden/agent/sdnotify"
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
@@ -98,10 +96,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	reg := NewRegistry()
-	srv := &http.Server{Handler: Handler(a.state, reg, a.routes...), ReadHeaderTimeout: 10 * time.Second}
-	flags := &web.FlagConfig{WebListenAddresses: &a.cfg.ListenAddresses, WebSystemdSocket: &a.cfg.SystemdSocket, WebConfigFile: &a.cfg.WebConfigFile}
+	srv := httpServer(Handler(a.state, reg, a.routes...), a.cfg)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- web.ListenAndServe(srv, flags, a.log) }()
+	go func() { serveErr <- serve(srv, a.cfg, a.log) }()
 
 	var wg sync.WaitGroup
 	col := gpu.New(a.lib, gpu.Options{Timeout: a.cfg.GPUTimeout, Log: a.log})

@@ -25,6 +25,12 @@ type Config struct {
 	ListenAddresses []string
 	WebConfigFile   string
 	SystemdSocket   bool
+	// HTTP limits: a connection cap and every server timeout.
+	WebMaxConnections    int
+	WebReadHeaderTimeout time.Duration
+	WebReadTimeout       time.Duration
+	WebWriteTimeout      time.Duration
+	WebIdleTimeout       time.Duration
 	LogLevel        string
 	LogFormat       string
 
@@ -83,6 +89,16 @@ var Settings = []Setting{
 		field: func(c *Config) any { return &c.WebConfigFile }},
 	{Name: "web.systemd-socket", Default: false, Help: "Use the listening socket systemd passes (socket activation) instead of web.listen-address.",
 		field: func(c *Config) any { return &c.SystemdSocket }},
+	{Name: "web.max-connections", Default: 64, Help: "Open HTTP connections at most; more wait until one closes (0: no limit).",
+		field: func(c *Config) any { return &c.WebMaxConnections }},
+	{Name: "web.read-header-timeout", Default: 10 * time.Second, Help: "How long a client may take to send a request's headers.",
+		field: func(c *Config) any { return &c.WebReadHeaderTimeout }},
+	{Name: "web.read-timeout", Default: 30 * time.Second, Help: "How long a client may take to send a whole request.",
+		field: func(c *Config) any { return &c.WebReadTimeout }},
+	{Name: "web.write-timeout", Default: 30 * time.Second, Help: "How long a response may take to be written (a slow reader is cut off).",
+		field: func(c *Config) any { return &c.WebWriteTimeout }},
+	{Name: "web.idle-timeout", Default: 2 * time.Minute, Help: "How long an idle keep-alive connection is kept open.",
+		field: func(c *Config) any { return &c.WebIdleTimeout }},
 	{Name: "log.level", Default: "info", Help: "Log level: debug, info, warn, error.", Reload: true,
 		field: func(c *Config) any { return &c.LogLevel }},
 	{Name: "log.format", Default: "logfmt", Help: "Log format: logfmt or json.",
@@ -303,8 +319,21 @@ func (c Config) validate() error {
 	if c.Backend != "nvml" && c.Backend != "replay" {
 		bad("backend", "%q is not nvml or replay", c.Backend)
 	}
-	if c.ReplaySpeed <= 0 || c.ReplaySpeed > 10000 {
+	// Written so that NaN fails: every comparison with NaN is false.
+	if !(c.ReplaySpeed > 0 && c.ReplaySpeed <= 10000) {
 		bad("replay.speed", "%v is not in (0, 10000]", c.ReplaySpeed)
+	}
+	if c.WebMaxConnections < 0 {
+		bad("web.max-connections", "%d is negative", c.WebMaxConnections)
+	}
+	for _, t := range []struct {
+		key string
+		d   time.Duration
+	}{{"web.read-header-timeout", c.WebReadHeaderTimeout}, {"web.read-timeout", c.WebReadTimeout},
+		{"web.write-timeout", c.WebWriteTimeout}, {"web.idle-timeout", c.WebIdleTimeout}} {
+		if t.d < time.Second || t.d > time.Hour {
+			bad(t.key, "%s is not in [1s, 1h]", t.d)
+		}
 	}
 	if c.GPUExpected < 0 {
 		bad("gpu.expected", "%d is negative", c.GPUExpected)
