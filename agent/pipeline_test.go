@@ -7,10 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
+	"github.com/gpuwarden/gpuwarden/collectors/source"
 )
 
 // demoWithClock is the demo node at 60 s with a clock the test moves.
@@ -215,5 +219,28 @@ func TestRestoredEventsAreListedNotCounted(t *testing.T) {
 	}
 	if evs := st.Events().Recent(10, nil); len(evs) != 1 || !evs[0].Restored {
 		t.Errorf("events %+v, want the restored one", evs)
+	}
+}
+
+// A file name with invalid UTF-8 (a kernel release from /boot) cannot
+// break the exposition: the value is escaped at one place, every series
+// stays, and two names that differ only in invalid bytes stay two series.
+func TestInvalidUTF8LabelValuesKeepEverySeries(t *testing.T) {
+	st, _ := demoWithClock(t)
+	st.SetStats("dkms", []source.Metric{
+		{Name: "gpuwarden_nvidia_module_present", Help: "h", Labels: []string{"kernel", "6.1.0-\xff-amd64"}, Value: 0},
+		{Name: "gpuwarden_nvidia_module_present", Help: "h", Labels: []string{"kernel", "6.1.0-\xfe-amd64"}, Value: 1},
+		{Name: "gpuwarden_reboot_pending", Help: "h", Value: 1},
+	})
+	st.Refresh()
+	body := scrape(t, st)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	if _, err := parser.TextToMetricFamilies(strings.NewReader(body)); err != nil {
+		t.Fatalf("the exposition does not parse: %v", err)
+	}
+	for _, want := range []string{`gpuwarden_nvidia_module_present{kernel="6.1.0-\\xff-amd64"} 0`, `gpuwarden_nvidia_module_present{kernel="6.1.0-\\xfe-amd64"} 1`, "gpuwarden_reboot_pending 1"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %s in:\n%s", want, grepLines(body, "gpuwarden_nvidia_module_present"))
+		}
 	}
 }

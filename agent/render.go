@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"bytes"
 	"log/slog"
 	"math"
@@ -9,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 	"sync"
 	"time"
 
@@ -117,7 +119,27 @@ var (
 	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
 )
 
-func escapeLabel(s string) string { return labelEscaper.Replace(strings.ToValidUTF8(s, "\uFFFD")) }
+func escapeLabel(s string) string { return labelEscaper.Replace(validUTF8(s)) }
+
+// validUTF8 is the one place label values from outside (file names, kernel
+// releases, GPU names) become valid UTF-8: each invalid byte is written as
+// \xNN, so two values that differ only in invalid bytes stay two series.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
 func escapeHelp(s string) string  { return helpEscaper.Replace(s) }
 
 // gpuLabels renders a GPU's dcgm-exporter label set, with extra pairs
