@@ -148,7 +148,9 @@ func gpuNotWired(required bool) dkms.ExtraCheck {
 	}
 }
 
-func writeCheckTable(w io.Writer, r *dkms.Report) error {
+func writeCheckTable(out io.Writer, r *dkms.Report) error {
+	// File names, versions and evidence come from the host's files.
+	w := explain.Terminal(out)
 	f := &r.Facts
 	var b strings.Builder
 	fmt.Fprintf(&b, "gpuwarden check: %s\n", strings.ToUpper(r.Level.String()))

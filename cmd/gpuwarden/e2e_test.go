@@ -17,6 +17,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 )
 
 func freePort(t testing.TB) string {
@@ -370,5 +373,18 @@ func TestStatusPrintsOneRowPerGPU(t *testing.T) {
 	out, err = exec.Command(gpuwardenBinary(t), "status", "--once", "--backend", "replay").CombinedOutput()
 	if err != nil || strings.Count(string(out), "NVIDIA H100") != 8 {
 		t.Errorf("status --once on the demo: %v\n%s", err, out)
+	}
+}
+
+// status prints what an agent or a trace says; a bus id or a name holding
+// a terminal escape sequence is printed escaped.
+func TestStatusEscapesWhatTheAgentSays(t *testing.T) {
+	var b strings.Builder
+	v := agent.GPUsView{GPUs: []agent.GPUView{{Info: gpu.Info{Index: 0, Name: "H100\x1b]0;pwned\x07", PCIBusID: "0000:3b:00.0\x1b[2J"}}}}
+	if err := printStatus(&b, v); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(b.String(), "\x1b\x07") || !strings.Contains(b.String(), `0000:3b:00.0\x1b[2J`) {
+		t.Errorf("status printed %q", b.String())
 	}
 }

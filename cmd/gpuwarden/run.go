@@ -52,6 +52,9 @@ func newRunCmd() *cobra.Command {
 			level := new(slog.LevelVar)
 			level.Set(logLevel(cfg.LogLevel))
 			log := newLevelLogger(os.Stderr, level, cfg.LogFormat)
+			// One logger for everything the process prints: libraries
+			// that log through slog's default or the log package too.
+			slog.SetDefault(log)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			// Caught from the start: SIGHUP's default action would kill the agent.

@@ -102,7 +102,8 @@ func sampleOnce(ctx context.Context, backend, file string) (agent.GPUsView, erro
 }
 
 func printStatus(w io.Writer, v agent.GPUsView) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// Everything in the view came from an agent or a trace: printable only.
+	tw := tabwriter.NewWriter(explain.Terminal(w), 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "GPU\tMODEL\tBUS\tTEMP\tPOWER\tUTIL\tMEMORY\tHEALTH\n")
 	for _, g := range v.GPUs {
 		val := func(name, format string, scale float64) string {

@@ -259,3 +259,31 @@ func Printable(s string) string {
 	}
 	return b.String()
 }
+
+// Terminal wraps w so that everything written through it is printable:
+// each line is passed through Printable, newlines and tabs kept. Commands
+// that print text from outside (a trace, an agent, the host's files) write
+// through it, so no escape sequence reaches a terminal whichever field
+// carried it.
+func Terminal(w io.Writer) io.Writer { return terminal{w} }
+
+type terminal struct{ w io.Writer }
+
+func (t terminal) Write(p []byte) (int, error) {
+	n := len(p)
+	var b strings.Builder
+	for len(p) > 0 {
+		i := strings.IndexAny(string(p), "\n\t")
+		if i < 0 {
+			b.WriteString(Printable(string(p)))
+			break
+		}
+		b.WriteString(Printable(string(p[:i])))
+		b.WriteByte(p[i])
+		p = p[i+1:]
+	}
+	if _, err := io.WriteString(t.w, b.String()); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
