@@ -124,6 +124,9 @@ func eventsHealth(evs []event.Event, now time.Time, window time.Duration) Health
 
 // eventWords names an event for a health reason: "Xid 79 (GPU_HAS_FALLEN_OFF_THE_BUS)".
 func eventWords(ev event.Event) string {
+	if ev.Kind == event.KindStateCorrupt {
+		return ev.Raw // the agent's own words: which file, what was wrong, where it went
+	}
 	what, ok := kindWords[ev.Kind]
 	if !ok {
 		what = string(ev.Kind)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/agent/statefile"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 )
 
 // InventoryFile is the name, in the state directory, of the GPUs this host
@@ -60,16 +61,17 @@ func (e *CorruptInventoryError) Unwrap() error { return e.Err }
 // *CorruptInventoryError, with an empty inventory to rebuild.
 func LoadInventory(dir string) (*Inventory, error) {
 	path := filepath.Join(dir, InventoryFile)
-	b, err := os.ReadFile(path)
+	// A symlink, a FIFO or a device in its place is refused like bad JSON.
+	b, err := hostfs.ReadFile(path, hostfs.LimitState)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &Inventory{}, nil
 	}
-	if err != nil {
-		return &Inventory{}, fmt.Errorf("GPU inventory: %w", err)
-	}
-	inv, perr := parseInventory(b)
+	perr := err
+	var inv *Inventory
 	if perr == nil {
-		return inv, nil
+		if inv, perr = parseInventory(b); perr == nil {
+			return inv, nil
+		}
 	}
 	cerr := &CorruptInventoryError{Path: path, Err: perr}
 	aside, merr := statefile.MoveAside(path)

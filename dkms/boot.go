@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 )
 
 // nextBoot decides which kernel the next boot starts, most specific source
@@ -67,7 +69,7 @@ func (g *Gatherer) nextBoot(f *Facts) NextBoot {
 func (g *Gatherer) grubEnv() map[string]string {
 	env := map[string]string{}
 	for _, p := range []string{"/boot/grub/grubenv", "/boot/grub2/grubenv", "/boot/efi/EFI/fedora/grubenv"} {
-		b, err := os.ReadFile(mustResolve(g.paths, p))
+		b, err := g.paths.ReadFile(p, hostfs.LimitText)
 		if err != nil {
 			continue
 		}
@@ -83,7 +85,7 @@ func (g *Gatherer) grubEnv() map[string]string {
 
 // grubDefault returns GRUB_DEFAULT from /etc/default/grub, unquoted.
 func (g *Gatherer) grubDefault() string {
-	b, err := os.ReadFile(g.paths.Root("/etc/default/grub"))
+	b, err := g.paths.ReadFile("/etc/default/grub", hostfs.LimitText)
 	if err != nil {
 		return ""
 	}
@@ -110,7 +112,7 @@ func (g *Gatherer) blsEntries() map[string]string {
 		if !ok {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		b, err := hostfs.ReadFile(filepath.Join(dir, e.Name()), hostfs.LimitText)
 		if err != nil {
 			continue
 		}

@@ -3,12 +3,15 @@ package dkms
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+
+	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 )
 
 // Kernel is one installed kernel and what it needs to come up with GPUs.
@@ -178,7 +181,7 @@ func (f *Facts) problem(format string, args ...any) {
 // family tells Debian-like from RPM-like systems: they flag pending reboots
 // differently.
 func (g *Gatherer) family() string {
-	if b, err := os.ReadFile(g.paths.Root("/etc/os-release")); err == nil {
+	if b, err := g.paths.ReadFile("/etc/os-release", hostfs.LimitText); err == nil {
 		for l := range strings.SplitSeq(string(b), "\n") {
 			k, v, ok := strings.Cut(l, "=")
 			if !ok || (k != "ID" && k != "ID_LIKE") {
@@ -410,10 +413,10 @@ func (g *Gatherer) dkmsVersion(module, version string) []DKMSEntry {
 	// A failed build leaves build/make.log, whose first line names the
 	// kernel: "DKMS make.log for nvidia-535.104.05 for kernel 6.5.0-1-amd64 (x86_64)".
 	logPath := path.Join(base, "build", "make.log")
-	if first, err := readFirstLine(g.paths.Root(logPath)); err == nil {
+	if first, err := readFirstLine(mustResolve(g.paths, logPath)); err == nil {
 		if k, a, ok := parseMakeLogHeader(first); ok && !built[k+"/"+a] {
 			out = append(out, DKMSEntry{Module: module, Version: version, Kernel: k, Arch: a,
-				State: StateBuildFailed, MakeLog: logPath, LogTail: tailLines(g.paths.Root(logPath), 3)})
+				State: StateBuildFailed, MakeLog: logPath, LogTail: tailLines(mustResolve(g.paths, logPath), 3)})
 		}
 	}
 	if len(built) == 0 {
@@ -457,7 +460,7 @@ func parseMakeLogHeader(line string) (kernel, arch string, ok bool) {
 
 func (g *Gatherer) readLoaded(f *Facts) {
 	const procVersion = "driver/nvidia/version"
-	if b, err := os.ReadFile(g.paths.Proc(procVersion)); err == nil {
+	if b, err := hostfs.ReadFile(g.paths.Proc(procVersion), hostfs.LimitText); err == nil {
 		if d, ok := ParseDriverVersion(string(b)); ok {
 			f.Loaded = &LoadedDriver{DriverVersion: d, Source: path.Join("/proc", procVersion)}
 			return
@@ -524,7 +527,7 @@ func (g *Gatherer) readReboot(f *Facts) {
 	if g.paths.ExistsIn(flag) {
 		r.Pending = true
 		r.Reasons = append(r.Reasons, flag+" exists")
-		if b, err := os.ReadFile(mustResolve(g.paths, flag+".pkgs")); err == nil {
+		if b, err := g.paths.ReadFile(flag+".pkgs", hostfs.LimitText); err == nil {
 			for l := range strings.SplitSeq(string(b), "\n") {
 				if l = strings.TrimSpace(l); l != "" && !slices.Contains(r.Packages, l) {
 					r.Packages = append(r.Packages, l)
@@ -565,7 +568,7 @@ func mustResolve(p Paths, name string) string {
 const efiSecureBoot = "firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
 
 func (g *Gatherer) secureBoot(f *Facts) string {
-	b, err := os.ReadFile(g.paths.Sys(efiSecureBoot))
+	b, err := hostfs.ReadFile(g.paths.Sys(efiSecureBoot), 4096)
 	switch {
 	case err == nil && len(b) >= 5:
 		if b[4] == 1 {
@@ -583,9 +586,19 @@ func (g *Gatherer) secureBoot(f *Facts) string {
 	return SecureBootUnknown
 }
 
-// tailLines returns the last n non-blank lines of a small text file.
+// tailLines returns the last n non-blank lines of a text file (a build
+// log), reading only its last 64 KiB.
 func tailLines(host string, n int) []string {
-	b, err := os.ReadFile(host)
+	f, err := hostfs.Open(host)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	const tail = 64 << 10
+	if st, err := f.Stat(); err == nil && st.Size() > tail {
+		f.Seek(st.Size()-tail, io.SeekStart)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, tail))
 	if err != nil {
 		return nil
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 )
 
 // Signature says whether a module file carries an appended signature.
@@ -89,7 +91,7 @@ func inspectModule(host string) moduleInfo {
 	case strings.HasSuffix(host, ".gz"):
 		return inspectGzipModule(host)
 	}
-	f, err := os.Open(host)
+	f, err := hostfs.Open(host)
 	if err != nil {
 		return moduleInfo{signature: SignatureUnknown, note: err.Error()}
 	}
@@ -118,7 +120,7 @@ func inspectModule(host string) moduleInfo {
 }
 
 func inspectGzipModule(host string) moduleInfo {
-	f, err := os.Open(host)
+	f, err := hostfs.Open(host)
 	if err != nil {
 		return moduleInfo{signature: SignatureUnknown, note: err.Error()}
 	}

@@ -17,7 +17,7 @@ func DefaultPaths() Paths { return hostfs.DefaultPaths() }
 
 // readFirstLine reads a small text file and returns its first line, trimmed.
 func readFirstLine(host string) (string, error) {
-	b, err := os.ReadFile(host)
+	b, err := hostfs.ReadPrefix(host, 64<<10)
 	if err != nil {
 		return "", err
 	}

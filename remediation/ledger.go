@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/agent/statefile"
+	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 )
 
 // LedgerFile is the ledger's name in the state directory.
@@ -78,17 +78,21 @@ const maxLedgerBytes = 16 << 20
 // fresh ledger returned with it is Blocked.
 func LoadLedger(dir, mode string) (*Ledger, error) {
 	path := filepath.Join(dir, LedgerFile)
-	b, err := os.ReadFile(path)
+	b, err := hostfs.ReadFile(path, maxLedgerBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		return newLedger(mode), nil
 	}
-	if err != nil {
+	if errors.Is(err, fs.ErrPermission) {
 		// Unreadable is not corrupt: refuse to act rather than forget.
 		l := newLedger(mode)
 		l.Blocked = fmt.Sprintf("cannot read %s: %v", path, err)
 		return l, fmt.Errorf("remediation ledger: %w", err)
 	}
-	l, perr := parseLedger(b)
+	var l *Ledger
+	perr := err // a symlink, a FIFO, a device, too large: corrupt, moved aside
+	if perr == nil {
+		l, perr = parseLedger(b)
+	}
 	if perr == nil {
 		if l.Mode != mode {
 			// A change of mode starts the counts over; the breaker and

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -264,6 +265,41 @@ func TestNoSeriesIsWrittenTwice(t *testing.T) {
 		}
 		if !strings.Contains(body, want) {
 			t.Errorf("no %s in /metrics", want)
+		}
+	}
+}
+
+// State files are read as files from outside: /dev/zero, a FIFO or a
+// symlink in their place is refused with a clear reason and moved aside;
+// the agent starts, reads the kernel log and says what it found.
+func TestHostileStateFilesAreRefusedAndTheAgentRuns(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("reading /dev/kmsg needs root")
+	}
+	state := t.TempDir()
+	if err := os.Symlink("/dev/zero", filepath.Join(state, "kmsg-cursor.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(state, "gpus.json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan *agentProc, 1)
+	go func() { done <- liveHostAgent(t, state) }()
+	var a *agentProc
+	select {
+	case a = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the agent did not come up with a FIFO and a /dev/zero link among its state files")
+	}
+	h := a.mustGet(t, "/v1/health")
+	for _, want := range []string{"kmsg-cursor.json", "a symbolic link, not followed", "gpus.json", "a FIFO"} {
+		if !strings.Contains(h, want) {
+			t.Errorf("/v1/health does not say %q:\n%s", want, h)
+		}
+	}
+	for _, f := range []string{"kmsg-cursor.json", "gpus.json"} {
+		if m, _ := filepath.Glob(filepath.Join(state, f+".corrupt-*")); len(m) != 1 {
+			t.Errorf("%s not moved aside: %v", f, m)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/gpuwarden/gpuwarden/agent/statefile"
+	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 )
 
 // CursorFile is the name of the kernel-log cursor in the state directory.
@@ -89,14 +90,17 @@ func moveAsideAs(path, why string) (string, error) {
 // A corrupt one is moved aside and reported as *CorruptStateError.
 func loadCursor(dir string) (c cursor, found bool, err error) {
 	path := filepath.Join(dir, CursorFile)
-	b, err := os.ReadFile(path)
+	// Read as a file from outside: a symlink, a FIFO or /dev/zero in its
+	// place is refused (and moved aside below), never followed, waited on
+	// or read without end.
+	b, err := hostfs.ReadFile(path, hostfs.LimitState)
 	if errors.Is(err, fs.ErrNotExist) {
 		return cursor{}, false, nil
 	}
-	if err != nil {
-		return cursor{}, false, fmt.Errorf("read kernel-log cursor: %w", err)
+	perr := err
+	if perr == nil {
+		perr = parseCursor(b, &c)
 	}
-	perr := parseCursor(b, &c)
 	if perr == nil {
 		return c, true, nil
 	}
@@ -141,7 +145,7 @@ func saveCursor(dir string, c cursor) error {
 
 // readBootID reads the kernel's boot id (a UUID that changes every boot).
 func readBootID(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := hostfs.ReadFile(path, 4096)
 	if err != nil {
 		return "", fmt.Errorf("read boot id: %w", err)
 	}
