@@ -101,6 +101,12 @@ func (e evaluator) nextBootModule() Finding {
 		c.Evidence = e.f.Problems
 		return c
 	}
+	if cause, ok := e.f.Unreadable[AreaKernels]; ok {
+		if k, found := e.f.Kernel(nb.Kernel); !found || !k.HasModule() {
+			c.Level, c.Summary = event.Unknown, "could not read the installed kernels: "+cause
+			return c
+		}
+	}
 	k, _ := e.f.Kernel(nb.Kernel)
 	if !k.HasModule() {
 		c.Level = event.Critical
@@ -158,6 +164,11 @@ func orUnknown(s string) string {
 func (e evaluator) dkmsBuild() Finding {
 	c := Finding{Check: CheckDKMSBuild, Level: event.OK}
 	nv := e.nvDKMS()
+	if cause, ok := e.f.Unreadable[AreaDKMS]; ok && !slices.ContainsFunc(nv, func(d DKMSEntry) bool { return d.State == StateBuildFailed }) {
+		c.Level, c.Summary = event.Unknown, "could not read the DKMS tree: "+cause
+		c.Fix = "run the check as root (with CAP_DAC_READ_SEARCH), or fix the permissions of /var/lib/dkms"
+		return c
+	}
 	if len(nv) == 0 {
 		c.Summary = "no NVIDIA DKMS module registered"
 		return c
@@ -306,6 +317,11 @@ func (e evaluator) nvml() Finding {
 func (e evaluator) rebootPending() Finding {
 	c := Finding{Check: CheckRebootPending, Level: event.OK}
 	r := e.f.Reboot
+	if cause, ok := e.f.Unreadable[AreaRunningKernel]; ok && !r.Pending {
+		// Without the running kernel a pending kernel change cannot be seen.
+		c.Level, c.Summary = event.Unknown, "could not tell: the running kernel could not be read: "+cause
+		return c
+	}
 	if !r.Pending {
 		c.Summary = "no reboot pending"
 		return c

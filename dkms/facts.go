@@ -112,6 +112,10 @@ type Facts struct {
 	SecureBoot    string        `json:"secure_boot"`
 	// Problems are facts that could not be read, each naming the file.
 	Problems []string `json:"problems,omitempty"`
+	// Unreadable names the parts of the host that could not be read, by
+	// area (running_kernel, kernels, dkms), with the cause: the checks
+	// that depend on one say unknown, never ok.
+	Unreadable map[string]string `json:"unreadable,omitempty"`
 }
 
 // Kernel returns the installed kernel with that release.
@@ -178,6 +182,17 @@ func (f *Facts) problem(format string, args ...any) {
 	f.Problems = append(f.Problems, fmt.Sprintf(format, args...))
 }
 
+// unreadable records that area could not be read, and why (the first cause).
+func (f *Facts) unreadable(area string, err error) {
+	if f.Unreadable == nil {
+		f.Unreadable = map[string]string{}
+	}
+	if _, ok := f.Unreadable[area]; !ok {
+		f.Unreadable[area] = err.Error()
+	}
+	f.problem("%s: %v", area, err)
+}
+
 // family tells Debian-like from RPM-like systems: they flag pending reboots
 // differently.
 func (g *Gatherer) family() string {
@@ -222,7 +237,7 @@ func (g *Gatherer) readRunning(f *Facts) {
 	name := g.paths.Proc("sys/kernel/osrelease")
 	r, err := readFirstLine(name)
 	if err != nil || r == "" {
-		f.problem("running kernel: reading %s: %v", name, errOrEmpty(err))
+		f.unreadable(AreaRunningKernel, fmt.Errorf("reading %s: %v", name, errOrEmpty(err)))
 		return
 	}
 	f.RunningKernel = r
@@ -235,6 +250,13 @@ func errOrEmpty(err error) error {
 	return err
 }
 
+// Areas of the host that Facts.Unreadable names.
+const (
+	AreaRunningKernel = "running_kernel"
+	AreaKernels       = "kernels"
+	AreaDKMS          = "dkms"
+)
+
 // readKernels finds installed kernels: a release with a kernel image in
 // /boot or /lib/modules/K, or a /lib/modules/K/kernel tree. A /lib/modules/K
 // directory holding only leftovers (DKMS modules of a removed kernel) is not
@@ -244,7 +266,7 @@ func (g *Gatherer) readKernels(f *Facts) {
 	modDir := "/lib/modules"
 	ents, err := listDir(g.paths.Root(modDir))
 	if err != nil {
-		f.problem("installed kernels: %v", err)
+		f.unreadable(AreaKernels, err)
 	}
 	for _, e := range ents {
 		k := e.Name()
@@ -260,7 +282,7 @@ func (g *Gatherer) readKernels(f *Facts) {
 	}
 	boot, err := listDir(g.paths.Root("/boot"))
 	if err != nil {
-		f.problem("installed kernels: %v", err)
+		f.unreadable(AreaKernels, err)
 	}
 	for _, e := range boot {
 		k, ok := strings.CutPrefix(e.Name(), "vmlinuz-")
@@ -353,7 +375,7 @@ func (g *Gatherer) readDKMS(f *Facts) {
 	const tree = "/var/lib/dkms"
 	mods, err := listDir(g.paths.Root(tree))
 	if err != nil {
-		f.problem("dkms: %v", err)
+		f.unreadable(AreaDKMS, err)
 		return
 	}
 	for _, m := range mods {
@@ -363,19 +385,19 @@ func (g *Gatherer) readDKMS(f *Facts) {
 		module := m.Name()
 		vers, err := listDir(g.paths.Root(path.Join(tree, module)))
 		if err != nil {
-			f.problem("dkms: %v", err)
+			f.unreadable(AreaDKMS, err)
 			continue
 		}
 		for _, v := range vers {
 			if !v.IsDir() || v.Name() == "original_module" {
 				continue // kernel-K-A links, original_module/
 			}
-			f.DKMS = append(f.DKMS, g.dkmsVersion(module, v.Name())...)
+			f.DKMS = append(f.DKMS, g.dkmsVersion(f, module, v.Name())...)
 		}
 	}
 }
 
-func (g *Gatherer) dkmsVersion(module, version string) []DKMSEntry {
+func (g *Gatherer) dkmsVersion(f *Facts, module, version string) []DKMSEntry {
 	base := path.Join("/var/lib/dkms", module, version)
 	if !g.paths.ExistsIn(path.Join(base, "source")) || !g.paths.ExistsIn(path.Join(base, "source", "dkms.conf")) {
 		return []DKMSEntry{{Module: module, Version: version, State: StateBroken,
@@ -383,7 +405,10 @@ func (g *Gatherer) dkmsVersion(module, version string) []DKMSEntry {
 	}
 	var out []DKMSEntry
 	built := map[string]bool{} // kernel/arch
-	kernels, _ := listDir(g.paths.Root(base))
+	kernels, err := listDir(g.paths.Root(base))
+	if err != nil {
+		f.unreadable(AreaDKMS, err)
+	}
 	for _, k := range kernels {
 		// dkms globs kernel directories as +([0-9]).*
 		if !k.IsDir() || k.Name() == "" || !isDigit(rune(k.Name()[0])) || !strings.Contains(k.Name(), ".") {

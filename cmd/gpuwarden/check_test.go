@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -162,5 +163,56 @@ func TestCheckOnAMissingRootCannotTell(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(string(out), "--path.rootfs") {
 		t.Fatalf("err %v, output %s; want exit 3 naming --path.rootfs", err, out)
+	}
+}
+
+// Unreadable is unknown, never ok: run as the unit runs it (root without
+// CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH), a DKMS tree it may not read
+// and a running kernel it cannot read make their checks unknown, with the
+// cause, and the exit code 3.
+func TestCheckOnAnUnreadableTreeIsUnknown(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to drop capabilities")
+	}
+	capsh, err := exec.LookPath("capsh")
+	if err != nil {
+		t.Skip("needs capsh (libcap2-bin)")
+	}
+	root := t.TempDir()
+	os.Chmod(root, 0o755)
+	if out, err := exec.Command("cp", "-a", filepath.Join("..", "..", "testdata", "rootfs", "healthy")+"/.", root).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	for _, p := range []string{"var/lib/dkms/nvidia", "proc/sys/kernel/osrelease"} {
+		full := filepath.Join(root, p)
+		if err := os.Chown(full, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(full, 0o700)
+	}
+	bin := gpuwardenBinary(t)
+	os.Chmod(filepath.Dir(bin), 0o755)
+	cmd := exec.Command(capsh, "--drop=cap_dac_override,cap_dac_read_search", "--", "-c",
+		bin+" check --path.rootfs "+root+" --path.procfs proc --path.sysfs sys --output json")
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("exit %v, want 3 (unknown)\n%s", err, out)
+	}
+	var rep struct {
+		Checks []jsonCheck `json:"checks"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	got := map[string]jsonCheck{}
+	for _, c := range rep.Checks {
+		got[c.Check] = c
+	}
+	if c := got["dkms_build"]; c.Level != "unknown" || !strings.Contains(c.Summary, "permission denied") {
+		t.Errorf("dkms_build = %+v, want unknown naming the permission error", c)
+	}
+	if c := got["reboot_pending"]; c.Level != "unknown" || !strings.Contains(c.Summary, "running kernel") {
+		t.Errorf("reboot_pending = %+v, want unknown: the running kernel could not be read", c)
 	}
 }
