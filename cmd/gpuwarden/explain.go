@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg/explain"
 )
 
@@ -45,14 +48,31 @@ pci_bus_id, xid, pid and process_name.`,
 				}
 				return nil
 			}
-			evs, n, err := explain.Events(in)
-			if err != nil {
-				return fmt.Errorf("explain %s: %w", path, err)
-			}
+			// Streamed: memory does not grow with the log; a report (or
+			// the JSON) of what was read is written even when the input
+			// ends early, and the command then fails saying where.
 			if output == "json" {
-				return explain.WriteJSON(out, evs)
+				bw := bufio.NewWriter(out)
+				enc := json.NewEncoder(bw)
+				enc.SetEscapeHTML(false)
+				n, err := explain.Each(in, func(ev event.Event) error { return enc.Encode(&ev) })
+				if ferr := bw.Flush(); ferr != nil {
+					return ferr
+				}
+				if err != nil {
+					return fmt.Errorf("explain %s: the input ended early after line %d: %w", path, n, err)
+				}
+				return nil
 			}
-			return explain.WriteReport(out, evs, n)
+			rep := explain.NewReport()
+			n, err := explain.Each(in, func(ev event.Event) error { rep.Add(ev); return nil })
+			if werr := rep.Write(out, n, err); werr != nil {
+				return werr
+			}
+			if err != nil {
+				return fmt.Errorf("explain %s: the input ended early after line %d: %w", path, n, err)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "Output format: text or json (JSON Lines of events).")

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -126,5 +131,59 @@ func TestExplainLinesExamplesWithEveryClassifier(t *testing.T) {
 		if o.Kind != f[2] || o.PCIBusID != f[3] || num("xid") != f[4] || num("pid") != f[5] || o.ProcessName != f[6] {
 			t.Errorf("example %d (%s): got %s\n  line %q", i+2, f[1], got[i], f[0])
 		}
+	}
+}
+
+// explain streams: two million lines are explained in bounded memory, and
+// a .gz cut short is reported up to the cut, saying where it stopped.
+func TestExplainStreamsALargeLogAndReportsACutOne(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.log.gz")
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw := gzip.NewWriter(f)
+	bw := bufio.NewWriter(zw)
+	const n = 2_000_000
+	for i := range n {
+		switch i % 4 {
+		case 0:
+			fmt.Fprintf(bw, "[%d.000000] NVRM: Xid (PCI:0000:%02x:00): 13, pid=%d, name=proc%d, Graphics Exception on GPC %d\n", i, i%8, i, i, i)
+		case 1:
+			fmt.Fprintf(bw, "[%d.000000] NVRM: Xid (PCI:0000:%02x:00): 31, pid=%d, name=python, Ch 0000%04x, intr 10000000. MMU Fault\n", i, i%8, i, i%65536)
+		default:
+			fmt.Fprintf(bw, "[%d.000000] usb 1-1: new high-speed USB device number %d using xhci_hcd\n", i, i)
+		}
+	}
+	bw.Flush()
+	zw.Close()
+	f.Close()
+
+	cmd := exec.Command(gpuwardenBinary(t), "explain", big)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("explain: %v\n%s", err, out)
+	}
+	maxRSS := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss / 1024 // KiB to MiB
+	if !strings.Contains(string(out), "2000000 lines read, 1000000 kernel events, 4 devices named") || !strings.Contains(string(out), "250000 times") {
+		t.Errorf("report:\n%s", out)
+	}
+	if maxRSS > 200 {
+		t.Errorf("explain of %d lines peaked at %d MiB, want under 200", n, maxRSS)
+	}
+	t.Logf("%d lines: peak RSS %d MiB", n, maxRSS)
+
+	// The same file cut in the middle: the report of what came before.
+	b, _ := os.ReadFile(big)
+	cut := filepath.Join(dir, "cut.log.gz")
+	os.WriteFile(cut, b[:len(b)/2], 0o644)
+	out, err = exec.Command(gpuwardenBinary(t), "explain", cut).Output()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("a cut .gz: %v, want a failure after the report", err)
+	}
+	if !strings.Contains(string(out), "The input ended early after line") || !strings.Contains(string(out), "GPU 0000:01:00") {
+		t.Errorf("report of a cut file:\n%s", out)
 	}
 }

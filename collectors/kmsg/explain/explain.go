@@ -251,6 +251,17 @@ const FieldLenient = "accepted_leniently"
 // GPU; a fallen_off_bus line without a bus id takes the address of such a
 // line at most three lines before it.
 func Events(r io.Reader) (evs []event.Event, lines int, err error) {
+	lines, err = Each(r, func(ev event.Event) error {
+		evs = append(evs, ev)
+		return nil
+	})
+	return evs, lines, err
+}
+
+// Each is Events as a stream: fn gets each event as its line is read, so
+// a log of millions of lines is explained in bounded memory. lines is how
+// many lines were read, also when err says the input ended early.
+func Each(r io.Reader, fn func(event.Event) error) (lines int, err error) {
 	var (
 		gpuLineAddr string
 		gpuLineNo   int
@@ -278,10 +289,9 @@ func Events(r io.Reader) (evs []event.Event, lines int, err error) {
 		if lenient {
 			ev.Fields[FieldLenient] = "true"
 		}
-		evs = append(evs, ev)
-		return nil
+		return fn(ev)
 	})
-	return evs, lines, err
+	return lines, err
 }
 
 // WriteJSON writes events as JSON Lines.

@@ -41,71 +41,113 @@ const (
 	maxShownNameBytes  = 64
 )
 
-// WriteReport writes the human summary: per device (grouped by PCI bus id),
-// what happened, what it means and what to do; then what concerns the host
-// as a whole. All text from the input is escaped.
+// maxDevices bounds the devices a report tracks: a log naming more bus
+// ids than a host can have is counted, not kept.
+const maxDevices = 1024
+
+// Report is the human summary built one event at a time, in memory that
+// does not grow with the log: per device and finding it keeps a count,
+// the first event and a few line numbers and processes.
+type Report struct {
+	devs           map[string]*device
+	order          []string
+	driverVersions []string
+	events         int
+	dropped        int // events of devices past maxDevices
+}
+
+// NewReport returns an empty report.
+func NewReport() *Report { return &Report{devs: map[string]*device{}} }
+
+// WriteReport is a Report of evs, written.
 func WriteReport(w io.Writer, evs []event.Event, linesRead int) error {
-	devs := map[string]*device{}
-	var order []string
-	var driverVersions []string
-	get := func(bus string) *device {
-		d, ok := devs[bus]
-		if !ok {
-			d = &device{busID: bus}
-			devs[bus] = d
-			order = append(order, bus)
-		}
-		return d
-	}
+	r := NewReport()
 	for _, ev := range evs {
-		d := get(ev.GPU.PCIBusID)
-		switch ev.Kind {
-		case event.KindGPUIdentity:
-			d.isGPU = true
-			if d.uuid == "" {
-				d.uuid = ev.GPU.UUID
-			}
-			continue
-		case event.KindDriverLoaded:
-			if v := ev.Fields[kmsg.FieldDriverVersion]; v != "" && !slices.Contains(driverVersions, v) {
-				driverVersions = append(driverVersions, v)
-			}
-			continue
-		case event.KindOtherNVRM:
-			d.isGPU = true
-			d.others++
-			continue
-		case event.KindXid, event.KindFallenOffBus, event.KindRmInitFailed:
-			d.isGPU = true
+		r.Add(ev)
+	}
+	return r.Write(w, linesRead, nil)
+}
+
+func (r *Report) device(bus string) *device {
+	d, ok := r.devs[bus]
+	if !ok {
+		if len(r.devs) >= maxDevices && bus != "" {
+			return nil
 		}
-		d.worst = event.Worse(d.worst, ev.Severity)
-		var f *finding
-		for _, x := range d.findings {
-			if x.kind == ev.Kind && x.code == ev.Code {
-				f = x
-				break
-			}
+		d = &device{busID: bus}
+		r.devs[bus] = d
+		r.order = append(r.order, bus)
+	}
+	return d
+}
+
+// Add counts one event.
+func (r *Report) Add(ev event.Event) {
+	r.events++
+	d := r.device(ev.GPU.PCIBusID)
+	if d == nil {
+		r.dropped++
+		return
+	}
+	switch ev.Kind {
+	case event.KindGPUIdentity:
+		d.isGPU = true
+		if d.uuid == "" {
+			d.uuid = ev.GPU.UUID
 		}
-		if f == nil {
-			f = &finding{kind: ev.Kind, code: ev.Code, first: ev}
-			d.findings = append(d.findings, f)
+		return
+	case event.KindDriverLoaded:
+		if v := ev.Fields[kmsg.FieldDriverVersion]; v != "" && !slices.Contains(r.driverVersions, v) && len(r.driverVersions) < 8 {
+			r.driverVersions = append(r.driverVersions, v)
 		}
-		f.count++
-		f.worst = event.Worse(f.worst, ev.Severity)
-		if len(f.lines) < maxListedLines {
-			f.lines = append(f.lines, ev.Fields[FieldLine])
-		}
-		if name := ev.Fields[kmsg.FieldProcessName]; name != "" || ev.Fields[kmsg.FieldPID] != "" {
-			p := truncate(name, maxShownNameBytes)
-			if pid := ev.Fields[kmsg.FieldPID]; pid != "" {
-				p += " (pid " + pid + ")"
-			}
-			p = strings.TrimSpace(p)
-			if !slices.Contains(f.processes, p) && len(f.processes) < maxListedProcesses {
-				f.processes = append(f.processes, p)
-			}
+		return
+	case event.KindOtherNVRM:
+		d.isGPU = true
+		d.others++
+		return
+	case event.KindXid, event.KindFallenOffBus, event.KindRmInitFailed:
+		d.isGPU = true
+	}
+	d.worst = event.Worse(d.worst, ev.Severity)
+	var f *finding
+	for _, x := range d.findings {
+		if x.kind == ev.Kind && x.code == ev.Code {
+			f = x
+			break
 		}
 	}
+	if f == nil {
+		// Only what the report shows of the first event is kept.
+		first := ev
+		first.Raw = truncate(strings.TrimSpace(ev.Raw), maxShownTextBytes)
+		f = &finding{kind: ev.Kind, code: ev.Code, first: first}
+		d.findings = append(d.findings, f)
+	}
+	f.count++
+	f.worst = event.Worse(f.worst, ev.Severity)
+	if len(f.lines) < maxListedLines {
+		f.lines = append(f.lines, ev.Fields[FieldLine])
+	}
+	if name := ev.Fields[kmsg.FieldProcessName]; name != "" || ev.Fields[kmsg.FieldPID] != "" {
+		p := truncate(name, maxShownNameBytes)
+		if pid := ev.Fields[kmsg.FieldPID]; pid != "" {
+			p += " (pid " + pid + ")"
+		}
+		p = strings.TrimSpace(p)
+		if !slices.Contains(f.processes, p) && len(f.processes) < maxListedProcesses {
+			f.processes = append(f.processes, p)
+		}
+	}
+}
+
+// Write writes the report: per device (grouped by PCI bus id), what
+// happened, what it means and what to do; then what concerns the host as
+// a whole. All text from the input is escaped. readErr, when the input
+// ended early (a truncated .gz), is said after the header: the report is
+// of everything before the cut.
+func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
+	order := slices.Clone(r.order)
+	devs := r.devs
 	slices.Sort(order)
 	// The host section (no bus id) goes last.
 	if i := slices.Index(order, ""); i >= 0 {
@@ -122,11 +164,17 @@ func WriteReport(w io.Writer, evs []event.Event, linesRead int) error {
 		overall = event.Worse(overall, devs[bus].worst)
 	}
 	fmt.Fprintf(b, "gpuwarden explain: %d lines read, %d kernel events, %d devices named. Overall: %s.\n",
-		linesRead, len(evs), nDevices, overall)
-	if len(driverVersions) > 0 {
-		fmt.Fprintf(b, "NVIDIA driver loaded: %s\n", Printable(strings.Join(driverVersions, ", ")))
+		linesRead, r.events, nDevices, overall)
+	if readErr != nil {
+		fmt.Fprintf(b, "The input ended early after line %d (%s): this report is of everything before that.\n", linesRead, Printable(readErr.Error()))
 	}
-	if len(evs) == 0 {
+	if r.dropped > 0 {
+		fmt.Fprintf(b, "%d events of devices past the first %d were counted, not listed.\n", r.dropped, maxDevices)
+	}
+	if len(r.driverVersions) > 0 {
+		fmt.Fprintf(b, "NVIDIA driver loaded: %s\n", Printable(strings.Join(r.driverVersions, ", ")))
+	}
+	if r.events == 0 {
 		b.WriteString("\nNo NVIDIA, PCIe AER or machine-check lines found.\n")
 	}
 	for _, bus := range order {
