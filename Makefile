@@ -51,7 +51,9 @@ FUZZTIME ?= 30s
 FUZZ_TARGETS := ./collectors/replay:FuzzTraceRead ./collectors/kmsg:FuzzParseRecord ./collectors/kmsg:FuzzClassify \
 	./collectors/kmsg:FuzzStripWrapper ./collectors/kmsg:FuzzStreamSplit ./agent:FuzzRestoreCheckpoint \
 	./dkms:FuzzParseStatusLine ./dkms:FuzzParseDriverVersion ./remediation:FuzzMatch ./remediation:FuzzLedger \
-	./remediation/fleet:FuzzDecodeQuery ./remediation/fleet:FuzzLeaseAnswer ./collectors/attribution:FuzzParseCgroup
+	./remediation/fleet:FuzzDecodeQuery ./remediation/fleet:FuzzLeaseAnswer ./collectors/attribution:FuzzParseCgroup \
+	./dkms:FuzzInspectModule ./dkms:FuzzBootLoaderFiles ./collectors/kmsg/explain:FuzzExplainReport ./agent:FuzzConfig \
+	./remediation/audit:FuzzScanLines ./remediation/audit:FuzzRead
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg)"; \
