@@ -85,7 +85,7 @@ var envKey = strings.NewReplacer(".", "_", "-", "_")
 var Settings = []Setting{
 	{Name: "web.listen-address", Default: []string{":9400"}, Help: "Addresses to serve metrics and the API on (repeatable).",
 		field: func(c *Config) any { return &c.ListenAddresses }},
-	{Name: "web.config.file", Default: "", Help: "exporter-toolkit web config file: TLS and basic auth.",
+	{Name: "web.config.file", Default: "", Help: "exporter-toolkit web config file: TLS and basic auth. Its contents are read again on every request: an edit (even removing basic_auth_users) applies at once, without a reload; only the file's path needs a restart.",
 		field: func(c *Config) any { return &c.WebConfigFile }},
 	{Name: "web.systemd-socket", Default: false, Help: "Use the listening socket systemd passes (socket activation) instead of web.listen-address.",
 		field: func(c *Config) any { return &c.SystemdSocket }},
