@@ -7,7 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // runCheckBinary runs gpuwarden check on a fixture and returns its stdout
@@ -214,5 +216,49 @@ func TestCheckOnAnUnreadableTreeIsUnknown(t *testing.T) {
 	}
 	if c := got["reboot_pending"]; c.Level != "unknown" || !strings.Contains(c.Summary, "running kernel") {
 		t.Errorf("reboot_pending = %+v, want unknown: the running kernel could not be read", c)
+	}
+}
+
+// Files of the host tree are read as files from outside: a FIFO at
+// /etc/os-release cannot hang the check, a build log linked to /dev/zero
+// cannot exhaust memory, and a link that leaves --path.rootfs is not
+// followed out of it.
+func TestCheckRefusesFIFOsDevicesAndEscapingLinks(t *testing.T) {
+	root := t.TempDir()
+	if out, err := exec.Command("cp", "-a", filepath.Join("..", "..", "testdata", "rootfs", "dkms-build-failed")+"/.", root).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	os.Remove(filepath.Join(root, "etc", "os-release"))
+	if err := syscall.Mkfifo(filepath.Join(root, "etc", "os-release"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := filepath.Glob(filepath.Join(root, "var/lib/dkms/nvidia/*/build/make.log"))
+	if len(logs) == 0 {
+		t.Fatal("fixture has no make.log")
+	}
+	outside := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(outside, []byte("DKMS make.log for nvidia-1 for kernel 9.9.9-outside (x86_64)\nSECRET-OUTSIDE-ROOT\n"), 0o644)
+	for _, target := range []string{"/dev/zero", outside} {
+		os.Remove(logs[0])
+		os.Symlink(target, logs[0])
+		cmd := exec.Command(gpuwardenBinary(t), "check", "--path.rootfs", root, "--path.procfs", "proc", "--path.sysfs", "sys", "--output", "json")
+		done := make(chan struct{})
+		var out []byte
+		go func() { out, _ = cmd.Output(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("make.log -> %s: check hung on a FIFO or a device in the host tree", target)
+		}
+		if strings.Contains(string(out), "SECRET-OUTSIDE-ROOT") || strings.Contains(string(out), "9.9.9-outside") {
+			t.Error("a link out of --path.rootfs was followed")
+		}
+		if rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss; rss > 200<<10 {
+			t.Errorf("make.log -> %s: check used %d KiB", target, rss)
+		}
+		if !strings.Contains(string(out), `"checks"`) {
+			t.Errorf("make.log -> %s: no report:\n%s", target, out)
+		}
 	}
 }
