@@ -47,3 +47,28 @@ func TestExplainLinesUnderstandsDKMSAndDriverLines(t *testing.T) {
 		}
 	}
 }
+
+// The report, which is what people read, is never "ok" for the most common
+// broken node: nvidia-smi's or the container toolkit's version mismatch,
+// or dkms saying a module failed or is not installed for a kernel.
+func TestExplainReportNamesUserSpaceDriverTrouble(t *testing.T) {
+	for _, tc := range []struct{ in, level, says string }{
+		{"Failed to initialize NVML: Driver/library version mismatch\n", "critical", "api_mismatch"},
+		{"Failed to initialize NVML: Driver/library version mismatch\nNVML library version: 570.124\n", "critical", "api_mismatch"},
+		{"nvidia-container-cli: initialization error: nvml error: driver/library version mismatch\n", "critical", "api_mismatch"},
+		{"Error! Bad return status for module build on kernel: 6.1.0-20-amd64 (x86_64)\n", "critical", "DKMS_ERROR"},
+		{"nvidia/535.104.05, 6.1.0-20-amd64, x86_64: built\n", "warning", "DKMS_STATUS"},
+	} {
+		out, err := runExplain(t, tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "Overall: "+tc.level) || !strings.Contains(out, tc.says) {
+			t.Errorf("explain of %q:\n%s", tc.in, out)
+		}
+	}
+	out, _ := runExplain(t, "nvidia/535.104.05, 6.1.0-20-amd64, x86_64: installed\n")
+	if !strings.Contains(out, "Overall: ok") {
+		t.Errorf("an installed module is not a problem:\n%s", out)
+	}
+}

@@ -166,7 +166,7 @@ func TestExplainStreamsALargeLogAndReportsACutOne(t *testing.T) {
 		t.Fatalf("explain: %v\n%s", err, out)
 	}
 	maxRSS := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss / 1024 // KiB to MiB
-	if !strings.Contains(string(out), "2000000 lines read, 1000000 kernel events, 4 devices named") || !strings.Contains(string(out), "250000 times") {
+	if !strings.Contains(string(out), "2000000 lines read, 1000000 events, 4 devices named") || !strings.Contains(string(out), "250000 times") {
 		t.Errorf("report:\n%s", out)
 	}
 	if maxRSS > 200 {

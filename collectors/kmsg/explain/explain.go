@@ -77,6 +77,27 @@ func Register(name string, fn LineClassifier) {
 	registry = append(registry, namedClassifier{name, fn})
 }
 
+// EventClassifier turns a line the kernel classifier finds unrelated into
+// an event for the report: a user-space tool's message that says as much
+// about the node as a kernel line (NVML's version mismatch, a dkms error).
+type EventClassifier func(line string) (event.Event, bool)
+
+var eventClassifiers []EventClassifier
+
+// RegisterEvents adds an EventClassifier for the report and --output json.
+// Call it from package initialization or main before explain runs.
+func RegisterEvents(fn EventClassifier) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	eventClassifiers = append(eventClassifiers, fn)
+}
+
+func eventClassifiersNow() []EventClassifier {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	return append([]EventClassifier(nil), eventClassifiers...)
+}
+
 func registered() []namedClassifier {
 	registryMu.Lock()
 	defer registryMu.Unlock()
@@ -266,11 +287,21 @@ func Each(r io.Reader, fn func(event.Event) error) (lines int, err error) {
 		gpuLineAddr string
 		gpuLineNo   int
 	)
+	others := eventClassifiersNow()
 	err = eachLine(r, func(n int, line string) error {
 		lines = n
 		c, lenient := kmsg.ClassifyLineLenient(line)
 		switch c.Kind {
 		case event.KindUnrelated:
+			for _, classify := range others {
+				if ev, ok := classify(line); ok {
+					if ev.Fields == nil {
+						ev.Fields = make(map[string]string, 1)
+					}
+					ev.Fields[FieldLine] = fmt.Sprint(n)
+					return fn(ev)
+				}
+			}
 			return nil
 		case event.KindOtherNVRM:
 			if c.PCIBusID != "" && strings.Contains(line, "NVRM: The NVIDIA GPU ") {

@@ -163,7 +163,7 @@ func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
 		}
 		overall = event.Worse(overall, devs[bus].worst)
 	}
-	fmt.Fprintf(b, "gpuwarden explain: %d lines read, %d kernel events, %d devices named. Overall: %s.\n",
+	fmt.Fprintf(b, "gpuwarden explain: %d lines read, %d events, %d devices named. Overall: %s.\n",
 		linesRead, r.events, nDevices, overall)
 	if readErr != nil {
 		fmt.Fprintf(b, "The input ended early after line %d (%s): this report is of everything before that.\n", linesRead, Printable(readErr.Error()))
