@@ -4,7 +4,8 @@ GO        ?= go
 export CGO_CFLAGS ?= -O2 -Wno-deprecated-declarations
 BIN       := bin/gpuwarden
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X github.com/gpuwarden/gpuwarden/agent.Version=$(VERSION)
+REVISION  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+LDFLAGS   := -s -w -X github.com/gpuwarden/gpuwarden/agent.Version=$(VERSION) -X github.com/gpuwarden/gpuwarden/agent.Revision=$(REVISION)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all build run test deps bench fuzz lint clean demo-trace generate

@@ -1,18 +1,19 @@
 package agent
 
 import (
-	"fmt"
 	"bytes"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -22,11 +23,37 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/source"
 )
 
-// Build information, set by the linker.
+// Build information, set by the linker (make build); a plain `go build`
+// in a checkout gets the revision from the Go toolchain's VCS stamp.
 var (
 	Version  = "dev"
 	Revision = ""
 )
+
+func init() {
+	if Revision != "" {
+		return
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return
+	}
+	dirty := false
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			Revision = s.Value
+			if len(Revision) > 12 {
+				Revision = Revision[:12]
+			}
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if dirty && Revision != "" {
+		Revision += "-dirty"
+	}
+}
 
 // gpuLabelNames are dcgm-exporter's labels, so its dashboards and alerts work.
 var gpuLabelNames = []string{"gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION"}
@@ -140,7 +167,7 @@ func validUTF8(s string) string {
 	}
 	return b.String()
 }
-func escapeHelp(s string) string  { return helpEscaper.Replace(s) }
+func escapeHelp(s string) string { return helpEscaper.Replace(s) }
 
 // gpuLabels renders a GPU's dcgm-exporter label set, with extra pairs
 // appended (err_code, err_msg).

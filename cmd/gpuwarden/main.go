@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 
+	"github.com/gpuwarden/gpuwarden/agent"
 	"github.com/spf13/cobra"
 )
 
@@ -32,7 +33,10 @@ func newRootCmd() *cobra.Command {
 		Short:         "Node agent for NVIDIA GPU hosts: metrics, kernel-log events, driver consistency",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// --version and -v, as well as `version`.
+		Version: agent.Version,
 	}
+	root.SetVersionTemplate(versionLine())
 	root.AddCommand(
 		newRunCmd(),
 		newRecordCmd(),
