@@ -55,6 +55,17 @@ the rootfs).`,
 			return runCheck(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
+	// A usage error is "could not tell" (3, UNKNOWN), never 1, which NRPE
+	// and Ansible read as a warning about the node.
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitError{code: event.Unknown.ExitCode(), err: err}
+	})
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		if err := cobra.NoArgs(c, args); err != nil {
+			return &exitError{code: event.Unknown.ExitCode(), err: err}
+		}
+		return nil
+	}
 	f := cmd.Flags()
 	f.StringVar(&o.paths.RootFS, "path.rootfs", o.paths.RootFS, "root of the host's file system")
 	f.StringVar(&o.paths.ProcFS, "path.procfs", o.paths.ProcFS, "procfs mount point (relative: under --path.rootfs)")

@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/event"
 )
 
 // runCheckBinary runs gpuwarden check on a fixture and returns its stdout
@@ -259,6 +262,38 @@ func TestCheckRefusesFIFOsDevicesAndEscapingLinks(t *testing.T) {
 		}
 		if !strings.Contains(string(out), `"checks"`) {
 			t.Errorf("make.log -> %s: no report:\n%s", target, out)
+		}
+	}
+}
+
+// A usage error of check is UNKNOWN (3), never WARNING (1).
+func TestCheckUsageErrorsExitUnknown(t *testing.T) {
+	for _, args := range [][]string{{"check", "--bogus"}, {"check", "extra-arg"}, {"check", "--output", "yaml"}} {
+		err := exec.Command(gpuwardenBinary(t), args...).Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Errorf("gpuwarden %v: %v, want exit 3", args, err)
+		}
+	}
+}
+
+// status exits as check does: the worst GPU's level, a lost GPU critical.
+func TestStatusExitCodeIsTheWorstGPU(t *testing.T) {
+	ok := agent.GPUView{Health: agent.Health{Level: event.OK}}
+	warn := agent.GPUView{Health: agent.Health{Level: event.Warning}}
+	lost := agent.GPUView{Lost: true, Health: agent.Health{Level: event.OK}}
+	for _, tc := range []struct {
+		v    agent.GPUsView
+		want event.Level
+	}{
+		{agent.GPUsView{GPUs: []agent.GPUView{ok, ok}}, event.OK},
+		{agent.GPUsView{GPUs: []agent.GPUView{ok, warn}}, event.Warning},
+		{agent.GPUsView{GPUs: []agent.GPUView{warn, lost}}, event.Critical},
+		{agent.GPUsView{}, event.Unknown},
+		{agent.GPUsView{GPUs: []agent.GPUView{ok}, Collector: &agent.CollectorState{Up: false}}, event.Unknown},
+	} {
+		if got := statusLevel(tc.v); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.v, got, tc.want)
 		}
 	}
 }

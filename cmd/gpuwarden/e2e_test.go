@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -347,9 +348,11 @@ func TestStatusPrintsOneRowPerGPU(t *testing.T) {
 	eventually(t, 15*time.Second, "GPU 3 lost", func() bool {
 		return strings.Contains(a.mustGet(t, "/v1/health"), `"lost": true`)
 	})
-	out, err := exec.Command(gpuwardenBinary(t), "status", "--agent", "http://"+a.addr).CombinedOutput()
-	if err != nil {
-		t.Fatalf("status: %v\n%s", err, out)
+	out, err := exec.Command(gpuwardenBinary(t), "status", "--agent", "http://"+a.addr).Output()
+	// A lost GPU: status exits 2 (critical), as check would.
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("status with a lost GPU: %v, want exit 2\n%s", err, out)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if len(lines) != 9 || !strings.HasPrefix(lines[0], "GPU ") {

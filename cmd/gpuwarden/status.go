@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg/explain"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
@@ -43,7 +44,14 @@ replay) without an agent.`,
 				}
 				view = v
 			}
-			return printStatus(cmd.OutOrStdout(), view)
+			if err := printStatus(cmd.OutOrStdout(), view); err != nil {
+				return err
+			}
+			// The same 0/1/2/3 as check: the worst GPU, a lost one critical.
+			if lvl := statusLevel(view); lvl != event.OK {
+				return &exitError{code: lvl.ExitCode()}
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()
@@ -99,6 +107,22 @@ func sampleOnce(ctx context.Context, backend, file string) (agent.GPUsView, erro
 	st := agent.NewState("", 0, 0, nil)
 	st.ApplyRound(r)
 	return agent.ViewGPUs(st.Snapshot(), time.Now()), nil
+}
+
+// statusLevel is the worst health of the view's GPUs (critical for a lost
+// one), or unknown when the GPU collector is down or there are no GPUs.
+func statusLevel(v agent.GPUsView) event.Level {
+	if (v.Collector != nil && !v.Collector.Up) || len(v.GPUs) == 0 {
+		return event.Unknown
+	}
+	lvl := event.OK
+	for _, g := range v.GPUs {
+		lvl = event.Worse(lvl, g.Health.Level)
+		if g.Lost {
+			lvl = event.Worse(lvl, event.Critical)
+		}
+	}
+	return lvl
 }
 
 func printStatus(w io.Writer, v agent.GPUsView) error {
