@@ -96,7 +96,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	reg := NewRegistry()
-	srv := httpServer(Handler(a.state, reg, a.routes...), a.cfg)
+	srv := httpServer(HandlerAt(a.state, reg, a.cfg.WebTelemetryPath, a.routes...), a.cfg)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- serve(srv, a.cfg, a.log) }()
 

@@ -25,6 +25,7 @@ type Config struct {
 	ListenAddresses []string
 	WebConfigFile   string
 	SystemdSocket   bool
+	WebTelemetryPath string
 	// HTTP limits: a connection cap and every server timeout.
 	WebMaxConnections    int
 	WebReadHeaderTimeout time.Duration
@@ -89,6 +90,8 @@ var Settings = []Setting{
 		field: func(c *Config) any { return &c.WebConfigFile }},
 	{Name: "web.systemd-socket", Default: false, Help: "Use the listening socket systemd passes (socket activation) instead of web.listen-address.",
 		field: func(c *Config) any { return &c.SystemdSocket }},
+	{Name: "web.telemetry-path", Default: "/metrics", Help: "Path under which the metrics are served.",
+		field: func(c *Config) any { return &c.WebTelemetryPath }},
 	{Name: "web.max-connections", Default: 64, Help: "Open HTTP connections at most; more wait until one closes (0: no limit).",
 		field: func(c *Config) any { return &c.WebMaxConnections }},
 	{Name: "web.read-header-timeout", Default: 10 * time.Second, Help: "How long a client may take to send a request's headers.",
@@ -322,6 +325,10 @@ func (c Config) validate() error {
 	// Written so that NaN fails: every comparison with NaN is false.
 	if !(c.ReplaySpeed > 0 && c.ReplaySpeed <= 10000) {
 		bad("replay.speed", "%v is not in (0, 10000]", c.ReplaySpeed)
+	}
+	if !strings.HasPrefix(c.WebTelemetryPath, "/") || strings.ContainsAny(c.WebTelemetryPath, " {}") || c.WebTelemetryPath == "/" ||
+		strings.HasPrefix(c.WebTelemetryPath, "/v1/") {
+		bad("web.telemetry-path", "%q: want a path such as /metrics, not / or under /v1/", c.WebTelemetryPath)
 	}
 	if c.WebMaxConnections < 0 {
 		bad("web.max-connections", "%d is negative", c.WebMaxConnections)

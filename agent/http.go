@@ -42,11 +42,17 @@ func JSONHandler(f func() any) http.Handler {
 
 // Handler serves /metrics, the JSON API and the landing page.
 func Handler(state *State, reg *prometheus.Registry, extra ...Route) http.Handler {
+	return HandlerAt(state, reg, "/metrics", extra...)
+}
+
+// HandlerAt is Handler with the metrics at telemetryPath
+// (--web.telemetry-path, as node_exporter spells it).
+func HandlerAt(state *State, reg *prometheus.Registry, telemetryPath string, extra ...Route) http.Handler {
 	mux := http.NewServeMux()
 	for _, r := range extra {
 		mux.Handle(r.Pattern, r.Handler)
 	}
-	mux.Handle("GET /metrics", MetricsHandler(state, reg))
+	mux.Handle("GET "+telemetryPath, MetricsHandler(state, reg))
 	mux.HandleFunc("GET /v1/gpus", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, ViewGPUs(state.Snapshot(), state.clock()))
 	})
@@ -63,7 +69,7 @@ func Handler(state *State, reg *prometheus.Registry, extra ...Route) http.Handle
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		writeLanding(w, state.Snapshot())
+		writeLanding(w, state.Snapshot(), telemetryPath)
 	})
 	return mux
 }
@@ -179,7 +185,7 @@ func errBadParam(name, value string) error { return paramError{name, value} }
 // writeLanding writes the landing page. Every string from outside (the
 // hostname, health reasons that quote kernel and DKMS text) goes through
 // html.EscapeString; one small page needs no template.
-func writeLanding(w io.Writer, s *Snapshot) {
+func writeLanding(w io.Writer, s *Snapshot, telemetryPath string) {
 	var reasons strings.Builder
 	for _, r := range s.Health.Reasons {
 		reasons.WriteString("<br>")
@@ -191,11 +197,11 @@ func writeLanding(w io.Writer, s *Snapshot) {
 <p>Health: <b>%s</b>%s</p>
 <p>%d GPUs, driver %s</p>
 <ul>
-<li><a href="metrics">/metrics</a>: Prometheus metrics, dcgm-exporter's names</li>
+<li><a href="%s">%s</a>: Prometheus metrics, dcgm-exporter's names</li>
 <li><a href="v1/gpus">/v1/gpus</a>: every GPU's latest sample</li>
 <li><a href="v1/health">/v1/health</a>: health of the host and each GPU</li>
 <li><a href="v1/events">/v1/events</a>: recent events (?gpu=, ?kind=, ?limit=)</li>
 </ul></body></html>
 `, html.EscapeString(s.Hostname), html.EscapeString(s.Health.Level.String()), reasons.String(),
-		len(s.GPUs), html.EscapeString(s.DriverVersion))
+		len(s.GPUs), html.EscapeString(s.DriverVersion), html.EscapeString(strings.TrimPrefix(telemetryPath, "/")), html.EscapeString(telemetryPath))
 }

@@ -72,11 +72,12 @@ func startAgent(t testing.TB, env []string, args ...string) *agentProc {
 	t.Cleanup(func() { a.stop() })
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		if _, err := a.get("/metrics"); err == nil {
+		// The landing page: served whatever --web.telemetry-path says.
+		if _, err := a.get("/"); err == nil {
 			return a
 		}
 		if time.Now().After(deadline) || a.cmd.ProcessState != nil {
-			t.Fatalf("agent did not serve /metrics:\n%s", a.log.String())
+			t.Fatalf("agent did not serve its landing page:\n%s", a.log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -389,5 +390,28 @@ func TestStatusEscapesWhatTheAgentSays(t *testing.T) {
 	}
 	if strings.ContainsAny(b.String(), "\x1b\x07") || !strings.Contains(b.String(), `0000:3b:00.0\x1b[2J`) {
 		t.Errorf("status printed %q", b.String())
+	}
+}
+
+// The flags people expect from an exporter and its CLI: metrics at
+// --web.telemetry-path, status as JSON, and --agent as host:port.
+func TestTelemetryPathAndStatusJSON(t *testing.T) {
+	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--collector.gpu.interval", "200ms",
+		"--web.telemetry-path", "/prom", "--state.dir", t.TempDir())
+	eventually(t, 10*time.Second, "metrics at /prom", func() bool {
+		b, err := a.get("/prom")
+		return err == nil && strings.Contains(b, "DCGM_FI_DEV_GPU_TEMP")
+	})
+	if _, err := a.get("/metrics"); err == nil {
+		t.Error("/metrics still served with --web.telemetry-path /prom")
+	}
+	out, err := exec.Command(gpuwardenBinary(t), "status", "--agent", a.addr, "-o", "json").Output()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	var v agent.GPUsView
+	if jerr := json.Unmarshal(out, &v); jerr != nil || len(v.GPUs) != 8 {
+		t.Errorf("status -o json: %v, %d GPUs\n%s", jerr, len(v.GPUs), out)
 	}
 }

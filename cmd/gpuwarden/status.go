@@ -22,6 +22,7 @@ import (
 func newStatusCmd() *cobra.Command {
 	var url, backend, replayFile string
 	var once bool
+	var output string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Print one row per GPU: model, temperature, power, utilisation, memory, health",
@@ -44,8 +45,19 @@ replay) without an agent.`,
 				}
 				view = v
 			}
-			if err := printStatus(cmd.OutOrStdout(), view); err != nil {
-				return err
+			switch output {
+			case "json":
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(view); err != nil {
+					return err
+				}
+			case "table":
+				if err := printStatus(cmd.OutOrStdout(), view); err != nil {
+					return err
+				}
+			default:
+				return &exitError{code: event.Unknown.ExitCode(), err: fmt.Errorf("--output %q: want table or json", output)}
 			}
 			// The same 0/1/2/3 as check: the worst GPU, a lost one critical.
 			if lvl := statusLevel(view); lvl != event.OK {
@@ -55,7 +67,8 @@ replay) without an agent.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&url, "agent", "http://localhost:9400", "URL of a running agent")
+	f.StringVar(&url, "agent", "http://localhost:9400", "URL of a running agent (host:port alone means http://host:port)")
+	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
 	f.BoolVar(&once, "once", false, "sample the GPUs once here instead of asking an agent")
 	f.StringVar(&backend, "backend", "nvml", "with --once: nvml or replay")
 	f.StringVar(&replayFile, "replay", "", "with --once --backend replay: trace file (default: the embedded demo)")
@@ -66,6 +79,9 @@ func fetchGPUs(ctx context.Context, base string) (agent.GPUsView, error) {
 	var v agent.GPUsView
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/gpus", nil)
 	if err != nil {
 		return v, err
