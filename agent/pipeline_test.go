@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -242,5 +245,43 @@ func TestInvalidUTF8LabelValuesKeepEverySeries(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("missing %s in:\n%s", want, grepLines(body, "gpuwarden_nvidia_module_present"))
 		}
+	}
+}
+
+// A gzip scrape is the same exposition as a plain one: the snapshot's
+// member, compressed once, and the scrape's own lines.
+func TestAGzipScrapeIsThePlainOne(t *testing.T) {
+	st, _ := demoWithClock(t)
+	h := MetricsHandler(st, nil)
+	plain := httptest.NewRecorder()
+	h.ServeHTTP(plain, httptest.NewRequest("GET", "/metrics", nil))
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.Header.Set("Accept-Encoding", "gzip, deflate")
+	for range 2 { // the second sends the stored member
+		zipped := httptest.NewRecorder()
+		h.ServeHTTP(zipped, req)
+		if zipped.Header().Get("Content-Encoding") != "gzip" {
+			t.Fatal("no gzip")
+		}
+		zr, err := gzip.NewReader(zipped.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != plain.Body.String() {
+			t.Fatalf("gzip scrape differs from the plain one (%d vs %d bytes)", len(b), plain.Body.Len())
+		}
+		if zipped.Body.Len() > plain.Body.Len()/4 {
+			t.Errorf("compressed to %d of %d bytes", zipped.Body.Len(), plain.Body.Len())
+		}
+	}
+	req.Header.Set("Accept-Encoding", "gzip;q=0")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Header().Get("Content-Encoding") != "" {
+		t.Error("gzip;q=0 got gzip")
 	}
 }

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"bytes"
+	"compress/gzip"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -71,8 +73,10 @@ var gpuLabelNames = []string{"gpu", "UUID", "pci_bus_id", "device", "modelName",
 
 // rendered is a Snapshot's exposition text.
 type rendered struct {
-	once sync.Once
-	text []byte
+	once   sync.Once
+	text   []byte
+	gzOnce sync.Once
+	gz     []byte // text as one gzip member, made once per snapshot
 }
 
 func (s *Snapshot) text() []byte {
@@ -83,6 +87,21 @@ func (s *Snapshot) text() []byte {
 		s.render.text = b.Bytes()
 	})
 	return s.render.text
+}
+
+// gzipped is the snapshot's text compressed, once: every scrape of the
+// same snapshot after the first sends these bytes as they are.
+func (s *Snapshot) gzipped() []byte {
+	s.render.gzOnce.Do(func() {
+		text := s.text()
+		var b bytes.Buffer
+		b.Grow(len(text) / 8)
+		zw, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed)
+		zw.Write(text)
+		zw.Close()
+		s.render.gz = b.Bytes()
+	})
+	return s.render.gz
 }
 
 // family writes a metric family's HELP and TYPE lines.
@@ -355,24 +374,74 @@ func writeAges(b *bytes.Buffer, s *Snapshot, now time.Time) {
 // MetricsHandler serves /metrics: the Snapshot's cached text, the sample
 // ages, and what extra (the process, DKMS and kernel-log collectors) gathers.
 func MetricsHandler(state *State, extra prometheus.Gatherer) http.Handler {
+	proc := &gatherCache{g: extra}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		snap := state.Snapshot()
 		var dyn bytes.Buffer
 		writeAges(&dyn, snap, state.clock())
-		if extra != nil {
-			mfs, err := extra.Gather()
-			if err != nil {
-				slog.Warn("gathering extra metrics", "err", err)
-			}
-			enc := expfmt.NewEncoder(&dyn, expfmt.NewFormat(expfmt.TypeTextPlain))
-			for _, mf := range mfs {
-				enc.Encode(mf)
-			}
-		}
+		dyn.Write(proc.text())
 		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-		w.Write(snap.text())
-		w.Write(dyn.Bytes())
+		if !acceptsGzip(r) {
+			w.Write(snap.text())
+			w.Write(dyn.Bytes())
+			return
+		}
+		state.gzipWanted.Store(true)
+		// Two gzip members are one valid stream (RFC 1952): the snapshot's,
+		// compressed once, and this scrape's few changing lines.
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("Vary", "Accept-Encoding")
+		w.Write(snap.gzipped())
+		zw := gzipWriters.Get().(*gzip.Writer)
+		zw.Reset(w)
+		zw.Write(dyn.Bytes())
+		zw.Close()
+		gzipWriters.Put(zw)
 	})
+}
+
+var gzipWriters = sync.Pool{New: func() any { zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed); return zw }}
+
+func acceptsGzip(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		enc, q, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if strings.TrimSpace(enc) == "gzip" && strings.ReplaceAll(q, " ", "") != "q=0" {
+			return true
+		}
+	}
+	return false
+}
+
+// gatherCache renders the process's own metrics (CPU, memory, descriptors)
+// at most once a second: reading them costs more than the rest of a scrape
+// of an unchanged snapshot, and a second is far below any scrape interval.
+type gatherCache struct {
+	g    prometheus.Gatherer
+	mu   sync.Mutex
+	at   time.Time
+	last []byte
+}
+
+func (c *gatherCache) text() []byte {
+	if c.g == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) < time.Second && c.last != nil {
+		return c.last
+	}
+	var b bytes.Buffer
+	mfs, err := c.g.Gather()
+	if err != nil {
+		slog.Warn("gathering the process metrics", "err", err)
+	}
+	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		enc.Encode(mf)
+	}
+	c.last, c.at = b.Bytes(), time.Now()
+	return c.last
 }
 
 // Collector returns the named source's state, or nil before it reported.

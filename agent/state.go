@@ -142,6 +142,8 @@ type State struct {
 	reload     ConfigReload
 
 	snap atomic.Pointer[Snapshot]
+	// gzipWanted is set by the first scrape that accepts gzip.
+	gzipWanted atomic.Bool
 }
 
 type xidKey struct {
@@ -636,4 +638,9 @@ func (s *State) publish() {
 		snap.EventCounts[k] = v
 	}
 	s.snap.Store(snap)
+	if s.gzipWanted.Load() {
+		// Scrapes ask for gzip: render and compress the new snapshot now,
+		// off the scrape path, so the next scrape is a copy.
+		go snap.gzipped()
+	}
 }
