@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -300,6 +301,32 @@ func TestHostileStateFilesAreRefusedAndTheAgentRuns(t *testing.T) {
 	for _, f := range []string{"kmsg-cursor.json", "gpus.json"} {
 		if m, _ := filepath.Glob(filepath.Join(state, f+".corrupt-*")); len(m) != 1 {
 			t.Errorf("%s not moved aside: %v", f, m)
+		}
+	}
+}
+
+// A kernel image whose name is not UTF-8 leaves every DKMS series in the
+// scrape, with the name escaped, and the exposition parses.
+func TestAKernelNameThatIsNotUTF8KeepsEveryDKMSSeries(t *testing.T) {
+	root := t.TempDir()
+	if out, err := exec.Command("cp", "-a", filepath.Join("..", "..", "testdata", "rootfs", "healthy")+"/.", root).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	os.WriteFile(filepath.Join(root, "boot", "vmlinuz-6.1.0-\xff-amd64"), []byte("kernel"), 0o644)
+	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--collector.gpu.interval", "200ms", "--collector.dkms=true",
+		"--path.rootfs", root, "--path.procfs", "proc", "--path.sysfs", "sys", "--state.dir", t.TempDir())
+	eventually(t, 20*time.Second, "the DKMS series", func() bool {
+		return strings.Contains(a.mustGet(t, "/metrics"), "gpuwarden_check_status{")
+	})
+	time.Sleep(300 * time.Millisecond)
+	m := a.mustGet(t, "/metrics")
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	if _, err := parser.TextToMetricFamilies(strings.NewReader(m)); err != nil {
+		t.Fatalf("the exposition does not parse: %v", err)
+	}
+	for _, want := range []string{`gpuwarden_nvidia_module_present{kernel="6.1.0-\\xff-amd64"}`, "gpuwarden_check_status{", "gpuwarden_dkms_module_state{", "gpuwarden_reboot_pending "} {
+		if !strings.Contains(m, want) {
+			t.Errorf("no %s in /metrics", want)
 		}
 	}
 }
