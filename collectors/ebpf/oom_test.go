@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -310,4 +311,47 @@ func TestProgramsWithoutTheirTracepointAreDownAndTheRestRun(t *testing.T) {
 			t.Errorf("gpuwarden_ebpf_program_up{program=%q} = %v, want %v", name, got, v)
 		}
 	}
+}
+
+// A source run again (after an error, by the agent's backoff) does not say
+// again why its programs are down.
+func TestProgramStatesAreLoggedOnce(t *testing.T) {
+	needRoot(t)
+	var buf syncBuf
+	s := &Source{Log: slog.New(slog.NewTextHandler(&buf, nil))}
+	for range 2 {
+		sink := &testSink{}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx, sink) }()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, _, ran := sink.snapshot(); ran > 0 || time.Now().After(deadline) {
+				break
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(buf.String(), "ebpf program down"); n != 3 {
+		t.Errorf("%d lines say a program is down, want 3 (once each):\n%s", n, buf.String())
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuf) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuf) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
