@@ -161,6 +161,8 @@ func (s *Source) read(rd *ringbuf.Reader, out chan<- Record) {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return
 			}
+			// Not expected (no deadline is set); do not spin on it.
+			time.Sleep(10 * time.Millisecond)
 			continue
 		}
 		r, err := Decode(raw.RawSample)
