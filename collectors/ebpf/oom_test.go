@@ -30,6 +30,13 @@ func TestMain(m *testing.M) {
 		oomChild()
 		return
 	}
+	if os.Getenv(loadChildEnv) == "1" {
+		if _, err := Load(); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
@@ -354,4 +361,35 @@ func (b *syncBuf) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// loadChildEnv makes the test binary try Load and print its error.
+const loadChildEnv = "GPUWARDEN_EBPF_LOAD_CHILD"
+
+// Without the capabilities the source is down with a cause that names
+// them.
+func TestWithoutPrivilegeTheCauseNamesTheCapabilities(t *testing.T) {
+	needRoot(t)
+	// The test binary's own directory is root's only: a copy nobody can run.
+	dir := t.TempDir()
+	os.Chmod(filepath.Dir(dir), 0o755) // t.TempDir's parent is 0700
+	os.Chmod(dir, 0o755)
+	bin := filepath.Join(dir, "ebpf.test")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), loadChildEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("Load succeeded as nobody: %s", out)
+	}
+	if s := string(out); !strings.Contains(s, "permission denied") || !strings.Contains(s, "CAP_BPF and CAP_PERFMON") {
+		t.Errorf("the cause does not name the capabilities (%v): %s", err, s)
+	}
 }

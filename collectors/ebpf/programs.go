@@ -57,10 +57,9 @@ func Load() (*Objects, error) {
 		return nil, fmt.Errorf("the kernel has no BTF (/sys/kernel/btf/vmlinux), which tp_btf programs need (CONFIG_DEBUG_INFO_BTF): %w", err)
 	}
 	// Before Linux 5.11 BPF memory counts against RLIMIT_MEMLOCK; later
-	// kernels charge the memory cgroup and this does nothing.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, permission(fmt.Errorf("raise RLIMIT_MEMLOCK for BPF maps: %w", err))
-	}
+	// kernels charge the memory cgroup and this does nothing. Its failure
+	// matters only if the maps then cannot be made, and is said then.
+	memlock := rlimit.RemoveMemlock()
 	spec, err := loadGpuwarden()
 	if err != nil {
 		return nil, fmt.Errorf("read the embedded BPF object: %w", err)
@@ -69,6 +68,9 @@ func Load() (*Objects, error) {
 	maps.Programs = nil
 	coll, err := ebpf.NewCollection(maps)
 	if err != nil {
+		if memlock != nil && !errors.Is(err, unix.EPERM) {
+			err = fmt.Errorf("%w (and RLIMIT_MEMLOCK could not be raised: %v; set LimitMEMLOCK=infinity)", err, memlock)
+		}
 		return nil, permission(fmt.Errorf("create the BPF ring buffer: %w", err))
 	}
 	o := &Objects{Events: coll.Maps["events"], Drops: coll.Maps["drops"], Progs: map[string]*ebpf.Program{}}
