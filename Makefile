@@ -8,7 +8,7 @@ REVISION  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS   := -s -w -X github.com/gpuwarden/gpuwarden/agent.Version=$(VERSION) -X github.com/gpuwarden/gpuwarden/agent.Revision=$(REVISION)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test deps bench fuzz lint clean demo-trace generate
+.PHONY: all build run test deps bench fuzz lint clean demo-trace generate vmlinux-h
 
 all: build
 
@@ -24,9 +24,18 @@ demo-trace: build
 	$(MAKE) build
 
 # The replay player's and recorder's NVML methods from their table
-# (collectors/replay/internal/nvmlcalls/methods.go).
+# (collectors/replay/internal/nvmlcalls/methods.go); the eBPF objects and
+# their Go bindings from collectors/ebpf/bpf/ (clang, llvm, libbpf-dev; the
+# outputs are committed, so `go build` needs none of them).
 generate:
 	$(GO) generate ./collectors/replay/
+	$(GO) generate ./collectors/ebpf/
+
+# collectors/ebpf/bpf/vmlinux.h from the running kernel's BTF (bpftool), for
+# when the programs need a type this one lacks. Committed: `make generate`
+# needs no kernel headers.
+vmlinux-h:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > collectors/ebpf/bpf/vmlinux.h
 
 # The agent on the embedded demo trace of an 8-GPU node: http://localhost:9400/metrics
 run: build

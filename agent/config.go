@@ -49,6 +49,7 @@ type Config struct {
 	KmsgPath     string
 	DKMSEnabled  bool
 	DKMSInterval time.Duration
+	EBPFEnabled  bool
 
 	StateDir string
 	RootFS   string
@@ -130,6 +131,8 @@ var Settings = []Setting{
 		field: func(c *Config) any { return &c.DKMSEnabled }},
 	{Name: "collector.dkms.interval", Default: 5 * time.Minute, Help: "How often to re-run the consistency checks besides on change.", Reload: true,
 		field: func(c *Config) any { return &c.DKMSInterval }},
+	{Name: "collector.ebpf", Default: true, Help: "Watch kernel tracepoints with eBPF: OOM kills, PCIe AER, NVIDIA module load and unload.",
+		field: func(c *Config) any { return &c.EBPFEnabled }},
 	{Name: "state.dir", Default: "/var/lib/gpuwarden", Help: "Directory for the agent's state: kernel-log cursor, GPU inventory.",
 		field: func(c *Config) any { return &c.StateDir }},
 	{Name: "path.rootfs", Default: "/", Help: "Root of the host filesystem, for running in a container or on a fixture tree.",

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
 	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
@@ -19,8 +20,12 @@ import (
 	"github.com/gpuwarden/gpuwarden/remediation"
 )
 
-// The sources register themselves; importing kmsg is what registers it.
-var _ = kmsg.Source{}
+// The sources register themselves; importing kmsg and ebpf is what
+// registers them.
+var (
+	_ = kmsg.Source{}
+	_ = ebpf.Source{}
+)
 
 func newRunCmd() *cobra.Command {
 	var configFile string
