@@ -285,3 +285,19 @@ func TestAGzipScrapeIsThePlainOne(t *testing.T) {
 		t.Error("gzip;q=0 got gzip")
 	}
 }
+
+// One PCIe AER reported by both the kernel log and the eBPF tracepoint is
+// one event; two from one source are two.
+func TestAnAERFromBothSourcesIsOneEvent(t *testing.T) {
+	st, _ := demoWithClock(t)
+	now := time.Date(2026, 1, 2, 3, 5, 5, 0, time.UTC)
+	aer := func(source string, at time.Time) event.Event {
+		return event.Event{Source: source, Kind: event.KindAER, Time: at, GPU: event.GPURef{Index: -1, PCIBusID: "0000:3a:00.0"},
+			Fields: map[string]string{"aer_severity": "corrected"}, Raw: "AER"}
+	}
+	st.ApplyEvents([]event.Event{aer("kmsg", now), aer("ebpf", now.Add(100*time.Millisecond))}, nil)
+	st.ApplyEvents([]event.Event{aer("kmsg", now.Add(10*time.Second)), aer("kmsg", now.Add(10*time.Second))}, nil)
+	if n := st.Snapshot().EventCounts[EventKey{event.KindAER, event.Warning}]; n != 3 {
+		t.Errorf("%d AER events counted, want 3 (one from both sources, two from the kernel log)", n)
+	}
+}

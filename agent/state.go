@@ -124,6 +124,7 @@ type State struct {
 	collectors map[string]*CollectorState
 	xid        map[xidKey]*XidCount
 	lastXid    map[xidKey]xidSeen // for counting an Xid seen by both sources once
+	lastAER    map[aerKey]xidSeen // and an AER seen by the kernel log and eBPF
 	kinds      map[event.Kind]uint64
 	events     map[EventKey]uint64
 	ring       *EventRing
@@ -158,7 +159,7 @@ func NewState(hostname string, expectedGPUs int, eventWindow time.Duration, cloc
 		clock = time.Now
 	}
 	s := &State{hostname: hostname, expected: expectedGPUs, window: eventWindow, clock: clock,
-		collectors: map[string]*CollectorState{}, xid: map[xidKey]*XidCount{}, lastXid: map[xidKey]xidSeen{},
+		collectors: map[string]*CollectorState{}, xid: map[xidKey]*XidCount{}, lastXid: map[xidKey]xidSeen{}, lastAER: map[aerKey]xidSeen{},
 		kinds: map[event.Kind]uint64{}, events: map[EventKey]uint64{},
 		findings: map[string]source.Finding{}, stats: map[string][]source.Metric{}, ring: NewEventRing(ringEvents, ringBytes)}
 	s.publish()
@@ -342,6 +343,17 @@ func (s *State) ApplyEvents(fresh, restored []event.Event) {
 	s.publish()
 }
 
+// aerDedupWindow is how far apart the kernel log's and the eBPF
+// tracepoint's reports of one AER may be: both come from the same kernel
+// call, so a second is generous.
+const aerDedupWindow = 2 * time.Second
+
+// aerSeverityField is the field both sources put the AER severity in
+// (xid.FieldAERSeverity; spelled here to keep State's imports small).
+const aerSeverityField = "aer_severity"
+
+type aerKey struct{ bus, severity string }
+
 // xidDedupWindow is how far apart the kernel log's and NVML's reports of one
 // Xid on one GPU may be. NVML's are read once per sampling round, so this
 // must exceed the longest sampling interval worth running with.
@@ -359,6 +371,20 @@ func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
 			return ev, false
 		}
 		s.lastXid[k] = xidSeen{at: s.clock(), source: ev.Source}
+	}
+	if ev.Kind == event.KindAER && ev.GPU.PCIBusID != "" {
+		// The kernel log and the eBPF tracepoint report one AER each: the
+		// same device and severity from the other source within
+		// aerDedupWindow is that one error.
+		k := aerKey{bus: gpu.ShortBusID(ev.GPU.PCIBusID), severity: ev.Fields[aerSeverityField]}
+		if last, ok := s.lastAER[k]; ok && last.source != ev.Source && absDuration(ev.Time.Sub(last.at)) < aerDedupWindow {
+			delete(s.lastAER, k)
+			return ev, false
+		}
+		if len(s.lastAER) > 4096 {
+			clear(s.lastAER) // bounded: a flood of distinct devices forgets, never grows
+		}
+		s.lastAER[k] = xidSeen{at: ev.Time, source: ev.Source}
 	}
 	s.count(ev)
 	s.remember(ev)

@@ -31,6 +31,16 @@ type Source struct {
 	watcher *Watcher // the running one
 }
 
+// CheckNow asks the running checks for a pass at once (an NVIDIA module
+// was just loaded or removed).
+func (s *Source) CheckNow() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.watcher != nil {
+		s.watcher.CheckNow()
+	}
+}
+
 // SetInterval changes the running checks' interval (a reload), and the
 // next run's.
 func (s *Source) SetInterval(d time.Duration) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/agent"
 	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
+	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
@@ -121,9 +122,28 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 		if d, ok := s.(*dkms.Source); ok {
 			w := d
 			a.OnReload(func(c agent.Config) { w.SetInterval(c.DKMSInterval) })
+			a.Go(func(ctx context.Context) { recheckOnModuleEvents(ctx, a.State(), w) })
 		}
 	}
 	return a, nil
+}
+
+// recheckOnModuleEvents runs the DKMS checks at once when an NVIDIA module
+// is loaded or removed (the eBPF source sees both), instead of at the next
+// timer tick or file change.
+func recheckOnModuleEvents(ctx context.Context, state *agent.State, d *dkms.Source) {
+	sub := state.Subscribe("dkms-recheck", 64)
+	defer sub.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case n := <-sub.C():
+			if n.Event != nil && (n.Event.Kind == event.KindDriverLoaded || n.Event.Kind == ebpf.KindDriverUnloaded) {
+				d.CheckNow()
+			}
+		}
+	}
 }
 
 // hostPaths is the one view of --path.rootfs, --path.procfs and
