@@ -22,9 +22,9 @@ import (
 // file (YAML, keys nested or dotted) and a GPUWARDEN_* environment variable,
 // merged by viper, flags winning, then environment, then file.
 type Config struct {
-	ListenAddresses []string
-	WebConfigFile   string
-	SystemdSocket   bool
+	ListenAddresses  []string
+	WebConfigFile    string
+	SystemdSocket    bool
 	WebTelemetryPath string
 	// HTTP limits: a connection cap and every server timeout.
 	WebMaxConnections    int
@@ -32,8 +32,8 @@ type Config struct {
 	WebReadTimeout       time.Duration
 	WebWriteTimeout      time.Duration
 	WebIdleTimeout       time.Duration
-	LogLevel        string
-	LogFormat       string
+	LogLevel             string
+	LogFormat            string
 
 	Backend     string
 	ReplayFile  string
