@@ -20,6 +20,7 @@ func serve(srv *http.Server, cfg Config, log *slog.Logger) error {
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	var listeners []net.Listener
 	if cfg.SystemdSocket {
+		log.Info("Listening on systemd activated listeners instead of port listeners.")
 		ls, err := activation.Listeners()
 		if err != nil {
 			return err

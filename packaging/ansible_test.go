@@ -107,8 +107,23 @@ func testGate(t *testing.T) {
 		if failed != c.fail {
 			t.Errorf("gate on %s: failed=%v, want %v (err %v)\n%s", c.scenario, failed, c.fail, err, out)
 		}
-		if c.fail && !strings.Contains(out, "critical problems") {
-			t.Errorf("gate on %s failed without naming the findings:\n%s", c.scenario, out)
+		if c.fail && (!strings.Contains(out, "critical problems") || !strings.Contains(out, "CRITICAL next_boot_module: ")) {
+			t.Errorf("gate on %s failed without a readable summary of the findings:\n%s", c.scenario, out)
 		}
+	}
+	// A node with no driver at all: check says 3, could not tell. The gate
+	// fails on it unless the play says otherwise.
+	empty := t.TempDir()
+	for _, d := range []string{"proc", "sys", "lib/modules", "boot", "etc"} {
+		os.MkdirAll(filepath.Join(empty, d), 0o755)
+	}
+	args := fmt.Sprintf(`{"gpuwarden_check_args": ["--path.rootfs", %q, "--path.procfs", "proc", "--path.sysfs", "sys"]}`, empty)
+	out, err := playbook(t, "--tags", "gate", "-e", args)
+	if err == nil || !strings.Contains(out, "could not tell") || !strings.Contains(out, "UNKNOWN ") {
+		t.Errorf("gate on a node with no driver: err %v, want a failure saying it could not tell\n%s", err, out)
+	}
+	out, err = playbook(t, "--tags", "gate", "-e", args, "-e", "gpuwarden_gate_fail_on_unknown=false")
+	if err != nil {
+		t.Errorf("gate with gpuwarden_gate_fail_on_unknown=false: %v\n%s", err, out)
 	}
 }

@@ -129,21 +129,26 @@ func TestHostileProcessNamesReachAHookAsInertData(t *testing.T) {
 		!strings.Contains(string(env), "PATH=/usr/sbin:/usr/bin:/sbin:/bin") {
 		t.Errorf("hook environment:\n%s", env)
 	}
+	// The decision is recorded once the hook has exited: wait for all.
 	var decisions []remediation.Decision
-	if err := json.Unmarshal([]byte(a.mustGet(t, "/v1/remediation")), &decisions); err != nil {
-		t.Fatal(err)
-	}
-	ran := 0
-	for _, d := range decisions {
-		if d.Outcome == remediation.OutcomeRan && d.Rule == "xid-13" {
-			ran++
-			if len(d.Argv) != 2 || d.Argv[1] != "fixed-arg" || d.Result == nil || d.Result.ExitCode != 0 {
-				t.Errorf("decision %+v", d)
+	ran := func() int {
+		decisions = nil
+		if err := json.Unmarshal([]byte(a.mustGet(t, "/v1/remediation")), &decisions); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, d := range decisions {
+			if d.Outcome == remediation.OutcomeRan && d.Rule == "xid-13" {
+				n++
 			}
 		}
+		return n
 	}
-	if ran != len(names) {
-		t.Errorf("/v1/remediation lists %d runs, want %d", ran, len(names))
+	eventually(t, 10*time.Second, "every run listed in /v1/remediation", func() bool { return ran() == len(names) })
+	for _, d := range decisions {
+		if d.Outcome == remediation.OutcomeRan && (len(d.Argv) != 2 || d.Argv[1] != "fixed-arg" || d.Result == nil || d.Result.ExitCode != 0) {
+			t.Errorf("decision %+v", d)
+		}
 	}
 }
 
