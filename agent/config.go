@@ -43,6 +43,10 @@ type Config struct {
 	DKMSEnabled  bool
 	DKMSInterval time.Duration
 
+	DCGMEnabled  bool
+	DCGMAddress  string
+	DCGMInterval time.Duration
+
 	StateDir string
 	RootFS   string
 	ProcFS   string
@@ -111,6 +115,12 @@ var Settings = []Setting{
 		field: func(c *Config) any { return &c.DKMSEnabled }},
 	{Name: "collector.dkms.interval", Default: 5 * time.Minute, Help: "How often to re-run the consistency checks besides on change.", Reload: true,
 		field: func(c *Config) any { return &c.DKMSInterval }},
+	{Name: "collector.dcgm", Default: false, Help: "Read profiling counters, health watches and policy violations from DCGM (needs libdcgm.so.4; without it the source is down and GPM serves profiling).",
+		field: func(c *Config) any { return &c.DCGMEnabled }},
+	{Name: "collector.dcgm.address", Default: "", Help: "A standalone nv-hostengine to use, host:port or a unix socket path (default: an embedded hostengine).",
+		field: func(c *Config) any { return &c.DCGMAddress }},
+	{Name: "collector.dcgm.interval", Default: 10 * time.Second, Help: "How often DCGM samples the profiling fields and the health watches are checked (at least 1s).",
+		field: func(c *Config) any { return &c.DCGMInterval }},
 	{Name: "state.dir", Default: "/var/lib/gpuwarden", Help: "Directory for the agent's state: kernel-log cursor, GPU inventory.",
 		field: func(c *Config) any { return &c.StateDir }},
 	{Name: "path.rootfs", Default: "/", Help: "Root of the host filesystem, for running in a container or on a fixture tree.",
@@ -322,6 +332,9 @@ func (c Config) validate() error {
 	}
 	if c.DKMSInterval < time.Second {
 		bad("collector.dkms.interval", "%s is below 1s", c.DKMSInterval)
+	}
+	if c.DCGMInterval < time.Second {
+		bad("collector.dcgm.interval", "%s is below 1s", c.DCGMInterval)
 	}
 	return errors.Join(errs...)
 }

@@ -11,16 +11,22 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/dcgm"
 	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
+	"github.com/gpuwarden/gpuwarden/collectors/profiling"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
 	"github.com/gpuwarden/gpuwarden/dkms"
 	"github.com/gpuwarden/gpuwarden/remediation"
 )
 
-// The sources register themselves; importing kmsg is what registers it.
-var _ = kmsg.Source{}
+// The sources register themselves; importing kmsg and dcgm is what
+// registers them.
+var (
+	_ = kmsg.Source{}
+	_ = dcgm.Source{}
+)
 
 func newRunCmd() *cobra.Command {
 	var configFile string
@@ -115,6 +121,10 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 			a.OnReload(func(c agent.Config) { w.SetInterval(c.DKMSInterval) })
 		}
 	}
+	// gpuwarden_profiling_paused, whichever source (if any) serves profiling.
+	a.Go(func(ctx context.Context) {
+		profiling.Default.Publish(ctx, func(m []source.Metric) { a.State().SetStats("profiling", m) })
+	})
 	return a, nil
 }
 
