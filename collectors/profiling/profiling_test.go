@@ -2,6 +2,8 @@ package profiling
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -116,4 +118,30 @@ func TestThePausedGaugeFollowsPauseResumeAndExpiry(t *testing.T) {
 	r.PauseFor(50*time.Millisecond, "b")
 	wait(1, 4)
 	wait(0, 5) // ran out, without a call
+}
+
+func TestWhoPausedAndForHowLongIsInTheLog(t *testing.T) {
+	var buf strings.Builder
+	c := Control{Registry: &Registry{}, Log: slog.New(slog.NewTextHandler(&buf, nil))}
+	if _, err := c.PauseProfiling(25*time.Hour, "uid 0 pid 9"); err == nil {
+		t.Fatal("a 25h pause was accepted")
+	}
+	res, err := c.PauseProfiling(2*time.Hour, "uid 0 pid 10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := res.(Status); !st.Paused || st.By != "uid 0 pid 10" {
+		t.Fatalf("status after pause %+v", st)
+	}
+	res, _ = c.ResumeProfiling("uid 0 pid 11")
+	if st := res.(Status); st.Paused {
+		t.Fatalf("status after resume %+v", st)
+	}
+	log := buf.String()
+	for _, want := range []string{`msg="profiling pause refused" who="uid 0 pid 9"`, `msg="profiling paused: the profiling counters are released for a profiler" who="uid 0 pid 10" duration=2h0m0s`,
+		`msg="profiling resumed" who="uid 0 pid 11" was_paused=true paused_by="uid 0 pid 10"`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %s:\n%s", want, log)
+		}
+	}
 }
