@@ -47,6 +47,8 @@ type Config struct {
 	DCGMAddress  string
 	DCGMInterval time.Duration
 
+	ControlSocket string
+
 	StateDir string
 	RootFS   string
 	ProcFS   string
@@ -121,6 +123,8 @@ var Settings = []Setting{
 		field: func(c *Config) any { return &c.DCGMAddress }},
 	{Name: "collector.dcgm.interval", Default: 10 * time.Second, Help: "How often DCGM samples the profiling fields and the health watches are checked (at least 1s).",
 		field: func(c *Config) any { return &c.DCGMInterval }},
+	{Name: "control.socket", Default: "/run/gpuwarden/control.sock", Help: "The root-only control socket (gpuwarden profiling, gpuwarden remediation); when not set, remediation.socket where remediation is configured.",
+		field: func(c *Config) any { return &c.ControlSocket }},
 	{Name: "state.dir", Default: "/var/lib/gpuwarden", Help: "Directory for the agent's state: kernel-log cursor, GPU inventory.",
 		field: func(c *Config) any { return &c.StateDir }},
 	{Name: "path.rootfs", Default: "/", Help: "Root of the host filesystem, for running in a container or on a fixture tree.",

@@ -74,6 +74,7 @@ func newRunCmd() *cobra.Command {
 					return err
 				}
 			}
+			serveControl(a, controlSocket(cfg, rcfg), engine, log)
 			a.OnReload(func(c agent.Config) { level.Set(logLevel(c.LogLevel)) })
 			go reloadOnHUP(ctx, hup, cmd, configFile, trace, a, engine)
 			return a.Run(ctx)
