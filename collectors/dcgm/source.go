@@ -256,11 +256,16 @@ func (r *run) release() {
 	}
 }
 
+// close ends the run: the counters go back, and the series and the finding
+// are withdrawn, so that a source that is down serves nothing stale and
+// the GPM source, taking over, is not written beside old DCGM series.
 func (r *run) close() {
 	r.release()
 	if r.health != nil {
 		r.health.Close()
 	}
+	r.sink.Stats(nil)
+	r.sink.Report(source.Finding{Level: event.OK})
 }
 
 // readProfiling turns the newest values into series labelled as the GPU

@@ -313,3 +313,40 @@ func scrape(t *testing.T, st *agent.State, ready func(string) bool) string {
 	})
 	return body
 }
+
+func TestAStoppedSourceWithdrawsItsSeriesAndGivesTheCountersBack(t *testing.T) {
+	f, k := newFake()
+	f.incident = []Incident{{GPU: 0, System: "MEM", Fail: true, Message: "x"}}
+	reg := &profiling.Registry{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- (&Source{Lib: f, Interval: 10 * time.Millisecond, Profiling: reg, Log: quiet()}).Run(ctx, k)
+	}()
+	waitUntil(t, "profiling series", func() bool { s, _, _, _ := k.snapshot(); return len(s) > 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	stats, fd, _, _ := k.snapshot()
+	if len(stats) != 0 || fd.Level != event.OK || reg.Owner() != "" || f.Watching() {
+		t.Fatalf("after Run: stats %v, finding %+v, owner %q, watching %v", stats, fd, reg.Owner(), f.Watching())
+	}
+	calls := f.Calls()
+	if calls[len(calls)-1] != "Shutdown" {
+		t.Fatalf("calls %v: want Shutdown last", calls)
+	}
+}
+
+func TestAStandaloneAddressIsAHostPortOrAUnixSocket(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"localhost:5555":                      {"localhost:5555", "0"},
+		"/run/nvidia-dcgm/nv-hostengine.sock": {"/run/nvidia-dcgm/nv-hostengine.sock", "1"},
+		"unix:/tmp/he.sock":                   {"/tmp/he.sock", "1"},
+	} {
+		a, u := splitAddress(in)
+		if a != want[0] || u != want[1] {
+			t.Errorf("splitAddress(%q) = %q, %q; want %q, %q", in, a, u, want[0], want[1])
+		}
+	}
+}
