@@ -127,7 +127,8 @@ func (v gpuView) GPUs() []source.GPU {
 		for i, n := range gpuLabelNames {
 			kv = append(kv, n, g.labels[i])
 		}
-		out = append(out, source.GPU{Index: g.Info.Index, UUID: g.Info.UUID, PCIBusID: g.Info.PCIBusID, Labels: kv})
+		out = append(out, source.GPU{Index: g.Info.Index, UUID: g.Info.UUID, PCIBusID: g.Info.PCIBusID,
+			SampleTime: g.SampleTime, Labels: kv})
 	}
 	return out
 }

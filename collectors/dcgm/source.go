@@ -121,9 +121,10 @@ type run struct {
 
 	devices []Device
 	ids     []uint
-	fields  []Field // the profiling fields DCGM serves on these GPUs
-	watch   Watch   // the profiling watch while it runs
-	owned   bool    // this run claimed the profiling counters
+	fields  []Field   // the profiling fields DCGM serves on these GPUs
+	watch   Watch     // the profiling watch while it runs
+	owned   bool      // this run claimed the profiling counters
+	claimed time.Time // when
 	health  HealthWatch
 	noHost  bool // told once that another source owns profiling
 }
@@ -226,7 +227,7 @@ func (r *run) followPause() {
 			}
 			return
 		}
-		r.owned, r.noHost = true, false
+		r.owned, r.noHost, r.claimed = true, false, time.Now()
 		ids := make([]uint16, len(r.fields))
 		for i, f := range r.fields {
 			ids[i] = f.ID
@@ -271,7 +272,7 @@ func (r *run) close() {
 // readProfiling turns the newest values into series labelled as the GPU
 // collector labels the GPU's, in Fields order; a blank value is absent,
 // never 0, and so is a GPU the GPU collector does not know (it could not
-// be labelled).
+// be labelled) or has not sampled since the claim.
 func (r *run) readProfiling() []source.Metric {
 	byUUID := map[string]source.GPU{}
 	for _, g := range r.sink.GPUs().GPUs() {
@@ -288,7 +289,10 @@ func (r *run) readProfiling() []source.Metric {
 	var rows []row
 	for _, d := range r.devices {
 		g, ok := byUUID[d.UUID]
-		if !ok {
+		// A sample taken before the claim may hold another source's
+		// profiling values (GPM's, which reads the owner each round):
+		// DCGM writes the GPU's series from its first sample after it.
+		if !ok || g.SampleTime.Before(r.claimed) {
 			continue
 		}
 		vals, err := r.watch.Latest(d.ID)

@@ -55,7 +55,11 @@ type gpuView struct{ k *testSink }
 
 func (gpuView) WaitFirstRound(context.Context, time.Duration) {}
 func (gpuView) DriverVersion() (string, error)                { return "550.54.15", nil }
-func (v gpuView) GPUs() []source.GPU                          { return v.k.gpus }
+func (v gpuView) GPUs() []source.GPU {
+	v.k.mu.Lock()
+	defer v.k.mu.Unlock()
+	return append([]source.GPU(nil), v.k.gpus...)
+}
 
 func (k *testSink) snapshot() (stats []source.Metric, f *source.Finding, evs []event.Event, rounds int) {
 	k.mu.Lock()
@@ -70,9 +74,11 @@ func h100() ([]source.GPU, []Device) {
 		return []string{"gpu", i, "UUID", uuid, "pci_bus_id", bus, "device", dev, "modelName", "NVIDIA H100 80GB HBM3",
 			"Hostname", "node7", "DCGM_FI_DRIVER_VERSION", "550.54.15"}
 	}
+	// Sampled after any claim a test makes.
+	later := time.Now().Add(time.Hour)
 	gpus := []source.GPU{
-		{Index: 0, UUID: "GPU-aaaa", PCIBusID: "00000000:18:00.0", Labels: label("0", "GPU-aaaa", "00000000:18:00.0", "nvidia0")},
-		{Index: 1, UUID: "GPU-bbbb", PCIBusID: "00000000:2A:00.0", Labels: label("1", "GPU-bbbb", "00000000:2A:00.0", "nvidia1")},
+		{Index: 0, UUID: "GPU-aaaa", PCIBusID: "00000000:18:00.0", SampleTime: later, Labels: label("0", "GPU-aaaa", "00000000:18:00.0", "nvidia0")},
+		{Index: 1, UUID: "GPU-bbbb", PCIBusID: "00000000:2A:00.0", SampleTime: later, Labels: label("1", "GPU-bbbb", "00000000:2A:00.0", "nvidia1")},
 	}
 	devs := []Device{{ID: 0, UUID: "GPU-bbbb", PCIBusID: "00000000:2A:00.0"}, {ID: 1, UUID: "GPU-aaaa", PCIBusID: "00000000:18:00.0"}}
 	return gpus, devs
@@ -349,4 +355,29 @@ func TestAStandaloneAddressIsAHostPortOrAUnixSocket(t *testing.T) {
 			t.Errorf("splitAddress(%q) = %q, %q; want %q, %q", in, a, u, want[0], want[1])
 		}
 	}
+}
+
+func TestDCGMWritesAGPUsSeriesOnlyFromItsFirstSampleAfterTheClaim(t *testing.T) {
+	f, k := newFake()
+	k.gpus[0].SampleTime = time.Now().Add(-time.Minute) // GPM may have filled it
+	start(t, &Source{Lib: f, Interval: 10 * time.Millisecond, Profiling: &profiling.Registry{}, Log: quiet()}, k)
+	var stats []source.Metric
+	waitUntil(t, "GPU 1's series", func() bool { stats, _, _, _ = k.snapshot(); return len(stats) > 0 })
+	for _, m := range stats {
+		if m.Labels[3] == "GPU-aaaa" {
+			t.Fatalf("a series for a GPU not sampled since the claim: %+v", m)
+		}
+	}
+	k.mu.Lock()
+	k.gpus[0].SampleTime = time.Now().Add(time.Hour)
+	k.mu.Unlock()
+	waitUntil(t, "GPU 0's series after its next sample", func() bool {
+		stats, _, _, _ = k.snapshot()
+		for _, m := range stats {
+			if m.Labels[3] == "GPU-aaaa" {
+				return true
+			}
+		}
+		return false
+	})
 }

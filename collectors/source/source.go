@@ -74,6 +74,8 @@ type GPU struct {
 	Index    int
 	UUID     string
 	PCIBusID string // dcgm-exporter's spelling: 00000000:18:00.0
+	// SampleTime is when the GPU's newest sample was taken.
+	SampleTime time.Time
 	// Labels are dcgm-exporter's labels of the GPU's series, as name, value
 	// pairs: gpu, UUID, pci_bus_id, device, modelName, Hostname,
 	// DCGM_FI_DRIVER_VERSION. A source appends its own after them.
