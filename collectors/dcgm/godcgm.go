@@ -1,5 +1,19 @@
 package dcgm
 
+/*
+#cgo linux LDFLAGS: -ldl
+#include <dlfcn.h>
+#include <stdlib.h>
+
+// pin takes a reference to the library DCGM's Init loaded, with
+// RTLD_NODELETE, so that it stays mapped after go-dcgm's Shutdown closes
+// it. RTLD_NOLOAD: it never loads anything itself.
+static int pin(const char *name) {
+	return dlopen(name, RTLD_LAZY | RTLD_GLOBAL | RTLD_NOLOAD | RTLD_NODELETE) != NULL;
+}
+*/
+import "C"
+
 import (
 	"context"
 	"errors"
@@ -8,7 +22,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unsafe"
 
 	godcgm "github.com/NVIDIA/go-dcgm/pkg/dcgm"
 )
@@ -30,7 +46,25 @@ func (goDCGM) Init(address string) error {
 		addr, unix := splitAddress(address)
 		_, err = godcgm.Init(godcgm.Standalone, addr, unix)
 	}
+	if err == nil {
+		pinLibrary()
+	}
 	return err
+}
+
+var pinOnce sync.Once
+
+// pinLibrary keeps libdcgm mapped for the life of the process once an Init
+// has loaded it. go-dcgm unregisters a policy from its own goroutine after
+// the context ends, which can run after Shutdown has dlclosed the library:
+// pinned, that late call gets an error from DCGM instead of jumping into
+// unmapped memory.
+func pinLibrary() {
+	pinOnce.Do(func() {
+		name := C.CString(libName)
+		defer C.free(unsafe.Pointer(name))
+		C.pin(name)
+	})
 }
 
 // splitAddress is go-dcgm's pair for a standalone hostengine: the address
@@ -244,7 +278,9 @@ func systemName(s godcgm.HealthSystem) string {
 var policyConditions = []godcgm.PolicyCondition{godcgm.DbePolicy, godcgm.PCIePolicy, godcgm.NvlinkPolicy, godcgm.XidPolicy}
 
 // Policies listens on the group of every GPU (go-dcgm's policy API takes
-// no GPU list, and its violations carry no GPU id).
+// no GPU list, and its violations carry no GPU id). go-dcgm sets the
+// policy before it registers for it: on a standalone hostengine that is the
+// hostengine's policy for every GPU, which other clients see too.
 func (goDCGM) Policies(ctx context.Context, _ []uint) (<-chan Violation, error) {
 	in, err := godcgm.ListenForPolicyViolations(ctx, policyConditions...)
 	if err != nil {
@@ -253,6 +289,8 @@ func (goDCGM) Policies(ctx context.Context, _ []uint) (<-chan Violation, error) 
 	out := make(chan Violation, 16)
 	go func() {
 		defer close(out)
+		// Read until go-dcgm closes in: a goroutine of its blocked on a
+		// send would never see ctx end, nor unregister the policy.
 		for pv := range in {
 			v := Violation{Condition: string(pv.Condition), Time: pv.Timestamp, Fields: map[string]string{}}
 			switch d := pv.Data.(type) {
@@ -267,8 +305,7 @@ func (goDCGM) Policies(ctx context.Context, _ []uint) (<-chan Violation, error) 
 			}
 			select {
 			case out <- v:
-			case <-ctx.Done():
-				return
+			case <-ctx.Done(): // dropped: the source is stopping
 			}
 		}
 	}()

@@ -60,6 +60,9 @@ type Source struct {
 // GPUs label the profiling series.
 const firstRoundWait = 15 * time.Second
 
+// policyStop bounds the wait for the policy listener to stop.
+const policyStop = 2 * time.Second
+
 // KindPolicy is the kind of a DCGM policy violation event.
 const KindPolicy event.Kind = "dcgm_policy"
 
@@ -147,11 +150,24 @@ func (r *run) serve(ctx context.Context) error {
 		r.log.Warn("DCGM health watches unavailable; the source serves profiling and policies without them", "err", err)
 	}
 	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	forwarded := make(chan struct{})
+	defer func() {
+		// The policy is unregistered as its channel closes: wait for it
+		// (bounded) so that it happens before the Shutdown.
+		cancel()
+		select {
+		case <-forwarded:
+		case <-time.After(policyStop):
+		}
+	}()
 	if viol, err := r.g.Policies(pctx, r.ids); err != nil {
+		close(forwarded)
 		r.log.Warn("DCGM policy violations unavailable; the source serves profiling and health without them", "err", err)
 	} else {
-		go r.forward(viol)
+		go func() {
+			defer close(forwarded)
+			r.forward(viol)
+		}()
 	}
 	t := time.NewTicker(r.interval())
 	defer t.Stop()
