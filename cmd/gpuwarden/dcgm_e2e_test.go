@@ -2,6 +2,7 @@ package main
 
 import (
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -46,5 +47,40 @@ func TestWithoutDCGMTheSourceIsDownAndTheRestIsServed(t *testing.T) {
 	log := a.log.String()
 	if n := strings.Count(log, "DCGM not found (libdcgm.so.4): the GPM source is used for profiling"); n != 1 {
 		t.Errorf("the cause is logged %d times, want once:\n%s", n, log)
+	}
+}
+
+// With a libdcgm.so.4 that loads and starts an embedded hostengine but sees
+// no GPU (a stand-in built here), the real go-dcgm path runs: Init, the GPU
+// list, Shutdown, and again on the backoff; the source says what it found
+// and the agent keeps serving.
+func TestWithADCGMThatSeesNoGPUTheSourceSaysSo(t *testing.T) {
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Skip("no gcc to build the stand-in libdcgm.so.4")
+	}
+	lib := t.TempDir()
+	if out, err := exec.Command(gcc, "-shared", "-fPIC", "-o", filepath.Join(lib, "libdcgm.so.4"),
+		filepath.Join("testdata", "libdcgm-stub", "libdcgm.c")).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	a := startAgent(t, []string{"LD_LIBRARY_PATH=" + lib}, "--backend", "replay", "--replay.loop", "--collector.gpu.interval", "200ms",
+		"--collector.dcgm", "--collector.kmsg=false", "--collector.dkms=false", "--state.dir", t.TempDir())
+	eventually(t, 20*time.Second, "dcgm collector down", func() bool {
+		v, _ := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_collector_up", `collector="dcgm"`)
+		return v == "0"
+	})
+	if h := a.mustGet(t, "/v1/health"); !strings.Contains(h, "DCGM sees no supported GPU") {
+		t.Errorf("/v1/health does not say DCGM sees no GPU:\n%s", h)
+	}
+	// Past one backoff (5 s): Shutdown and a second Init did not kill it;
+	// it still answers.
+	time.Sleep(6 * time.Second)
+	m := a.mustGet(t, "/metrics")
+	if _, ok := metricValue(m, "DCGM_FI_DEV_GPU_TEMP", `gpu="7"`); !ok {
+		t.Error("GPU metrics stopped")
+	}
+	if n := strings.Count(a.log.String(), "DCGM sees no supported GPU"); n != 1 {
+		t.Errorf("the cause is logged %d times, want once:\n%s", n, a.log.String())
 	}
 }
