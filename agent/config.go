@@ -51,6 +51,12 @@ type Config struct {
 	DKMSInterval time.Duration
 	EBPFEnabled  bool
 
+	DCGMEnabled  bool
+	DCGMAddress  string
+	DCGMInterval time.Duration
+
+	ControlSocket string
+
 	StateDir string
 	RootFS   string
 	ProcFS   string
@@ -133,6 +139,14 @@ var Settings = []Setting{
 		field: func(c *Config) any { return &c.DKMSInterval }},
 	{Name: "collector.ebpf", Default: true, Help: "Watch kernel tracepoints with eBPF: OOM kills, PCIe AER, NVIDIA module load and unload.",
 		field: func(c *Config) any { return &c.EBPFEnabled }},
+	{Name: "collector.dcgm", Default: false, Help: "Read profiling counters, health watches and policy violations from DCGM (needs libdcgm.so.4; without it the source is down and GPM serves profiling).",
+		field: func(c *Config) any { return &c.DCGMEnabled }},
+	{Name: "collector.dcgm.address", Default: "", Help: "A standalone nv-hostengine to use, host:port or a unix socket path (default: an embedded hostengine).",
+		field: func(c *Config) any { return &c.DCGMAddress }},
+	{Name: "collector.dcgm.interval", Default: 10 * time.Second, Help: "How often DCGM samples the profiling fields and the health watches are checked (at least 1s).",
+		field: func(c *Config) any { return &c.DCGMInterval }},
+	{Name: "control.socket", Default: "/run/gpuwarden/control.sock", Help: "The root-only control socket (gpuwarden profiling, gpuwarden remediation); when not set, remediation.socket where remediation is configured.",
+		field: func(c *Config) any { return &c.ControlSocket }},
 	{Name: "state.dir", Default: "/var/lib/gpuwarden", Help: "Directory for the agent's state: kernel-log cursor, GPU inventory.",
 		field: func(c *Config) any { return &c.StateDir }},
 	{Name: "path.rootfs", Default: "/", Help: "Root of the host filesystem, for running in a container or on a fixture tree.",
@@ -361,6 +375,9 @@ func (c Config) validate() error {
 	}
 	if c.DKMSInterval < time.Second {
 		bad("collector.dkms.interval", "%s is below 1s", c.DKMSInterval)
+	}
+	if c.DCGMInterval < time.Second {
+		bad("collector.dcgm.interval", "%s is below 1s", c.DCGMInterval)
 	}
 	return errors.Join(errs...)
 }

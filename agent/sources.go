@@ -115,3 +115,20 @@ func (v gpuView) DriverVersion() (string, error) {
 	}
 	return snap.DriverVersion, nil
 }
+
+func (v gpuView) GPUs() []source.GPU {
+	snap := v.state.Snapshot()
+	out := make([]source.GPU, 0, len(snap.GPUs))
+	for _, g := range snap.GPUs {
+		if g.labels == nil {
+			continue
+		}
+		kv := make([]string, 0, 2*len(gpuLabelNames))
+		for i, n := range gpuLabelNames {
+			kv = append(kv, n, g.labels[i])
+		}
+		out = append(out, source.GPU{Index: g.Info.Index, UUID: g.Info.UUID, PCIBusID: g.Info.PCIBusID,
+			SampleTime: g.SampleTime, Labels: kv})
+	}
+	return out
+}

@@ -8,12 +8,11 @@ import (
 	"github.com/gpuwarden/gpuwarden/agent"
 	"github.com/gpuwarden/gpuwarden/remediation"
 	"github.com/gpuwarden/gpuwarden/remediation/audit"
-	"github.com/gpuwarden/gpuwarden/remediation/control"
 )
 
 // startRemediation wires the remediation engine into the agent: a
-// subscriber of its events and health changes, /v1/remediation, and the
-// operator's control socket.
+// subscriber of its events and health changes and /v1/remediation. The
+// control socket that reaches it is served by serveControl.
 func startRemediation(a *agent.Agent, cfg agent.Config, rcfg *remediation.Config, log *slog.Logger) (*remediation.Engine, error) {
 	bootID, err := hostPaths(cfg).BootID()
 	if err != nil {
@@ -31,14 +30,6 @@ func startRemediation(a *agent.Agent, cfg agent.Config, rcfg *remediation.Config
 	a.Go(func(ctx context.Context) {
 		e.Run(ctx)
 		auditLog.Close()
-	})
-	a.Go(func(ctx context.Context) {
-		// The operator's socket: a failure to serve it is loud but never
-		// stops monitoring or the engine.
-		if err := control.Serve(ctx, rcfg.Socket, e, rlog); err != nil && ctx.Err() == nil {
-			rlog.Error("remediation control socket unavailable; gpuwarden remediation list/ack/reset-breaker will not reach this agent",
-				"socket", rcfg.Socket, "err", err)
-		}
 	})
 	if rcfg.Dry() {
 		log.Info("remediation in dry run: decisions are audited with the argv they would run, and nothing runs",

@@ -11,21 +11,24 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/dcgm"
 	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
+	"github.com/gpuwarden/gpuwarden/collectors/profiling"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
 	"github.com/gpuwarden/gpuwarden/dkms"
 	"github.com/gpuwarden/gpuwarden/remediation"
 )
 
-// The sources register themselves; importing kmsg and ebpf is what
+// The sources register themselves; importing kmsg, ebpf and dcgm is what
 // registers them.
 var (
 	_ = kmsg.Source{}
 	_ = ebpf.Source{}
+	_ = dcgm.Source{}
 )
 
 func newRunCmd() *cobra.Command {
@@ -77,6 +80,7 @@ func newRunCmd() *cobra.Command {
 					return err
 				}
 			}
+			serveControl(a, controlSocket(cfg, rcfg), engine, log)
 			a.OnReload(func(c agent.Config) { level.Set(logLevel(c.LogLevel)) })
 			go reloadOnHUP(ctx, hup, cmd, configFile, trace, a, engine)
 			return a.Run(ctx)
@@ -125,6 +129,10 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 			a.Go(func(ctx context.Context) { recheckOnModuleEvents(ctx, a.State(), w) })
 		}
 	}
+	// gpuwarden_profiling_paused, whichever source (if any) serves profiling.
+	a.Go(func(ctx context.Context) {
+		profiling.Default.Publish(ctx, func(m []source.Metric) { a.State().SetStats("profiling", m) })
+	})
 	return a, nil
 }
 

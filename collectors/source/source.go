@@ -64,6 +64,22 @@ type GPUView interface {
 	// DriverVersion is the driver version NVML reported last, or an error
 	// saying why there is none.
 	DriverVersion() (string, error)
+	// GPUs are the GPUs of the GPU collector's last round, with the labels
+	// the agent puts on their series; none before its first round.
+	GPUs() []GPU
+}
+
+// GPU is one GPU as the agent labels its series.
+type GPU struct {
+	Index    int
+	UUID     string
+	PCIBusID string // dcgm-exporter's spelling: 00000000:18:00.0
+	// SampleTime is when the GPU's newest sample was taken.
+	SampleTime time.Time
+	// Labels are dcgm-exporter's labels of the GPU's series, as name, value
+	// pairs: gpu, UUID, pci_bus_id, device, modelName, Hostname,
+	// DCGM_FI_DRIVER_VERSION. A source appends its own after them.
+	Labels []string
 }
 
 // Finding is a source's health contribution for the host.

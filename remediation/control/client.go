@@ -74,7 +74,7 @@ func Call(ctx context.Context, path string, req Request) (Response, error) {
 func dialError(path string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("control socket %s does not exist: is the agent running with remediation enabled? (%w)", path, err)
+		return fmt.Errorf("control socket %s does not exist: is the agent running, as root? (%w)", path, err)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("control socket %s: nothing is listening: is the agent running? (%w)", path, err)
 	case errors.Is(err, fs.ErrPermission):

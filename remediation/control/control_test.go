@@ -437,3 +437,67 @@ func TestRequestsBeyondTheInFlightBoundAreToldBusy(t *testing.T) {
 		}
 	}
 }
+
+// fakeProfiling records what the server asked of it.
+type fakeProfiling struct{ fakeEngine }
+
+func (f *fakeProfiling) PauseProfiling(d time.Duration, who string) (any, error) {
+	f.record("pause " + d.String() + " by " + who)
+	return map[string]any{"paused": true}, nil
+}
+func (f *fakeProfiling) ResumeProfiling(who string) (any, error) {
+	f.record("resume by " + who)
+	return map[string]any{"paused": false}, nil
+}
+func (f *fakeProfiling) ProfilingStatus() (any, error) {
+	f.record("status")
+	return map[string]any{"paused": false}, nil
+}
+
+func TestWithoutRemediationTheProfilingOpsAreAnsweredAndTheOthersSaySo(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root's requests are answered")
+	}
+	path := socketPath(t)
+	p := &fakeProfiling{}
+	serve(t, &Server{Profiling: p, Log: quiet}, path)
+	ctx := context.Background()
+	for _, op := range []string{OpList, OpAck, OpResetBreaker} {
+		_, err := Call(ctx, path, Request{Op: op})
+		if err == nil || !strings.Contains(err.Error(), "remediation is not configured") {
+			t.Errorf("%s: %v, want remediation is not configured", op, err)
+		}
+	}
+	if _, err := Call(ctx, path, Request{Op: OpProfilingPause, Duration: "90m"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Call(ctx, path, Request{Op: OpProfilingPause}); err == nil || !strings.Contains(err.Error(), `"duration" is required`) {
+		t.Errorf("a pause without a duration: %v", err)
+	}
+	if _, err := Call(ctx, path, Request{Op: OpProfilingPause, Duration: "soon"}); err == nil || !strings.Contains(err.Error(), `"soon"`) {
+		t.Errorf("a pause with a bad duration: %v", err)
+	}
+	if _, err := Call(ctx, path, Request{Op: OpProfilingResume}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Call(ctx, path, Request{Op: OpProfilingStatus}); err != nil {
+		t.Fatal(err)
+	}
+	calls := p.Calls()
+	if len(calls) != 3 || !strings.HasPrefix(calls[0], "pause 1h30m0s by uid 0 pid ") ||
+		!strings.HasPrefix(calls[1], "resume by uid 0 pid ") || calls[2] != "status" {
+		t.Fatalf("calls %q", calls)
+	}
+}
+
+func TestWithoutAProfilingHandlerItsOpsSaySo(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root's requests are answered")
+	}
+	path := socketPath(t)
+	serve(t, &Server{Handler: &fakeEngine{}, Log: quiet}, path)
+	_, err := Call(context.Background(), path, Request{Op: OpProfilingStatus})
+	if err == nil || !strings.Contains(err.Error(), "profiling control is not available") {
+		t.Fatalf("profiling-status: %v", err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,8 +24,13 @@ import (
 // Server answers requests on a control socket. The zero value of each
 // optional field means its default.
 type Server struct {
+	// Handler answers remediation's operations; nil: they are answered
+	// "remediation is not configured".
 	Handler Handler
-	Log     *slog.Logger // nil: slog.Default()
+	// Profiling answers the profiling operations; nil: they are answered
+	// that profiling control is unavailable.
+	Profiling ProfilingHandler
+	Log       *slog.Logger // nil: slog.Default()
 	// ReadTimeout bounds the wait for a request line; 0 means 5 s.
 	ReadTimeout time.Duration
 }
@@ -172,7 +178,7 @@ func (s *Server) answer(conn *net.UnixConn, lim *refusalLog, slots chan struct{}
 	}
 	if cred.Uid != 0 {
 		lim.refused(cred)
-		fail("permission denied: uid %d is not root; only root (uid 0) may use the remediation control socket", cred.Uid)
+		fail("permission denied: uid %d is not root; only root (uid 0) may use the control socket", cred.Uid)
 		return
 	}
 	who := fmt.Sprintf("uid %d pid %d", cred.Uid, cred.Pid)
@@ -250,6 +256,16 @@ func (s *Server) dispatch(req Request, who string, log *slog.Logger) (result any
 		}
 	}()
 	switch req.Op {
+	case OpList, OpAck, OpResetBreaker, OpTest:
+		if s.Handler == nil {
+			return nil, errors.New("remediation is not configured on this agent (no remediation section in its config)")
+		}
+	case OpProfilingPause, OpProfilingResume, OpProfilingStatus:
+		if s.Profiling == nil {
+			return nil, errors.New("profiling control is not available on this agent")
+		}
+	}
+	switch req.Op {
 	case OpList:
 		return s.Handler.List()
 	case OpAck:
@@ -266,12 +282,27 @@ func (s *Server) dispatch(req Request, who string, log *slog.Logger) (result any
 			return nil, errors.New(`"event" is required`)
 		}
 		return s.Handler.Test(req.Rule, req.Event)
+	case OpProfilingPause:
+		if req.Duration == "" {
+			return nil, errors.New(`"duration" is required`)
+		}
+		d, err := time.ParseDuration(req.Duration)
+		if err != nil {
+			return nil, fmt.Errorf(`"duration" %q: %v`, req.Duration, err)
+		}
+		return s.Profiling.PauseProfiling(d, who)
+	case OpProfilingResume:
+		return s.Profiling.ResumeProfiling(who)
+	case OpProfilingStatus:
+		return s.Profiling.ProfilingStatus()
 	case "":
-		return nil, fmt.Errorf(`"op" is required: one of %s, %s, %s, %s`, OpList, OpAck, OpResetBreaker, OpTest)
+		return nil, fmt.Errorf(`"op" is required: one of %s`, strings.Join(ops, ", "))
 	default:
-		return nil, fmt.Errorf("unknown op %q: want one of %s, %s, %s, %s", req.Op, OpList, OpAck, OpResetBreaker, OpTest)
+		return nil, fmt.Errorf("unknown op %q: want one of %s", req.Op, strings.Join(ops, ", "))
 	}
 }
+
+var ops = []string{OpList, OpAck, OpResetBreaker, OpTest, OpProfilingPause, OpProfilingResume, OpProfilingStatus}
 
 // refusalLog logs refused peers at most once every ten seconds, with the count
 // of refusals since the last line, so a local user cannot flood the log.
