@@ -38,9 +38,12 @@ func demoAt(t testing.TB, at time.Duration) (*State, *replay.Player) {
 	now := start
 	clock := func() time.Time { return now }
 	p := replay.NewPlayer(tr, replay.PlayerOptions{Clock: clock})
-	now = start.Add(at)
 	st := NewState("demo-dgx-h100", 0, time.Hour, clock)
 	col := gpu.New(p.Library(), gpu.Options{Clock: clock, Log: quiet})
+	// GPM's profiling fields need two rounds: the first only takes a sample.
+	now = start.Add(at - time.Second)
+	col.Sample(context.Background())
+	now = start.Add(at)
 	st.ApplyRound(col.Sample(context.Background()))
 	return st, p
 }

@@ -241,7 +241,3 @@ func (d *playerDevice) GetFieldValues(vals []nvml.FieldValue) nvml.Return {
 	}
 	return nvml.SUCCESS
 }
-func (d *playerDevice) GetProfilingActivity() (map[string]float64, nvml.Return) {
-	var m map[string]float64
-	return m, d.p.answer(d.i, keyProfiling, &m)
-}
