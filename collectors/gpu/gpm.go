@@ -213,18 +213,18 @@ func (c *Collector) setGPM(g *gpuState, s *Sample, fi int, v float64, ret nvml.R
 	switch {
 	case ret == nvml.SUCCESS && math.IsNaN(v):
 		s.Status[fi] = StatusError // NVML had no value; DCGM stores a blank
-	case ret == nvml.SUCCESS || ret == errWarmingUp:
+	case ret == errWarmingUp || ret == nvml.ERROR_NOT_READY:
+		s.Status[fi] = StatusWarmingUp
+	case ret == nvml.SUCCESS:
 		c.set(g, s, fi, v, nvml.SUCCESS)
-		if ret == errWarmingUp {
-			s.Status[fi] = StatusWarmingUp
-		}
 	default:
 		c.set(g, s, fi, 0, ret)
 	}
 }
 
 // errWarmingUp marks the values of a round that only filled the ring. It is
-// no NVML return (NVML's are small positive numbers or 999).
+// no NVML return (NVML's are small positive numbers or 999). A metric
+// answered NOT_READY is warming up too.
 const errWarmingUp nvml.Return = -1
 
 // gpmRound takes one sample of an entity into its ring with get and, once
@@ -324,7 +324,7 @@ func (c *Collector) sampleInstances(g *gpuState, s *Sample) {
 				r = rets[j]
 			}
 			switch {
-			case r == errWarmingUp:
+			case r == errWarmingUp || r == nvml.ERROR_NOT_READY:
 				out.Status[fi] = StatusWarmingUp
 			case r == nvml.SUCCESS && !math.IsNaN(vals[j]):
 				out.Values[fi], out.Status[fi] = vals[j], StatusOK

@@ -72,7 +72,10 @@ func (l playerLibrary) GpmMetricsGet(m *nvml.GpmMetricsGetType) nvml.Return {
 	}
 	for i := range m.Metrics[:m.NumMetrics] {
 		var v float64
-		ret := l.p.answer(s.e.gpu, keyGpmMetric(s.e.gi, m.Metrics[i].MetricId), &v)
+		// A metric the trace has no answer for yet is NOT_READY, not
+		// NOT_SUPPORTED: a trace (or a loop of one) starts with the
+		// recording collector's warm-up round, which asked for none.
+		ret := l.p.answerOr(s.e.gpu, keyGpmMetric(s.e.gi, m.Metrics[i].MetricId), &v, nvml.ERROR_NOT_READY)
 		if ret == nvml.ERROR_UNINITIALIZED {
 			return ret
 		}

@@ -164,3 +164,30 @@ func BenchmarkGPMPerGPUPerInterval(b *testing.B) {
 		})
 	}
 }
+
+// A trace starts with the recording collector's warm-up round, which asked
+// for no metric: until the first answer, replay says NOT_READY (warming up),
+// never NOT_SUPPORTED, which the collector would log as a missing field.
+func TestReplayWarmsUpUntilTheTraceHasGPMAnswers(t *testing.T) {
+	tr, err := Open("demo/traces/dgx-h100-demo.trace.jsonl.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Unix(0, 0)
+	now := start
+	p := NewPlayer(tr, PlayerOptions{Clock: func() time.Time { return now }})
+	col := gpu.New(p.Library(), gpu.Options{Log: quiet, Clock: func() time.Time { return now }})
+	defer col.Close()
+	sm := gpu.FieldIndex("DCGM_FI_PROF_SM_ACTIVE")
+	for _, at := range []time.Duration{0, time.Second, 2 * time.Second, 6 * time.Second} {
+		now = start.Add(at)
+		r := col.Sample(context.Background())
+		want := gpu.StatusWarmingUp
+		if at == 6*time.Second {
+			want = gpu.StatusOK
+		}
+		if st := r.Samples[0].Status[sm]; st != want {
+			t.Errorf("at %v: SM_ACTIVE %v, want %v", at, st, want)
+		}
+	}
+}

@@ -157,6 +157,12 @@ func (p *Player) wait(gpuIndex int) bool {
 }
 
 func (p *Player) answer(gpuIndex int, key string, dst any) nvml.Return {
+	return p.answerOr(gpuIndex, key, dst, nvml.ERROR_NOT_SUPPORTED)
+}
+
+// answerOr is answer with missing returned for a key the trace has not
+// answered (yet).
+func (p *Player) answerOr(gpuIndex int, key string, dst any, missing nvml.Return) nvml.Return {
 	if !p.wait(gpuIndex) {
 		return nvml.ERROR_UNINITIALIZED
 	}
@@ -164,7 +170,7 @@ func (p *Player) answer(gpuIndex int, key string, dst any) nvml.Return {
 	a, ok := p.state[gpuIndex][key]
 	p.mu.Unlock()
 	if !ok {
-		return nvml.ERROR_NOT_SUPPORTED
+		return missing
 	}
 	if a.R != "" {
 		return returnByName[a.R]
