@@ -83,6 +83,10 @@ type Collector struct {
 	profFields        []int // Fields indexes of the profiling fields
 	profInstFields    []int // ... of those also read per MIG GPU instance
 	gpuOnlyProfFields []int // ... of those read only per GPU
+	// gpmCompute serialises GpmMetricsGet across GPUs: it only computes on
+	// host buffers (it cannot hang on a GPU), and running it for several GPUs
+	// at once has been reported to crash in cgo (unverified here).
+	gpmCompute sync.Mutex
 }
 
 type gpuState struct {

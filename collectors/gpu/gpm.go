@@ -267,7 +267,9 @@ func (c *Collector) gpmRound(r *gpmRing, req *nvml.GpmMetricsGetType, fields []i
 		req.NumMetrics = 1
 		req.Sample1, req.Sample2 = prev, cur // older first, as DCGM pairs them
 		req.Metrics[0] = nvml.GpmMetric{MetricId: uint32(f.GPM)}
+		c.gpmCompute.Lock()
 		ret := c.lib.GpmMetricsGet(req)
+		c.gpmCompute.Unlock()
 		if gpmBusy(ret) {
 			return nil, nil, ret
 		}

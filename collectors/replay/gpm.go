@@ -75,10 +75,9 @@ func (l playerLibrary) GpmMetricsGet(m *nvml.GpmMetricsGetType) nvml.Return {
 		// A metric the trace has no answer for yet is NOT_READY, not
 		// NOT_SUPPORTED: a trace (or a loop of one) starts with the
 		// recording collector's warm-up round, which asked for none.
-		ret := l.p.answerOr(s.e.gpu, keyGpmMetric(s.e.gi, m.Metrics[i].MetricId), &v, nvml.ERROR_NOT_READY)
-		if ret == nvml.ERROR_UNINITIALIZED {
-			return ret
-		}
+		// NVML computes metrics from the samples on the host, without the
+		// GPU: a hang in the trace does not hold them up.
+		ret := l.p.lookup(s.e.gpu, keyGpmMetric(s.e.gi, m.Metrics[i].MetricId), &v, nvml.ERROR_NOT_READY)
 		m.Metrics[i].Value, m.Metrics[i].NvmlReturn = v, uint32(ret)
 	}
 	return nvml.SUCCESS

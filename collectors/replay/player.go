@@ -166,6 +166,12 @@ func (p *Player) answerOr(gpuIndex int, key string, dst any, missing nvml.Return
 	if !p.wait(gpuIndex) {
 		return nvml.ERROR_UNINITIALIZED
 	}
+	return p.lookup(gpuIndex, key, dst, missing)
+}
+
+// lookup answers from the state at the latest advance, without waiting out
+// a hang: for calls that do not reach the GPU.
+func (p *Player) lookup(gpuIndex int, key string, dst any, missing nvml.Return) nvml.Return {
 	p.mu.Lock()
 	a, ok := p.state[gpuIndex][key]
 	p.mu.Unlock()
