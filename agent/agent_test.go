@@ -370,3 +370,20 @@ func TestTheDemoHasProfilingForEveryGPU(t *testing.T) {
 		}
 	}
 }
+
+// /v1/gpus lists a MIG GPU's instances with their profiling values, and its
+// own ratio fields as missing per instance.
+func TestGPUsViewListsMIGInstances(t *testing.T) {
+	st, _ := demoAt(t, 130*time.Second)
+	v := ViewGPUs(st.Snapshot(), time.Date(2026, 1, 2, 3, 6, 15, 0, time.UTC))
+	g := v.GPUs[7]
+	if g.Missing["DCGM_FI_PROF_SM_ACTIVE"] != "per_mig_instance" {
+		t.Errorf("GPU 7 SM_ACTIVE missing as %q", g.Missing["DCGM_FI_PROF_SM_ACTIVE"])
+	}
+	if len(g.MIGInstances) != 3 || g.MIGInstances[0].Profile != "3g.40gb" || g.MIGInstances[0].Values["DCGM_FI_PROF_SM_ACTIVE"] <= 0 {
+		t.Errorf("GPU 7 instances %+v", g.MIGInstances)
+	}
+	if len(v.GPUs[0].MIGInstances) != 0 {
+		t.Errorf("GPU 0 is not in MIG mode: %+v", v.GPUs[0].MIGInstances)
+	}
+}
