@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -38,9 +40,12 @@ func demoAt(t testing.TB, at time.Duration) (*State, *replay.Player) {
 	now := start
 	clock := func() time.Time { return now }
 	p := replay.NewPlayer(tr, replay.PlayerOptions{Clock: clock})
-	now = start.Add(at)
 	st := NewState("demo-dgx-h100", 0, time.Hour, clock)
 	col := gpu.New(p.Library(), gpu.Options{Clock: clock, Log: quiet})
+	// GPM's profiling fields need two rounds: the first only takes a sample.
+	now = start.Add(at - time.Second)
+	col.Sample(context.Background())
+	now = start.Add(at)
 	st.ApplyRound(col.Sample(context.Background()))
 	return st, p
 }
@@ -320,5 +325,65 @@ func TestConfigReloadSeriesAfterAGoodAndARefusedLoad(t *testing.T) {
 		if !strings.Contains(m, want) {
 			t.Errorf("after a refused load, /metrics lacks %q", want)
 		}
+	}
+}
+
+// What `make run` shows: GPM's profiling families for every one of the demo's
+// 8 GPUs (GPU 7 per MIG instance), ratios within 0..1.
+func TestTheDemoHasProfilingForEveryGPU(t *testing.T) {
+	families := []string{"DCGM_FI_PROF_SM_ACTIVE", "DCGM_FI_PROF_SM_OCCUPANCY", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+		"DCGM_FI_PROF_DRAM_ACTIVE", "DCGM_FI_PROF_NVLINK_TX_BYTES", "DCGM_FI_PROF_NVLINK_RX_BYTES"}
+	gpuLabel := regexp.MustCompile(`\{gpu="(\d+)"`)
+	for _, at := range []time.Duration{20 * time.Second, 130 * time.Second, 230 * time.Second} {
+		st, _ := demoAt(t, at)
+		body := scrape(t, st)
+		for _, fam := range families {
+			seen := map[string]bool{}
+			for _, line := range strings.Split(body, "\n") {
+				name, rest, ok := strings.Cut(line, "{")
+				if !ok || name != fam {
+					continue
+				}
+				m := gpuLabel.FindStringSubmatch(line)
+				if m == nil {
+					t.Fatalf("no gpu label: %s", line)
+				}
+				seen[m[1]] = true
+				v, err := strconv.ParseFloat(rest[strings.LastIndexByte(rest, ' ')+1:], 64)
+				if err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				if strings.HasSuffix(fam, "_ACTIVE") || strings.HasSuffix(fam, "_OCCUPANCY") {
+					if v < 0 || v > 1 {
+						t.Errorf("at %v: ratio out of 0..1: %s", at, line)
+					}
+				} else if v < 0 {
+					t.Errorf("at %v: negative rate: %s", at, line)
+				}
+			}
+			if len(seen) != 8 {
+				t.Errorf("at %v: %s for GPUs %v, want all 8", at, fam, seen)
+			}
+		}
+		if !strings.Contains(body, `GPU_I_PROFILE="3g.40gb",GPU_I_ID="1"`) {
+			t.Errorf("at %v: no MIG instance series", at)
+		}
+	}
+}
+
+// /v1/gpus lists a MIG GPU's instances with their profiling values, and its
+// own ratio fields as missing per instance.
+func TestGPUsViewListsMIGInstances(t *testing.T) {
+	st, _ := demoAt(t, 130*time.Second)
+	v := ViewGPUs(st.Snapshot(), time.Date(2026, 1, 2, 3, 6, 15, 0, time.UTC))
+	g := v.GPUs[7]
+	if g.Missing["DCGM_FI_PROF_SM_ACTIVE"] != "per_mig_instance" {
+		t.Errorf("GPU 7 SM_ACTIVE missing as %q", g.Missing["DCGM_FI_PROF_SM_ACTIVE"])
+	}
+	if len(g.MIGInstances) != 3 || g.MIGInstances[0].Profile != "3g.40gb" || g.MIGInstances[0].Values["DCGM_FI_PROF_SM_ACTIVE"] <= 0 {
+		t.Errorf("GPU 7 instances %+v", g.MIGInstances)
+	}
+	if len(v.GPUs[0].MIGInstances) != 0 {
+		t.Errorf("GPU 0 is not in MIG mode: %+v", v.GPUs[0].MIGInstances)
 	}
 }

@@ -93,6 +93,15 @@ type GPUView struct {
 	Error       string             `json:"error,omitempty"`
 	LastXid     int                `json:"last_xid,omitempty"`
 	LastXidText string             `json:"last_xid_msg,omitempty"`
+	// MIGInstances are the GPU's MIG GPU instances with profiling values.
+	MIGInstances []InstanceView `json:"mig_instances,omitempty"`
+}
+
+// InstanceView is one MIG GPU instance in /v1/gpus.
+type InstanceView struct {
+	ID      int                `json:"gpu_instance_id"`
+	Profile string             `json:"profile"`
+	Values  map[string]float64 `json:"values"`
 }
 
 // GPUsView is the body of /v1/gpus.
@@ -117,6 +126,16 @@ func ViewGPUs(s *Snapshot, now time.Time) GPUsView {
 				} else {
 					gv.Missing[f.Name] = g.Sample.Status[i].String()
 				}
+			}
+			for k := range g.Sample.Instances {
+				in := &g.Sample.Instances[k]
+				iv := InstanceView{ID: in.ID, Profile: in.Profile, Values: map[string]float64{}}
+				for i, f := range gpu.Fields {
+					if val, ok := in.Value(i); ok {
+						iv.Values[f.Name] = val
+					}
+				}
+				gv.MIGInstances = append(gv.MIGInstances, iv)
 			}
 		}
 		v.GPUs = append(v.GPUs, gv)

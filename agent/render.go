@@ -198,6 +198,20 @@ func gpuLabels(l []string, extra ...string) string {
 	return labelSet(append(kv, extra...)...)
 }
 
+// instanceLabels renders a MIG GPU instance's label set: the GPU's, with
+// dcgm-exporter's GPU_I_PROFILE and GPU_I_ID after modelName, where it puts
+// them.
+func instanceLabels(l []string, in *gpu.Instance) string {
+	kv := make([]string, 0, 2*len(gpuLabelNames)+4)
+	for i, n := range gpuLabelNames {
+		kv = append(kv, n, l[i])
+		if n == "modelName" {
+			kv = append(kv, "GPU_I_PROFILE", in.Profile, "GPU_I_ID", strconv.Itoa(in.ID))
+		}
+	}
+	return labelSet(kv...)
+}
+
 func shortGPULabels(l []string) string {
 	return labelSet("gpu", l[0], "UUID", l[1], "pci_bus_id", l[2])
 }
@@ -288,14 +302,26 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 			headed := false
 			for i, g := range gpus {
 				// Not supported, lost or failed: absent, never 0.
-				if g.Sample == nil || g.Sample.Status[fi] != gpu.StatusOK {
+				if g.Sample == nil {
 					continue
 				}
-				if !headed {
-					family(b, f.Name, f.Help, typ)
-					headed = true
+				if g.Sample.Status[fi] == gpu.StatusOK {
+					if !headed {
+						family(b, f.Name, f.Help, typ)
+						headed = true
+					}
+					sample(b, f.Name, full[i], g.Sample.Values[fi])
 				}
-				sample(b, f.Name, full[i], g.Sample.Values[fi])
+				for k := range g.Sample.Instances {
+					in := &g.Sample.Instances[k]
+					if v, ok := in.Value(fi); ok {
+						if !headed {
+							family(b, f.Name, f.Help, typ)
+							headed = true
+						}
+						sample(b, f.Name, instanceLabels(g.labels, in), v)
+					}
+				}
 			}
 		}
 	}

@@ -55,6 +55,12 @@ type Options struct {
 	Timeout time.Duration
 	Clock   func() time.Time
 	Log     *slog.Logger
+	// ProfilingPaused, when set and true at the start of a round, makes the
+	// collector release GPM (free its sample buffers) and leave the
+	// profiling fields absent (StatusPaused) until it is false again; the
+	// first round after that warms up. The hook for a profiling pause set
+	// over the control socket, so another profiler can have the counters.
+	ProfilingPaused func() bool
 }
 
 // Collector samples every GPU that Library enumerates.
@@ -72,6 +78,15 @@ type Collector struct {
 	nvmlFieldOf []int             // Fields index of each entry in nvmlFields
 
 	xidSet nvml.EventSet // NVML's Xid events, drained after each round; nil if unsupported
+
+	gpmLib, gpmMIG    bool  // libnvidia-ml has GPM, and GPM for MIG instances (checkGPMLibrary)
+	profFields        []int // Fields indexes of the profiling fields
+	profInstFields    []int // ... of those also read per MIG GPU instance
+	gpuOnlyProfFields []int // ... of those read only per GPU
+	// gpmCompute serialises GpmMetricsGet across GPUs: it only computes on
+	// host buffers (it cannot hang on a GPU), and running it for several GPUs
+	// at once has been reported to crash in cgo (unverified here).
+	gpmCompute sync.Mutex
 }
 
 type gpuState struct {
@@ -81,6 +96,7 @@ type gpuState struct {
 	// stuck goroutine, not one per interval.
 	busy   sync.Mutex
 	warned []bool // per field: "not supported" already logged
+	gpm    gpmState
 }
 
 // ErrNVMLUnavailable wraps every failure to initialise NVML.
@@ -102,6 +118,14 @@ func New(lib Library, opts Options) *Collector {
 		if f.NVMLField != 0 {
 			c.nvmlFields = append(c.nvmlFields, nvml.FieldValue{FieldId: f.NVMLField, ScopeId: f.NVMLScope})
 			c.nvmlFieldOf = append(c.nvmlFieldOf, i)
+		}
+		if f.Profiling {
+			c.profFields = append(c.profFields, i)
+			if f.PerInstance {
+				c.profInstFields = append(c.profInstFields, i)
+			} else {
+				c.gpuOnlyProfFields = append(c.gpuOnlyProfFields, i)
+			}
 		}
 	}
 	return c
@@ -126,6 +150,7 @@ func (c *Collector) open() error {
 		return fmt.Errorf("%w: %s", ErrNVMLUnavailable, explainInit(ret))
 	}
 	c.up = true
+	c.checkGPMLibrary()
 	v, ret := c.lib.SystemGetDriverVersion()
 	if ret == nvml.SUCCESS {
 		c.driverVersion = v
@@ -152,6 +177,7 @@ func (c *Collector) enumerate() error {
 	if ret != nvml.SUCCESS {
 		return fmt.Errorf("nvmlDeviceGetCount: %s", nvml.ErrorString(ret))
 	}
+	c.releaseGPM() // the old handles' sample buffers
 	gpus := make([]*gpuState, 0, n)
 	for i := 0; i < n; i++ {
 		d, ret := c.lib.DeviceGetHandleByIndex(i)
@@ -257,6 +283,7 @@ func (c *Collector) Close() {
 		c.xidSet = nil
 	}
 	if c.up {
+		c.releaseGPM()
 		c.lib.Shutdown()
 		c.up = false
 	}
@@ -286,6 +313,7 @@ func (c *Collector) Sample(ctx context.Context) Round {
 		}
 	}
 
+	paused := c.opts.ProfilingPaused != nil && c.opts.ProfilingPaused()
 	r := Round{Time: start, DriverVersion: c.driverVersion, Samples: make([]*Sample, len(c.gpus))}
 	type result struct {
 		i int
@@ -300,7 +328,7 @@ func (c *Collector) Sample(ctx context.Context) Round {
 		}
 		started++
 		go func() {
-			s := c.sampleGPU(g, start)
+			s := c.sampleGPU(g, start, paused)
 			// Unlocked before the round hears of it: the next round, which
 			// may start at once, must find this GPU free.
 			g.busy.Unlock()
@@ -342,7 +370,7 @@ func (c *Collector) timedOut(g *gpuState, t time.Time, why string) *Sample {
 	return s
 }
 
-func (c *Collector) sampleGPU(g *gpuState, t time.Time) *Sample {
+func (c *Collector) sampleGPU(g *gpuState, t time.Time, paused bool) *Sample {
 	s := &Sample{GPU: g.info, Time: t, Values: make([]float64, len(Fields)), Status: make([]Status, len(Fields))}
 	if g.dev == nil {
 		for i := range s.Status {
@@ -372,30 +400,7 @@ func (c *Collector) sampleGPU(g *gpuState, t time.Time) *Sample {
 			c.set(g, s, fi, FieldValueFloat(req[j]), fr)
 		}
 	}
-	prof, ok := g.dev.(Profiler)
-	var ratios map[string]float64
-	pret := nvml.ERROR_NOT_SUPPORTED
-	if ok {
-		ratios, pret = prof.GetProfilingActivity()
-	}
-	for i := range Fields {
-		if !Fields[i].Profiling {
-			continue
-		}
-		switch {
-		case !ok:
-			s.Status[i] = StatusNoSource
-		case pret != nvml.SUCCESS:
-			c.set(g, s, i, 0, pret)
-		default:
-			v, has := ratios[Fields[i].Name]
-			if !has {
-				c.set(g, s, i, 0, nvml.ERROR_NOT_SUPPORTED)
-			} else {
-				c.set(g, s, i, v, nvml.SUCCESS)
-			}
-		}
-	}
+	c.sampleGPM(g, s, t, paused)
 	return s
 }
 

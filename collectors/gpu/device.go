@@ -16,6 +16,16 @@ type Library interface {
 	SystemGetDriverVersion() (string, nvml.Return)
 	DeviceGetCount() (int, nvml.Return)
 	DeviceGetHandleByIndex(int) (Device, nvml.Return)
+
+	// Extensions answers LookupSymbol: whether the loaded libnvidia-ml has a
+	// function, asked before calling one a driver may lack (go-nvml binds
+	// lazily, so calling a missing symbol kills the process).
+	Extensions() nvml.ExtendedInterface
+	// GPM (GPU Performance Monitoring, Hopper and newer): sample buffers and
+	// the metrics NVML computes from two samples of one GPU or GPU instance.
+	GpmSampleAlloc() (nvml.GpmSample, nvml.Return)
+	GpmSampleFree(nvml.GpmSample) nvml.Return
+	GpmMetricsGet(*nvml.GpmMetricsGetType) nvml.Return
 }
 
 // Device is the part of nvml.Device the collector reads. Every method has
@@ -44,13 +54,15 @@ type Device interface {
 	GetCurrPcieLinkGeneration() (int, nvml.Return)
 	GetCurrPcieLinkWidth() (int, nvml.Return)
 	GetFieldValues([]nvml.FieldValue) nvml.Return
-}
 
-// Profiler is implemented by devices that can report DCGM's profiling
-// activity ratios (DCGM_FI_PROF_*). The replay backend does; live NVML does
-// not yet (that needs DCGM or GPM), so those fields are absent live.
-type Profiler interface {
-	GetProfilingActivity() (map[string]float64, nvml.Return)
+	// GPM, for the DCGM_FI_PROF_* fields (gpm.go).
+	GpmQueryDeviceSupport() (nvml.GpmSupport, nvml.Return)
+	GpmSampleGet(nvml.GpmSample) nvml.Return
+	GpmMigSampleGet(int, nvml.GpmSample) nvml.Return
+	// MIG: the GPU instances whose profiling GPM reports one by one.
+	GetMigMode() (int, int, nvml.Return)
+	GetMaxMigDeviceCount() (int, nvml.Return)
+	GetMigDeviceHandleByIndex(int) (nvml.Device, nvml.Return)
 }
 
 // FromNVML adapts go-nvml's full interface (nvml.New(), or a mock such as
@@ -65,6 +77,14 @@ func (l nvmlLibrary) SystemGetDriverVersion() (string, nvml.Return) {
 	return l.lib.SystemGetDriverVersion()
 }
 func (l nvmlLibrary) DeviceGetCount() (int, nvml.Return) { return l.lib.DeviceGetCount() }
+func (l nvmlLibrary) Extensions() nvml.ExtendedInterface { return l.lib.Extensions() }
+func (l nvmlLibrary) GpmSampleAlloc() (nvml.GpmSample, nvml.Return) {
+	return l.lib.GpmSampleAlloc()
+}
+func (l nvmlLibrary) GpmSampleFree(s nvml.GpmSample) nvml.Return { return l.lib.GpmSampleFree(s) }
+func (l nvmlLibrary) GpmMetricsGet(m *nvml.GpmMetricsGetType) nvml.Return {
+	return l.lib.GpmMetricsGet(m)
+}
 func (l nvmlLibrary) EventSetCreate() (nvml.EventSet, nvml.Return) {
 	return l.lib.EventSetCreate()
 }

@@ -18,7 +18,7 @@ const (
 // Field is one row of the table that drives sampling, exposition and the
 // README's metric list. A row has exactly one source: Read (a direct NVML
 // call), NVMLField (batched through one GetFieldValues call per GPU), or
-// Profiling (DCGM's activity ratios, from a Profiler).
+// Profiling (a GPM metric computed by NVML from two samples, gpm.go).
 type Field struct {
 	Name    string // dcgm-exporter's metric name
 	DCGMID  int    // DCGM field id, for the docs and for DCGM later
@@ -29,8 +29,31 @@ type Field struct {
 	// NVMLField reads nvml.FieldValue NVMLField at scope NVMLScope.
 	NVMLField uint32
 	NVMLScope uint32
-	// Profiling reads the named ratio from a Profiler.
-	Profiling bool
+	// Profiling reads GPM metric GPM, in GPM's unit Unit, converted to
+	// DCGM's. PerInstance fields are also read per MIG GPU instance; on a GPU
+	// in MIG mode they come only per instance, as DCGM serves them.
+	Profiling   bool
+	GPM         nvml.GpmMetricId
+	Unit        GPMUnit
+	PerInstance bool
+}
+
+// GPMUnit is the unit a GPM metric comes in.
+type GPMUnit uint8
+
+const (
+	// GPMPercent is 0..100; DCGM's field is the ratio 0..1.
+	GPMPercent GPMUnit = iota
+	// GPMMiBPerSecond is MiB/s; DCGM's field is whole bytes/s, truncated.
+	GPMMiBPerSecond
+)
+
+// DCGM converts a value in u to DCGM's unit, as DCGM does itself.
+func (u GPMUnit) DCGM(v float64) float64 {
+	if u == GPMMiBPerSecond {
+		return math.Trunc(v * (1 << 20))
+	}
+	return v / 100 // not v * 0.01: 0.01 is inexact, and 67.15 would become 0.6715000000000001
 }
 
 // allLinks is NVML's scope id for "summed over every NVLink".
@@ -119,14 +142,32 @@ var Fields = []Field{
 			return b2f(r.pending), ret
 		}},
 
-	// Profiling: carried by traces and DCGM; absent live until DCGM is wired.
-	{Name: "DCGM_FI_PROF_GR_ENGINE_ACTIVE", DCGMID: 1001, Type: Gauge, Default: true, Profiling: true, Help: "Ratio of time the graphics engine is active."},
-	{Name: "DCGM_FI_PROF_SM_ACTIVE", DCGMID: 1002, Type: Gauge, Profiling: true, Help: "The ratio of cycles an SM has at least 1 warp assigned."},
-	{Name: "DCGM_FI_PROF_SM_OCCUPANCY", DCGMID: 1003, Type: Gauge, Profiling: true, Help: "The ratio of number of warps resident on an SM."},
-	{Name: "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", DCGMID: 1004, Type: Gauge, Default: true, Profiling: true, Help: "Ratio of cycles the tensor (HMMA) pipe is active."},
-	{Name: "DCGM_FI_PROF_DRAM_ACTIVE", DCGMID: 1005, Type: Gauge, Default: true, Profiling: true, Help: "Ratio of cycles the device memory interface is active sending or receiving data."},
-	{Name: "DCGM_FI_PROF_PCIE_TX_BYTES", DCGMID: 1009, Type: Gauge, Default: true, Profiling: true, Help: "The rate of data transmitted over the PCIe bus - including both protocol headers and data payloads - in bytes per second."},
-	{Name: "DCGM_FI_PROF_PCIE_RX_BYTES", DCGMID: 1010, Type: Gauge, Default: true, Profiling: true, Help: "The rate of data received over the PCIe bus - including both protocol headers and data payloads - in bytes per second."},
+	// Profiling, from GPM on Hopper and newer; absent elsewhere. DCGM's own
+	// field-to-metric mapping (docs/profiling.md).
+	{Name: "DCGM_FI_PROF_GR_ENGINE_ACTIVE", DCGMID: 1001, Type: Gauge, Default: true, Help: "Ratio of time the graphics engine is active.",
+		Profiling: true, GPM: nvml.GPM_METRIC_GRAPHICS_UTIL, Unit: GPMPercent, PerInstance: true},
+	{Name: "DCGM_FI_PROF_SM_ACTIVE", DCGMID: 1002, Type: Gauge, Help: "The ratio of cycles an SM has at least 1 warp assigned.",
+		Profiling: true, GPM: nvml.GPM_METRIC_SM_UTIL, Unit: GPMPercent, PerInstance: true},
+	{Name: "DCGM_FI_PROF_SM_OCCUPANCY", DCGMID: 1003, Type: Gauge, Help: "The ratio of number of warps resident on an SM.",
+		Profiling: true, GPM: nvml.GPM_METRIC_SM_OCCUPANCY, Unit: GPMPercent, PerInstance: true},
+	{Name: "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", DCGMID: 1004, Type: Gauge, Default: true, Help: "Ratio of cycles the tensor (HMMA) pipe is active.",
+		Profiling: true, GPM: nvml.GPM_METRIC_ANY_TENSOR_UTIL, Unit: GPMPercent, PerInstance: true},
+	{Name: "DCGM_FI_PROF_DRAM_ACTIVE", DCGMID: 1005, Type: Gauge, Default: true, Help: "Ratio of cycles the device memory interface is active sending or receiving data.",
+		Profiling: true, GPM: nvml.GPM_METRIC_DRAM_BW_UTIL, Unit: GPMPercent, PerInstance: true},
+	{Name: "DCGM_FI_PROF_PIPE_FP64_ACTIVE", DCGMID: 1006, Type: Gauge, Help: "Ratio of cycles the fp64 pipes are active.",
+		Profiling: true, GPM: nvml.GPM_METRIC_FP64_UTIL, Unit: GPMPercent, PerInstance: true},
+	{Name: "DCGM_FI_PROF_PIPE_FP32_ACTIVE", DCGMID: 1007, Type: Gauge, Help: "Ratio of cycles the fp32 pipes are active.",
+		Profiling: true, GPM: nvml.GPM_METRIC_FP32_UTIL, Unit: GPMPercent, PerInstance: true},
+	{Name: "DCGM_FI_PROF_PIPE_FP16_ACTIVE", DCGMID: 1008, Type: Gauge, Help: "Ratio of cycles the fp16 pipes are active.",
+		Profiling: true, GPM: nvml.GPM_METRIC_FP16_UTIL, Unit: GPMPercent, PerInstance: true},
+	{Name: "DCGM_FI_PROF_PCIE_TX_BYTES", DCGMID: 1009, Type: Gauge, Default: true, Help: "The rate of data transmitted over the PCIe bus - including both protocol headers and data payloads - in bytes per second.",
+		Profiling: true, GPM: nvml.GPM_METRIC_PCIE_TX_PER_SEC, Unit: GPMMiBPerSecond},
+	{Name: "DCGM_FI_PROF_PCIE_RX_BYTES", DCGMID: 1010, Type: Gauge, Default: true, Help: "The rate of data received over the PCIe bus - including both protocol headers and data payloads - in bytes per second.",
+		Profiling: true, GPM: nvml.GPM_METRIC_PCIE_RX_PER_SEC, Unit: GPMMiBPerSecond},
+	{Name: "DCGM_FI_PROF_NVLINK_TX_BYTES", DCGMID: 1011, Type: Gauge, Help: "The rate of NvLink data transmitted, header and payload, over all links, in bytes per second.",
+		Profiling: true, GPM: nvml.GPM_METRIC_NVLINK_TOTAL_TX_PER_SEC, Unit: GPMMiBPerSecond},
+	{Name: "DCGM_FI_PROF_NVLINK_RX_BYTES", DCGMID: 1012, Type: Gauge, Help: "The rate of NvLink data received, header and payload, over all links, in bytes per second.",
+		Profiling: true, GPM: nvml.GPM_METRIC_NVLINK_TOTAL_RX_PER_SEC, Unit: GPMMiBPerSecond},
 
 	// Off in dcgm-exporter's defaults, on in ours: what operators turn on.
 	{Name: "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", DCGMID: 310, Type: Counter, Help: "Total number of single-bit volatile ECC errors.",

@@ -16,10 +16,15 @@ const (
 	StatusLost                // NVML said GPU_IS_LOST
 	StatusTimeout             // NVML timed out, or the GPU's sample did not finish in time
 	StatusError               // any other NVML error
-	StatusNoSource            // no backend here can read it (profiling fields without DCGM)
+	StatusNoSource            // no backend here can read it (profiling without GPM: pre-Hopper GPU or old driver)
+	StatusWarmingUp           // GPM has its first sample; the value comes with the next round
+	StatusBusy                // GPM's counters are taken by another profiler; retried on a backoff
+	StatusPerInstance         // the GPU is in MIG mode: the field comes per GPU instance
+	StatusPaused              // profiling is paused (Options.ProfilingPaused)
 )
 
-var statusNames = [...]string{"ok", "not_supported", "gpu_lost", "timeout", "error", "no_source"}
+var statusNames = [...]string{"ok", "not_supported", "gpu_lost", "timeout", "error", "no_source",
+	"warming_up", "profiler_busy", "per_mig_instance", "paused"}
 
 func (s Status) String() string {
 	if int(s) < len(statusNames) {
@@ -69,6 +74,9 @@ type Sample struct {
 	Lost bool
 	// Err is the first error other than "not supported", for /v1/gpus.
 	Err string
+	// Instances are the GPU's MIG GPU instances that have profiling values
+	// (the PerInstance fields), by GPU-instance id; none outside MIG mode.
+	Instances []Instance
 
 	newlyUnsupported []string // fields first found unsupported in this sample
 }
@@ -79,4 +87,23 @@ func (s *Sample) Value(i int) (float64, bool) {
 		return 0, false
 	}
 	return s.Values[i], true
+}
+
+// Instance is one MIG GPU instance's profiling reading, labelled as
+// dcgm-exporter labels it: GPU_I_ID (NVML's GPU-instance id) and
+// GPU_I_PROFILE (the profile name, "1g.10gb"). Values and Status are indexed
+// like Fields; only PerInstance fields have a value.
+type Instance struct {
+	ID      int       `json:"gpu_instance_id"`
+	Profile string    `json:"profile"`
+	Values  []float64 `json:"-"`
+	Status  []Status  `json:"-"`
+}
+
+// Value returns field i's value for the instance and whether it has one.
+func (in *Instance) Value(i int) (float64, bool) {
+	if i < 0 || i >= len(in.Values) || in.Status[i] != StatusOK {
+		return 0, false
+	}
+	return in.Values[i], true
 }

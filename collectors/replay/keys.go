@@ -8,8 +8,6 @@ import "strconv"
 // row each; these are the keys of the hand-written ones, which the recorder
 // and the player both use, so they cannot drift apart.
 
-const keyProfiling = "GetProfilingActivity()"
-
 func keyFieldValue(id, scope uint32) string {
 	return "FieldValue(" + strconv.FormatUint(uint64(id), 10) + "/" + strconv.FormatUint(uint64(scope), 10) + ")"
 }
@@ -44,4 +42,13 @@ type codecJSON struct {
 type violationJSON struct {
 	Reference uint64 `json:"reference"`
 	Violation uint64 `json:"violation"`
+}
+
+type gpmSupportJSON struct {
+	Supported uint32 `json:"supported"`
+}
+
+type migModeJSON struct {
+	Current int `json:"current"`
+	Pending int `json:"pending"`
 }

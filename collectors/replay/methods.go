@@ -7,8 +7,8 @@ import "github.com/gpuwarden/gpuwarden/collectors/gpu"
 //go:generate go run ./internal/gennvml
 
 var (
-	_ gpu.Device   = (*playerDevice)(nil)
-	_ gpu.Device   = (*recDevice)(nil)
-	_ gpu.Profiler = (*playerDevice)(nil)
-	_ gpu.Profiler = (*recDevice)(nil)
+	_ gpu.Device  = (*playerDevice)(nil)
+	_ gpu.Device  = (*recDevice)(nil)
+	_ gpu.Library = playerLibrary{}
+	_ gpu.Library = recLibrary{}
 )

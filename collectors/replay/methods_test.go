@@ -187,9 +187,9 @@ func TestMemoryIsAnsweredFromTheHeaderBeforeTheTraceSaysIt(t *testing.T) {
 	}
 }
 
-// The hand-written methods that answer by key round-trip too: field values
-// each with their own return, and the profiling ratios.
-func TestFieldValuesAndProfilingRoundTrip(t *testing.T) {
+// GetFieldValues, written by hand, round-trips too: each value with its own
+// return. (GPM's hand-written methods: gpm_test.go.)
+func TestFieldValuesRoundTrip(t *testing.T) {
 	sim := NewSimulation(demoScenario(t))
 	sim.Step(60)
 	rec := NewRecorder(sim.Library())
@@ -208,7 +208,6 @@ func TestFieldValuesAndProfilingRoundTrip(t *testing.T) {
 		return strings.Join(s, " "), ret
 	}
 	recorded, rret := ask(rd)
-	recProf, rpret := rd.(gpu.Profiler).GetProfilingActivity()
 	rec.Commit(0)
 
 	start := time.Unix(0, 0)
@@ -220,9 +219,5 @@ func TestFieldValuesAndProfilingRoundTrip(t *testing.T) {
 	}
 	if !strings.Contains(recorded, fmt.Sprintf("%d=0/%d", nvml.FI_DEV_RETIRED_SBE, nvml.ERROR_NOT_SUPPORTED)) {
 		t.Errorf("field values %s: want retired pages NOT_SUPPORTED, as the simulated H100 says", recorded)
-	}
-	playProf, ppret := pd.(gpu.Profiler).GetProfilingActivity()
-	if !reflect.DeepEqual(playProf, recProf) || ppret != rpret || len(recProf) == 0 {
-		t.Errorf("profiling recorded %v (%v), played back %v (%v)", recProf, rpret, playProf, ppret)
 	}
 }

@@ -157,14 +157,26 @@ func (p *Player) wait(gpuIndex int) bool {
 }
 
 func (p *Player) answer(gpuIndex int, key string, dst any) nvml.Return {
+	return p.answerOr(gpuIndex, key, dst, nvml.ERROR_NOT_SUPPORTED)
+}
+
+// answerOr is answer with missing returned for a key the trace has not
+// answered (yet).
+func (p *Player) answerOr(gpuIndex int, key string, dst any, missing nvml.Return) nvml.Return {
 	if !p.wait(gpuIndex) {
 		return nvml.ERROR_UNINITIALIZED
 	}
+	return p.lookup(gpuIndex, key, dst, missing)
+}
+
+// lookup answers from the state at the latest advance, without waiting out
+// a hang: for calls that do not reach the GPU.
+func (p *Player) lookup(gpuIndex int, key string, dst any, missing nvml.Return) nvml.Return {
 	p.mu.Lock()
 	a, ok := p.state[gpuIndex][key]
 	p.mu.Unlock()
 	if !ok {
-		return nvml.ERROR_NOT_SUPPORTED
+		return missing
 	}
 	if a.R != "" {
 		return returnByName[a.R]
@@ -240,8 +252,4 @@ func (d *playerDevice) GetFieldValues(vals []nvml.FieldValue) nvml.Return {
 		gpu.SetFieldValueFloat(&vals[i], f)
 	}
 	return nvml.SUCCESS
-}
-func (d *playerDevice) GetProfilingActivity() (map[string]float64, nvml.Return) {
-	var m map[string]float64
-	return m, d.p.answer(d.i, keyProfiling, &m)
 }

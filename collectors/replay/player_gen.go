@@ -123,3 +123,27 @@ func (d *playerDevice) GetCurrPcieLinkWidth() (int, nvml.Return) {
 	ret := d.p.answer(d.i, "GetCurrPcieLinkWidth()", &v0)
 	return v0, ret
 }
+
+func (d *playerDevice) GpmQueryDeviceSupport() (nvml.GpmSupport, nvml.Return) {
+	var v0 nvml.GpmSupport
+	var j gpmSupportJSON
+	ret := d.p.answer(d.i, "GpmQueryDeviceSupport()", &j)
+	v0.IsSupportedDevice = j.Supported
+	return v0, ret
+}
+
+func (d *playerDevice) GetMigMode() (int, int, nvml.Return) {
+	var v0 int
+	var v1 int
+	var j migModeJSON
+	ret := d.p.answer(d.i, "GetMigMode()", &j)
+	v0 = j.Current
+	v1 = j.Pending
+	return v0, v1, ret
+}
+
+func (d *playerDevice) GetMaxMigDeviceCount() (int, nvml.Return) {
+	var v0 int
+	ret := d.p.answer(d.i, "GetMaxMigDeviceCount()", &v0)
+	return v0, ret
+}

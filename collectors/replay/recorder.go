@@ -156,13 +156,3 @@ func (d *recDevice) GetFieldValues(vals []nvml.FieldValue) nvml.Return {
 	}
 	return ret
 }
-func (d *recDevice) GetProfilingActivity() (map[string]float64, nvml.Return) {
-	p, ok := d.d.(gpu.Profiler)
-	if !ok {
-		d.r.note(d.i, keyProfiling, nil, nvml.ERROR_NOT_SUPPORTED)
-		return nil, nvml.ERROR_NOT_SUPPORTED
-	}
-	m, ret := p.GetProfilingActivity()
-	d.r.note(d.i, keyProfiling, m, ret)
-	return m, ret
-}

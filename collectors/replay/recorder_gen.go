@@ -91,3 +91,21 @@ func (d *recDevice) GetCurrPcieLinkWidth() (int, nvml.Return) {
 	d.r.note(d.i, "GetCurrPcieLinkWidth()", v0, ret)
 	return v0, ret
 }
+
+func (d *recDevice) GpmQueryDeviceSupport() (nvml.GpmSupport, nvml.Return) {
+	v0, ret := d.d.GpmQueryDeviceSupport()
+	d.r.note(d.i, "GpmQueryDeviceSupport()", gpmSupportJSON{Supported: v0.IsSupportedDevice}, ret)
+	return v0, ret
+}
+
+func (d *recDevice) GetMigMode() (int, int, nvml.Return) {
+	v0, v1, ret := d.d.GetMigMode()
+	d.r.note(d.i, "GetMigMode()", migModeJSON{Current: v0, Pending: v1}, ret)
+	return v0, v1, ret
+}
+
+func (d *recDevice) GetMaxMigDeviceCount() (int, nvml.Return) {
+	v0, ret := d.d.GetMaxMigDeviceCount()
+	d.r.note(d.i, "GetMaxMigDeviceCount()", v0, ret)
+	return v0, ret
+}

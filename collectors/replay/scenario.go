@@ -26,6 +26,32 @@ type Scenario struct {
 	NotSupported []FieldsOff `yaml:"not_supported"`
 	Kmsg         []KmsgLine  `yaml:"kmsg"`
 	Hangs        []Hang      `yaml:"hangs"`
+	// MIG partitions GPUs into GPU instances, each profiled on its own.
+	MIG []MIGGPU `yaml:"mig"`
+}
+
+// MIGGPU is a GPU in MIG mode and its GPU instances.
+type MIGGPU struct {
+	GPU       int           `yaml:"gpu"`
+	Instances []MIGInstance `yaml:"instances"`
+}
+
+// MIGInstance is one GPU instance: NVML's GPU-instance id, its profile name
+// ("3g.40gb") and its load in percent over time (the GPU's when empty).
+type MIGInstance struct {
+	ID      int          `yaml:"id"`
+	Profile string       `yaml:"profile"`
+	Load    [][2]float64 `yaml:"load"`
+}
+
+// parseProfile reads "3g.40gb" as 3 slices and 40 GB.
+func parseProfile(p string) (uint32, int, error) {
+	var slices uint32
+	var gb int
+	if _, err := fmt.Sscanf(p, "%dg.%dgb", &slices, &gb); err != nil || slices == 0 || slices > 7 || gb <= 0 {
+		return 0, 0, fmt.Errorf("profile %q: want <slices>g.<GB>gb, e.g. 3g.40gb", p)
+	}
+	return slices, gb, nil
 }
 
 // LoadCurve is GPU utilisation in percent over time, as [seconds, percent]
@@ -131,6 +157,21 @@ func (s *Scenario) validate() error {
 	for i, h := range s.Hangs {
 		if h.GPU < -1 || h.GPU > 7 || (h.Seconds <= 0 && h.Seconds != -1) {
 			return fmt.Errorf("hangs[%d]: want gpu -1..7 and seconds > 0 or -1", i)
+		}
+	}
+	for i, m := range s.MIG {
+		if !gpuOK(m.GPU) || len(m.Instances) == 0 || len(m.Instances) > 7 {
+			return fmt.Errorf("mig[%d]: want gpu 0..7 and 1 to 7 instances", i)
+		}
+		ids := map[int]bool{}
+		for j, in := range m.Instances {
+			if _, _, err := parseProfile(in.Profile); err != nil {
+				return fmt.Errorf("mig[%d].instances[%d]: %w", i, j, err)
+			}
+			if in.ID < 0 || ids[in.ID] {
+				return fmt.Errorf("mig[%d].instances[%d]: id %d is negative or repeated", i, j, in.ID)
+			}
+			ids[in.ID] = true
 		}
 	}
 	if len(s.BusIDs) != 0 && len(s.BusIDs) != 8 {

@@ -21,6 +21,7 @@ type Simulation struct {
 	server *server.Server
 	gpus   [8]simGPU
 	rng    *rand.Rand
+	migRNG *rand.Rand // MIG instances' noise: its own stream, so adding instances leaves the rest as it was
 	t      float64
 }
 
@@ -45,6 +46,16 @@ type simGPU struct {
 	nvlinkFlit   float64
 	nvlinkBytes  float64
 	off          map[string]bool
+	mig          []simInstance // MIG GPU instances; none: MIG off
+}
+
+// simInstance is a MIG GPU instance: its id, profile and load.
+type simInstance struct {
+	id       int
+	slices   uint32
+	memoryMB uint64
+	curve    [][2]float64
+	util     float64
 }
 
 // DefaultBusIDs are a DGX H100's GPU addresses.
@@ -53,7 +64,7 @@ var DefaultBusIDs = []string{"0000:18:00.0", "0000:2a:00.0", "0000:3a:00.0", "00
 
 // NewSimulation builds the mock node at time 0.
 func NewSimulation(sc *Scenario) *Simulation {
-	s := &Simulation{sc: sc, server: dgxh100.New(), rng: rand.New(rand.NewSource(sc.Seed))}
+	s := &Simulation{sc: sc, server: dgxh100.New(), rng: rand.New(rand.NewSource(sc.Seed)), migRNG: rand.New(rand.NewSource(sc.Seed + 1))}
 	bus := sc.BusIDs
 	if len(bus) == 0 {
 		bus = DefaultBusIDs
@@ -76,12 +87,27 @@ func NewSimulation(sc *Scenario) *Simulation {
 		d.UUID = fmt.Sprintf("GPU-%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
 		s.wire(i, d)
 	}
+	for _, m := range sc.MIG {
+		g := &s.gpus[m.GPU]
+		for _, in := range m.Instances {
+			slices, gb, _ := parseProfile(in.Profile)
+			// A profile's memory is a little under its name's, as on an H100
+			// (1g.10gb has 9856 MiB).
+			g.mig = append(g.mig, simInstance{id: in.ID, slices: slices, memoryMB: uint64(gb) * 1024 * 98 / 100, curve: in.Load})
+		}
+		s.wireMIG(m.GPU, s.server.Devices[m.GPU].(*server.Device))
+	}
+	s.wireGPM()
 	s.Step(0)
 	return s
 }
 
 // Library is the simulated node as the collector's NVML.
-func (s *Simulation) Library() gpu.Library { return simLibrary{gpu.FromNVML(s.server), s} }
+func (s *Simulation) Library() gpu.Library { return simLibrary{gpu.FromNVML(s.server)} }
+
+// simLibrary is the mock as gpu.Library and nothing more: the mock has no
+// event sets (NVML() has them for the tests that set them up).
+type simLibrary struct{ gpu.Library }
 
 // BusID is GPU i's PCI address as the kernel prints it (0000:18:00.0).
 func (s *Simulation) BusID(i int) string { return s.server.Devices[i].(*server.Device).PciBusID }
@@ -106,6 +132,14 @@ func (s *Simulation) Step(t float64) {
 			curve = c
 		}
 		g.util = clamp(interpolate(curve, t)+s.rng.NormFloat64()*2.5, 0, 100)
+		for k := range g.mig {
+			in := &g.mig[k]
+			c := in.curve
+			if len(c) == 0 {
+				c = curve
+			}
+			in.util = clamp(interpolate(c, t)+s.migRNG.NormFloat64()*2.5, 0, 100)
+		}
 		thermal := false
 		for _, w := range s.sc.Thermal {
 			if w.GPU == i && t >= w.From && t < w.To {
@@ -292,47 +326,6 @@ func (s *Simulation) fieldValue(g *simGPU, id uint32) (float64, string, bool) {
 		return 0, "DCGM_FI_DEV_CLOCKS_EVENT_REASON_HW_POWER_BRAKE_SLOWDOWN_NS", true
 	}
 	return 0, "", false
-}
-
-// profiling is the DCGM activity the simulated load implies.
-func (g *simGPU) profiling() map[string]float64 {
-	u := g.util / 100
-	r := func(v float64) float64 { return math.Round(v*1e4) / 1e4 }
-	return map[string]float64{
-		"DCGM_FI_PROF_GR_ENGINE_ACTIVE":   r(u * 0.97),
-		"DCGM_FI_PROF_SM_ACTIVE":          r(u * 0.88),
-		"DCGM_FI_PROF_SM_OCCUPANCY":       r(u * 0.41),
-		"DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": r(u * 0.57),
-		"DCGM_FI_PROF_DRAM_ACTIVE":        r(u * 0.46),
-		"DCGM_FI_PROF_PCIE_TX_BYTES":      math.Round(u * 9.5e9),
-		"DCGM_FI_PROF_PCIE_RX_BYTES":      math.Round(u * 12.1e9),
-	}
-}
-
-type simLibrary struct {
-	gpu.Library
-	s *Simulation
-}
-
-func (l simLibrary) DeviceGetHandleByIndex(i int) (gpu.Device, nvml.Return) {
-	d, ret := l.Library.DeviceGetHandleByIndex(i)
-	if ret != nvml.SUCCESS {
-		return nil, ret
-	}
-	return simDevice{d, &l.s.gpus[i]}, ret
-}
-
-// simDevice adds DCGM-style profiling to a mock device.
-type simDevice struct {
-	gpu.Device
-	g *simGPU
-}
-
-func (d simDevice) GetProfilingActivity() (map[string]float64, nvml.Return) {
-	if d.g.lost {
-		return nil, nvml.ERROR_GPU_IS_LOST
-	}
-	return d.g.profiling(), nvml.SUCCESS
 }
 
 // MockDevice is GPU i's go-nvml mock device, for tests that make one GPU

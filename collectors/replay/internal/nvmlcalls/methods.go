@@ -57,13 +57,20 @@ var Methods = []Method{
 		JSON: "violationJSON", Fields: []Field{{"v0.ReferenceTime", "Reference"}, {"v0.ViolationTime", "Violation"}}},
 	{Name: "GetCurrPcieLinkGeneration", Results: []string{"int"}},
 	{Name: "GetCurrPcieLinkWidth", Results: []string{"int"}},
+	{Name: "GpmQueryDeviceSupport", Results: []string{"nvml.GpmSupport"},
+		JSON: "gpmSupportJSON", Fields: []Field{{"v0.IsSupportedDevice", "Supported"}}},
+	{Name: "GetMigMode", Results: []string{"int", "int"},
+		JSON: "migModeJSON", Fields: []Field{{"v0", "Current"}, {"v1", "Pending"}}},
+	{Name: "GetMaxMigDeviceCount", Results: []string{"int"}},
 }
 
 // ByHand are the gpu.Device methods written by hand in player.go and
 // recorder.go, because a trace does not hold them as one answer under one
 // key: the identity facts come from the trace header (the recorder passes
 // them through; the collector puts them in the header), and GetFieldValues
-// answers many keys in one call, each value with its own return. Beside
-// them, GetProfilingActivity (gpu.Profiler, not gpu.Device) is by hand: the
-// recorder asks the device for it only when the device has it.
-var ByHand = []string{"GetUUID", "GetName", "GetSerial", "GetMinorNumber", "GetPciInfo", "GetFieldValues"}
+// answers many keys in one call, each value with its own return. GPM's
+// samples are opaque buffers: the trace keeps whether taking one succeeded,
+// and the metrics NVML computed from two (gpm.go in package replay). A MIG
+// device handle is kept as the facts the collector reads from it.
+var ByHand = []string{"GetUUID", "GetName", "GetSerial", "GetMinorNumber", "GetPciInfo", "GetFieldValues",
+	"GpmSampleGet", "GpmMigSampleGet", "GetMigDeviceHandleByIndex"}
