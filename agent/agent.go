@@ -19,6 +19,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/agent/sdnotify"
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/profiling"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
 )
 
@@ -101,7 +102,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { serveErr <- serve(srv, a.cfg, a.log) }()
 
 	var wg sync.WaitGroup
-	col := gpu.New(a.lib, gpu.Options{Timeout: a.cfg.GPUTimeout, Log: a.log})
+	col := gpu.New(a.lib, gpu.Options{Timeout: a.cfg.GPUTimeout, Log: a.log,
+		// The profiling counters are shared: GPM lets go of them while an
+		// operator has paused profiling (gpuwarden profiling pause), and
+		// while DCGM's hostengine owns them (the choice rule in package
+		// profiling), so no DCGM_FI_PROF_* family is written twice.
+		ProfilingPaused: func() bool {
+			paused, _ := profiling.Paused()
+			return paused || profiling.Owner() == "dcgm"
+		}})
 	wg.Go(func() { a.sampleLoop(ctx, col) })
 	for _, s := range a.sources {
 		wg.Go(func() { a.runSource(ctx, s.name, s.src) })
