@@ -139,7 +139,7 @@ var Settings = []Setting{
 		field: func(c *Config) any { return &c.DKMSInterval }},
 	{Name: "collector.ebpf", Default: true, Help: "Watch kernel tracepoints with eBPF: OOM kills, PCIe AER, NVIDIA module load and unload.",
 		field: func(c *Config) any { return &c.EBPFEnabled }},
-	{Name: "collector.dcgm", Default: false, Help: "Read profiling counters, health watches and policy violations from DCGM (needs libdcgm.so.4; without it the source is down and GPM serves profiling).",
+	{Name: "collector.dcgm", Default: true, Help: "Read profiling counters, health watches and policy violations from DCGM where the host has it (libdcgm.so.4); without it the source is down as absent, health is unaffected, and GPM serves profiling.",
 		field: func(c *Config) any { return &c.DCGMEnabled }},
 	{Name: "collector.dcgm.address", Default: "", Help: "A standalone nv-hostengine to use, host:port or a unix socket path (default: an embedded hostengine).",
 		field: func(c *Config) any { return &c.DCGMAddress }},

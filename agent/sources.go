@@ -36,7 +36,9 @@ func (a *Agent) runSource(ctx context.Context, name string, s source.Source) {
 		if err == nil {
 			err = errors.New("stopped by itself")
 		}
+		absent := source.IsAbsent(err)
 		a.state.SetCollector(name, false, err, source.FixOf(err), 0)
+		a.state.SetCollectorAbsent(name, absent)
 		sk.down.Store(true)
 		if err.Error() != lastErr {
 			lastErr = err.Error()
@@ -48,6 +50,9 @@ func (a *Agent) runSource(ctx context.Context, name string, s source.Source) {
 		}
 		if time.Since(start) > sourceHealthy {
 			backoff = sourceBackoff
+		}
+		if absent {
+			backoff = sourceBackoffMax // not installed: ask again now and then, not every few seconds
 		}
 		select {
 		case <-ctx.Done():

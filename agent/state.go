@@ -67,6 +67,9 @@ type CollectorState struct {
 	Duration    time.Duration `json:"duration_ns"`
 	Errors      uint64        `json:"errors_total"`
 	LastSuccess time.Time     `json:"last_success"`
+	// Absent: down because what it reads is not on this host; no effect
+	// on health.
+	Absent bool `json:"absent,omitempty"`
 }
 
 // VisibleHealth is the rule for the GPU count: fewer GPUs visible than
@@ -237,6 +240,9 @@ func (s *State) SetCollector(name string, up bool, err error, fix string, took t
 	}
 	c.Up, c.Duration, c.Fix = up, took, fix
 	c.Err = ""
+	if up {
+		c.Absent = false
+	}
 	if err != nil {
 		c.Err = err.Error()
 		c.Errors++
@@ -244,6 +250,17 @@ func (s *State) SetCollector(name string, up bool, err error, fix string, took t
 		c.LastSuccess = s.clock()
 	}
 	s.publish()
+}
+
+// SetCollectorAbsent marks a down source as absent from this host (an
+// optional backend not installed), so it does not make the host unknown.
+func (s *State) SetCollectorAbsent(name string, absent bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.collectors[name]; c != nil {
+		c.Absent = absent
+		s.publish()
+	}
 }
 
 // ApplyRound takes a GPU collector round.
@@ -606,7 +623,7 @@ func (s *State) publish() {
 	for _, n := range names {
 		c := *s.collectors[n]
 		snap.Collectors = append(snap.Collectors, c)
-		if !c.Up {
+		if !c.Up && !c.Absent {
 			host.merge(Health{Level: event.Unknown, Reasons: []string{fmt.Sprintf("collector %s is down: %s", n, c.Err)}, Fix: c.Fix}, "")
 		}
 	}

@@ -24,6 +24,8 @@ func TestWithoutDCGMTheSourceIsDownAndTheRestIsServed(t *testing.T) {
 			t.Errorf("run --help does not name %s", flag)
 		}
 	}
+	// On by default, in a replay too only when named (a host source);
+	// named here. Absent DCGM is no fault: health stays what the GPUs say.
 	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--collector.gpu.interval", "200ms",
 		"--collector.dcgm", "--collector.kmsg=false", "--collector.dkms=false", "--state.dir", t.TempDir())
 	eventually(t, 20*time.Second, "dcgm collector down", func() bool {
@@ -43,6 +45,9 @@ func TestWithoutDCGMTheSourceIsDownAndTheRestIsServed(t *testing.T) {
 	h := a.mustGet(t, "/v1/health")
 	if !strings.Contains(h, "DCGM not found (libdcgm.so.4)") || !strings.Contains(h, "datacenter-gpu-manager-4") {
 		t.Errorf("/v1/health does not say DCGM is missing and how to get it:\n%s", h)
+	}
+	if strings.Contains(h, "collector dcgm is down") || !strings.Contains(h, `"absent": true`) {
+		t.Errorf("an absent DCGM weighs on the host's health:\n%s", h)
 	}
 	log := a.log.String()
 	if n := strings.Count(log, "DCGM not found (libdcgm.so.4): the GPM source is used for profiling"); n != 1 {

@@ -30,9 +30,9 @@ func init() {
 	source.Register(source.Registration{
 		Name: "dcgm",
 		Help: "Read profiling counters, health watches and policy violations from DCGM.",
-		// Off by default: a down source weighs on host health as unknown,
-		// and most hosts have no DCGM.
-		Default: false,
+		// On by default: without libdcgm the source is down as absent
+		// (source.Absent), which does not weigh on host health.
+		Default: true,
 		Host:    true,
 		New: func(env source.Env) (source.Source, error) {
 			return &Source{Lib: FromGoDCGM(), Address: env.String("collector.dcgm.address"),
@@ -82,8 +82,8 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 
 func (s *Source) initError(err error) error {
 	if strings.Contains(err.Error(), libName+" not found") {
-		return source.WithFix(fmt.Errorf("DCGM not found (%s): the GPM source is used for profiling", libName),
-			"install DCGM 4 (datacenter-gpu-manager-4) to use it, or turn the source off with --no-collector.dcgm")
+		return source.Absent(source.WithFix(fmt.Errorf("DCGM not found (%s): the GPM source is used for profiling", libName),
+			"install DCGM 4 (datacenter-gpu-manager-4) to use it, or turn the source off with --no-collector.dcgm"))
 	}
 	if s.Address != "" {
 		return source.WithFix(fmt.Errorf("DCGM hostengine at %s: %w", s.Address, err),

@@ -108,6 +108,29 @@ func WithFix(err error, fix string) error {
 	return &fixError{err: err, fix: fix}
 }
 
+// Absent marks err as "what this source reads is not on this host" (an
+// optional library that is not installed): the source is reported down,
+// but the host's health does not turn unknown for it, and it is tried
+// again only rarely. A source on by default for hosts that may lack its
+// backend uses it.
+func Absent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &absentError{err}
+}
+
+// IsAbsent says whether err was marked with Absent.
+func IsAbsent(err error) bool {
+	var a *absentError
+	return errors.As(err, &a)
+}
+
+type absentError struct{ err error }
+
+func (e *absentError) Error() string { return e.err.Error() }
+func (e *absentError) Unwrap() error { return e.err }
+
 // FixOf is the fix attached to err with WithFix, or "".
 func FixOf(err error) string {
 	var f *fixError
