@@ -19,6 +19,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/agent/sdnotify"
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 	"github.com/gpuwarden/gpuwarden/collectors/profiling"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
 )
@@ -55,6 +56,7 @@ func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
 			log.Warn("GPU inventory", "err", err)
 		}
 		a.state.KeepInventory(inv, cfg.StateDir, log)
+		a.state.Attribute(hostfs.Paths{RootFS: cfg.RootFS, ProcFS: cfg.ProcFS, SysFS: cfg.SysFS}.WithDefaults().Proc(""))
 		var corrupt *CorruptInventoryError
 		if errors.As(err, &corrupt) {
 			a.state.ApplyEvent(event.StateCorrupt(time.Now(), "agent", corrupt.Path, corrupt.MovedTo, err))

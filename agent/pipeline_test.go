@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -299,5 +301,27 @@ func TestAnAERFromBothSourcesIsOneEvent(t *testing.T) {
 	st.ApplyEvents([]event.Event{aer("kmsg", now.Add(10*time.Second)), aer("kmsg", now.Add(10*time.Second))}, nil)
 	if n := st.Snapshot().EventCounts[EventKey{event.KindAER, event.Warning}]; n != 3 {
 		t.Errorf("%d AER events counted, want 3 (one from both sources, two from the kernel log)", n)
+	}
+}
+
+// An Xid on a GPU names the Slurm job that was on it, and the process's
+// series carries the job: processes from NVML, owners from /proc.
+func TestAnXidNamesTheJobOnItsGPU(t *testing.T) {
+	proc := t.TempDir()
+	os.MkdirAll(filepath.Join(proc, "4242"), 0o755)
+	os.WriteFile(filepath.Join(proc, "4242", "cgroup"), []byte("7:memory:/slurm/uid_1000/job_777/step_0/task_0\n"), 0o644)
+	os.WriteFile(filepath.Join(proc, "4242", "environ"), []byte("SLURM_JOB_ID=777\x00SLURM_JOB_USER=alice\x00"), 0o644)
+	st := NewState("h", 0, time.Hour, nil)
+	st.Attribute(proc)
+	smp := &gpu.Sample{GPU: gpu.Info{Index: 0, UUID: "GPU-00000000-0000-0000-0000-000000000000", PCIBusID: "00000000:3B:00.0"}, Time: time.Now(),
+		Values: make([]float64, len(gpu.Fields)), Status: make([]gpu.Status, len(gpu.Fields)),
+		Processes: []gpu.Process{{PID: 4242, UsedMemory: 1 << 30, Compute: true}}}
+	st.ApplyRound(gpu.Round{Time: time.Now(), Samples: []*gpu.Sample{smp}})
+	ev := st.ApplyEvent(kernelEvent(t, "NVRM: Xid (PCI:0000:3b:00): 79, pid=4242, GPU has fallen off the bus."))
+	if got := ev.Fields[FieldOwners]; got != "slurm job 777.0 (alice)" {
+		t.Errorf("the Xid names %q, want the job", got)
+	}
+	if body := scrape(t, st); !strings.Contains(body, `pid="4242",hpc_job="777",pod_uid="",container_id=""} 1.073741824e+09`) {
+		t.Errorf("no process series with the job:\n%s", grepLines(body, "gpuwarden_gpu_process"))
 	}
 }

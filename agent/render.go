@@ -325,6 +325,7 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 			}
 		}
 	}
+	writeProcesses(b, s)
 	if len(s.XidCounts) > 0 {
 		family(b, "gpuwarden_xid_errors_total", "Xid errors seen in the kernel log or from NVML, by GPU and code.", "counter")
 		for _, x := range s.XidCounts {
@@ -509,6 +510,29 @@ func writeSourceStats(b *bytes.Buffer, stats []SourceStats) {
 			}
 			seen[labels] = true
 			sample(b, name, labels, m.Value)
+		}
+	}
+}
+
+// writeProcesses renders gpuwarden_gpu_process_memory_bytes: one series per
+// process on a GPU (at most gpu.MaxProcesses a GPU, so GPUs x 16 in all),
+// with whose it is where that is known. Every label value has a strict
+// shape (digits, a UUID, hex): nothing a workload names itself.
+func writeProcesses(b *bytes.Buffer, s *Snapshot) {
+	headed := false
+	for i := range s.GPUs {
+		g := &s.GPUs[i]
+		if g.labels == nil {
+			continue
+		}
+		for _, p := range g.Processes {
+			if !headed {
+				family(b, "gpuwarden_gpu_process_memory_bytes", "GPU memory used by a process, with the Slurm job or Kubernetes pod it belongs to (up to 16 processes a GPU, most memory first).", "gauge")
+				headed = true
+			}
+			o := p.Owner
+			sample(b, "gpuwarden_gpu_process_memory_bytes", labelSet("gpu", g.labels[0], "UUID", g.labels[1], "pci_bus_id", g.labels[2],
+				"pid", strconv.FormatUint(uint64(p.PID), 10), "hpc_job", o.SlurmJob, "pod_uid", o.PodUID, "container_id", o.ContainerID), float64(p.UsedMemory))
 		}
 	}
 }

@@ -132,8 +132,12 @@ func (v gpuView) GPUs() []source.GPU {
 		for i, n := range gpuLabelNames {
 			kv = append(kv, n, g.labels[i])
 		}
+		var pids []int
+		for _, p := range g.Processes {
+			pids = append(pids, int(p.PID))
+		}
 		out = append(out, source.GPU{Index: g.Info.Index, UUID: g.Info.UUID, PCIBusID: g.Info.PCIBusID,
-			SampleTime: g.SampleTime, Labels: kv})
+			SampleTime: g.SampleTime, Labels: kv, PIDs: pids})
 	}
 	return out
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/gpuwarden/gpuwarden/collectors/attribution"
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
@@ -46,16 +47,19 @@ type Snapshot struct {
 
 // GPUState is one GPU as the readers see it.
 type GPUState struct {
-	Info        gpu.Info      `json:"info"`
-	Sample      *gpu.Sample   `json:"-"`
-	SampleTime  time.Time     `json:"sample_time"`
-	Lost        bool          `json:"lost"`
-	Health      Health        `json:"health"`
-	LastXid     int           `json:"last_xid"`
-	LastXidMsg  string        `json:"last_xid_msg,omitempty"`
-	Unsupported []string      `json:"unsupported_fields,omitempty"`
-	Sticky      []event.Event `json:"-"`
-	labels      []string      // dcgm-exporter's label values, in gpuLabelNames order
+	Info        gpu.Info    `json:"info"`
+	Sample      *gpu.Sample `json:"-"`
+	SampleTime  time.Time   `json:"sample_time"`
+	Lost        bool        `json:"lost"`
+	Health      Health      `json:"health"`
+	LastXid     int         `json:"last_xid"`
+	LastXidMsg  string      `json:"last_xid_msg,omitempty"`
+	Unsupported []string    `json:"unsupported_fields,omitempty"`
+	// Processes are who uses the GPU, with the Slurm job or pod each
+	// belongs to (on a live host; a replayed node's pids are not ours).
+	Processes []ProcessState `json:"processes,omitempty"`
+	Sticky    []event.Event  `json:"-"`
+	labels    []string       // dcgm-exporter's label values, in gpuLabelNames order
 }
 
 // CollectorState is one source's own health.
@@ -134,8 +138,10 @@ type State struct {
 	hostSticky []event.Event // events that weigh on the host rather than one GPU
 	truncated  uint64        // events whose text or fields were cut to the limits
 	subs       []*Subscription
-	lastLevels map[string]event.Level    // health per GPU UUID and "" for the host, as last published
-	findings   map[string]source.Finding // host-level health from other sources, by source
+	attr       *attribution.Reader          // nil: processes are not attributed (a replay)
+	owners     map[uint32]attribution.Owner // by pid
+	lastLevels map[string]event.Level       // health per GPU UUID and "" for the host, as last published
+	findings   map[string]source.Finding    // host-level health from other sources, by source
 	stats      map[string][]source.Metric
 	statsDirty bool
 	restoredCP bool // a checkpoint was restored (at most once a process)
@@ -297,6 +303,7 @@ func (s *State) ApplyRound(r gpu.Round) {
 				smp.GPU.DeviceName(), smp.GPU.Name, s.hostname, r.DriverVersion}
 		}
 		g.Sample = smp
+		g.Processes = s.owned(smp.Processes)
 		g.SampleTime = smp.Time
 		g.Lost = smp.Lost
 		g.Unsupported = g.Unsupported[:0]
@@ -403,6 +410,7 @@ func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
 		}
 		s.lastAER[k] = xidSeen{at: ev.Time, source: ev.Source}
 	}
+	ev = s.withOwners(ev)
 	s.count(ev)
 	s.remember(ev)
 	s.ring.Add(ev)

@@ -133,6 +133,18 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 			sink.Stats(s.metrics(o, true))
 		case r := <-records:
 			start := time.Now()
+			// Who had a GPU open, as of the GPU collector's last round: an
+			// OOM victim is dead when its record is read.
+			// Without GPUs seen it stays unknown.
+			if v := sink.GPUs(); v != nil {
+				if gpus := v.GPUs(); len(gpus) > 0 {
+					var pids []int
+					for _, g := range gpus {
+						pids = append(pids, g.PIDs...)
+					}
+					s.SetGPUProcesses(pids)
+				}
+			}
 			batch = s.events(r, meta, batch[:0])
 		more:
 			for len(batch) < maxBatch {

@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"sort"
 	"sync"
 	"time"
 
@@ -401,7 +403,53 @@ func (c *Collector) sampleGPU(g *gpuState, t time.Time, paused bool) *Sample {
 		}
 	}
 	c.sampleGPM(g, s, t, paused)
+	s.Processes = processes(g.dev)
 	return s
+}
+
+// processes lists who uses the GPU, from NVML's compute and graphics lists.
+// A GPU or driver that cannot list them gives none.
+func processes(d Device) []Process {
+	byPID := map[uint32]*Process{}
+	var out []Process
+	add := func(ps []nvml.ProcessInfo, ret nvml.Return, compute bool) {
+		if ret != nvml.SUCCESS {
+			return
+		}
+		for _, p := range ps {
+			q := byPID[p.Pid]
+			if q == nil {
+				out = append(out, Process{PID: p.Pid})
+				q = &out[len(out)-1]
+				byPID[p.Pid] = q
+			}
+			// NVML reports an unknown size as the maximum value.
+			if p.UsedGpuMemory != math.MaxUint64 {
+				q.UsedMemory = max(q.UsedMemory, p.UsedGpuMemory)
+			}
+			q.Compute = q.Compute || compute
+			q.Graphics = q.Graphics || !compute
+		}
+	}
+	ps, ret := d.GetComputeRunningProcesses()
+	add(ps, ret, true)
+	// out may have grown: byPID's pointers are into the old array.
+	byPID = map[uint32]*Process{}
+	for i := range out {
+		byPID[out[i].PID] = &out[i]
+	}
+	ps, ret = d.GetGraphicsRunningProcesses()
+	add(ps, ret, false)
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].UsedMemory != out[j].UsedMemory {
+			return out[i].UsedMemory > out[j].UsedMemory
+		}
+		return out[i].PID < out[j].PID
+	})
+	if len(out) > MaxProcesses {
+		out = out[:MaxProcesses]
+	}
+	return out
 }
 
 func (c *Collector) set(g *gpuState, s *Sample, i int, v float64, ret nvml.Return) {

@@ -54,6 +54,8 @@ type Device interface {
 	GetCurrPcieLinkGeneration() (int, nvml.Return)
 	GetCurrPcieLinkWidth() (int, nvml.Return)
 	GetFieldValues([]nvml.FieldValue) nvml.Return
+	GetComputeRunningProcesses() ([]nvml.ProcessInfo, nvml.Return)
+	GetGraphicsRunningProcesses() ([]nvml.ProcessInfo, nvml.Return)
 
 	// GPM, for the DCGM_FI_PROF_* fields (gpm.go).
 	GpmQueryDeviceSupport() (nvml.GpmSupport, nvml.Return)

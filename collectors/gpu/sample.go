@@ -77,6 +77,10 @@ type Sample struct {
 	// Instances are the GPU's MIG GPU instances that have profiling values
 	// (the PerInstance fields), by GPU-instance id; none outside MIG mode.
 	Instances []Instance
+	// Processes are the processes using the GPU (NVML's compute and
+	// graphics lists, merged by pid), most memory first, at most
+	// MaxProcesses.
+	Processes []Process
 
 	newlyUnsupported []string // fields first found unsupported in this sample
 }
@@ -107,3 +111,15 @@ func (in *Instance) Value(i int) (float64, bool) {
 	}
 	return in.Values[i], true
 }
+
+// Process is one process using a GPU.
+type Process struct {
+	PID        uint32 `json:"pid"`
+	UsedMemory uint64 `json:"used_memory_bytes"`
+	Compute    bool   `json:"compute,omitempty"`
+	Graphics   bool   `json:"graphics,omitempty"`
+}
+
+// MaxProcesses bounds the processes kept per GPU (and their series): the
+// ones with the most memory.
+const MaxProcesses = 16

@@ -279,6 +279,23 @@ func (s *Simulation) wire(i int, d *server.Device) {
 	}
 	d.GetCurrPcieLinkGenerationFunc = func() (int, nvml.Return) { return 5, ret("DCGM_FI_DEV_PCIE_LINK_GEN") }
 	d.GetCurrPcieLinkWidthFunc = func() (int, nvml.Return) { return 16, ret("DCGM_FI_DEV_PCIE_LINK_WIDTH") }
+	// The demo's one training job runs on GPUs 0 and 1: a process each,
+	// holding the GPU's used memory. Nothing graphical runs.
+	d.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
+		if g.lost {
+			return nil, nvml.ERROR_GPU_IS_LOST
+		}
+		if i > 1 {
+			return nil, nvml.SUCCESS
+		}
+		return []nvml.ProcessInfo{{Pid: uint32(31337 + i), UsedGpuMemory: uint64(1200+g.util*720) << 20}}, nvml.SUCCESS
+	}
+	d.GetGraphicsRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
+		if g.lost {
+			return nil, nvml.ERROR_GPU_IS_LOST
+		}
+		return nil, nvml.SUCCESS
+	}
 	d.GetFieldValuesFunc = func(vals []nvml.FieldValue) nvml.Return {
 		if g.lost {
 			return nvml.ERROR_GPU_IS_LOST

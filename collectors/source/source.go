@@ -80,6 +80,8 @@ type GPU struct {
 	// pairs: gpu, UUID, pci_bus_id, device, modelName, Hostname,
 	// DCGM_FI_DRIVER_VERSION. A source appends its own after them.
 	Labels []string
+	// PIDs are the processes using the GPU, as of its newest sample.
+	PIDs []int
 }
 
 // Finding is a source's health contribution for the host.

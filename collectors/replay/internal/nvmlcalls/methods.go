@@ -71,6 +71,8 @@ var Methods = []Method{
 // answers many keys in one call, each value with its own return. GPM's
 // samples are opaque buffers: the trace keeps whether taking one succeeded,
 // and the metrics NVML computed from two (gpm.go in package replay). A MIG
-// device handle is kept as the facts the collector reads from it.
+// device handle is kept as the facts the collector reads from it. The
+// running processes are a list of structs (processes.go in package replay).
 var ByHand = []string{"GetUUID", "GetName", "GetSerial", "GetMinorNumber", "GetPciInfo", "GetFieldValues",
-	"GpmSampleGet", "GpmMigSampleGet", "GetMigDeviceHandleByIndex"}
+	"GpmSampleGet", "GpmMigSampleGet", "GetMigDeviceHandleByIndex",
+	"GetComputeRunningProcesses", "GetGraphicsRunningProcesses"}

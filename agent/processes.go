@@ -1,0 +1,98 @@
+package agent
+
+import (
+	"maps"
+	"strings"
+
+	"github.com/gpuwarden/gpuwarden/collectors/attribution"
+	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+)
+
+// ProcessState is one process on a GPU and whose it is.
+type ProcessState struct {
+	gpu.Process
+	Owner attribution.Owner `json:"owner"`
+}
+
+// Attribute makes State name the Slurm job or Kubernetes pod of every GPU
+// process, read under procfs. Only for the host's own GPUs: a replayed
+// node's process ids mean nothing here.
+func (s *State) Attribute(procfs string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attr = &attribution.Reader{Proc: procfs}
+	s.owners = map[uint32]attribution.Owner{}
+}
+
+// owned looks up each process's owner, once per pid: a process keeps its
+// cgroup for its life, and the cache forgets pids no GPU lists any more.
+func (s *State) owned(ps []gpu.Process) []ProcessState {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]ProcessState, len(ps))
+	for i, p := range ps {
+		out[i].Process = p
+		if s.attr == nil {
+			continue
+		}
+		o, ok := s.owners[p.PID]
+		if !ok {
+			o, _ = s.attr.Of(int(p.PID)) // gone already, or unreadable: no owner
+			s.owners[p.PID] = o
+		}
+		out[i].Owner = o
+	}
+	if s.attr != nil && len(s.owners) > 4*gpu.MaxProcesses*max(len(s.gpus), 1) {
+		live := map[uint32]bool{}
+		for _, g := range s.gpus {
+			for _, p := range g.Processes {
+				live[p.PID] = true
+			}
+		}
+		for _, p := range ps {
+			live[p.PID] = true
+		}
+		maps.DeleteFunc(s.owners, func(pid uint32, _ attribution.Owner) bool { return !live[pid] })
+	}
+	return out
+}
+
+// maxNamedOwners bounds the owners an event names.
+const maxNamedOwners = 4
+
+// withOwners names, in an event about a GPU, the jobs and pods that were
+// on it (field "owners"): an Xid on GPU 3 says whose work it hit, in
+// /v1/events and in a remediation hook's JSON.
+func (s *State) withOwners(ev event.Event) event.Event {
+	if ev.GPU.Index < 0 || ev.GPU.Index >= len(s.gpus) {
+		return ev
+	}
+	var names []string
+	for _, p := range s.gpus[ev.GPU.Index].Processes {
+		if n := p.Owner.String(); n != "" && !contains(names, n) && len(names) < maxNamedOwners {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return ev
+	}
+	fields := make(map[string]string, len(ev.Fields)+1)
+	maps.Copy(fields, ev.Fields)
+	fields[FieldOwners] = strings.Join(names, "; ")
+	ev.Fields = fields
+	return ev
+}
+
+// FieldOwners is the event field naming the jobs and pods on the GPU.
+const FieldOwners = "owners"
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
