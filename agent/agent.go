@@ -57,6 +57,7 @@ func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
 		}
 		a.state.KeepInventory(inv, cfg.StateDir, log)
 		a.state.Attribute(hostfs.Paths{RootFS: cfg.RootFS, ProcFS: cfg.ProcFS, SysFS: cfg.SysFS}.WithDefaults().Proc(""))
+		a.state.LabelJobs(cfg.GPUJobLabel)
 		var corrupt *CorruptInventoryError
 		if errors.As(err, &corrupt) {
 			a.state.ApplyEvent(event.StateCorrupt(time.Now(), "agent", corrupt.Path, corrupt.MovedTo, err))

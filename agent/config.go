@@ -42,6 +42,7 @@ type Config struct {
 
 	GPUInterval time.Duration
 	GPUTimeout  time.Duration
+	GPUJobLabel bool
 	GPUExpected int
 	EventWindow time.Duration
 
@@ -123,6 +124,8 @@ var Settings = []Setting{
 		field: func(c *Config) any { return &c.ReplayLoop }},
 	{Name: "collector.gpu.interval", Default: 10 * time.Second, Help: "How often to sample every GPU (at least 100ms).", Reload: true,
 		field: func(c *Config) any { return &c.GPUInterval }},
+	{Name: "collector.gpu.job-label", Default: false, Help: "Add dcgm-exporter's hpc_job label to every GPU series: the Slurm jobs using the GPU, from each process's cgroup (a live host only).",
+		field: func(c *Config) any { return &c.GPUJobLabel }},
 	{Name: "collector.gpu.timeout", Default: 5 * time.Second, Help: "How long one GPU's sample may take before it is reported timed out.",
 		field: func(c *Config) any { return &c.GPUTimeout }},
 	{Name: "gpu.expected", Default: 0, Help: "GPUs this host must have; fewer visible is critical (0: every GPU it has had, kept in state.dir/gpus.json).", Reload: true,

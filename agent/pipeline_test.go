@@ -313,6 +313,7 @@ func TestAnXidNamesTheJobOnItsGPU(t *testing.T) {
 	os.WriteFile(filepath.Join(proc, "4242", "environ"), []byte("SLURM_JOB_ID=777\x00SLURM_JOB_USER=alice\x00"), 0o644)
 	st := NewState("h", 0, time.Hour, nil)
 	st.Attribute(proc)
+	st.LabelJobs(true)
 	smp := &gpu.Sample{GPU: gpu.Info{Index: 0, UUID: "GPU-00000000-0000-0000-0000-000000000000", PCIBusID: "00000000:3B:00.0"}, Time: time.Now(),
 		Values: make([]float64, len(gpu.Fields)), Status: make([]gpu.Status, len(gpu.Fields)),
 		Processes: []gpu.Process{{PID: 4242, UsedMemory: 1 << 30, Compute: true}}}
@@ -321,7 +322,12 @@ func TestAnXidNamesTheJobOnItsGPU(t *testing.T) {
 	if got := ev.Fields[FieldOwners]; got != "slurm job 777.0 (alice)" {
 		t.Errorf("the Xid names %q, want the job", got)
 	}
-	if body := scrape(t, st); !strings.Contains(body, `pid="4242",hpc_job="777",pod_uid="",container_id=""} 1.073741824e+09`) {
+	body := scrape(t, st)
+	if !strings.Contains(body, `pid="4242",hpc_job="777",pod_uid="",container_id=""} 1.073741824e+09`) {
 		t.Errorf("no process series with the job:\n%s", grepLines(body, "gpuwarden_gpu_process"))
+	}
+	// dcgm-exporter's hpc_job label on the GPU's own series.
+	if !strings.Contains(body, `DCGM_FI_DRIVER_VERSION="",hpc_job="777"} `) {
+		t.Errorf("GPU series without hpc_job:\n%s", grepLines(body, "gpuwarden_gpu_info"))
 	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"maps"
+	"slices"
 	"strings"
 
 	"github.com/gpuwarden/gpuwarden/collectors/attribution"
@@ -95,4 +96,38 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// LabelJobs makes every GPU series carry dcgm-exporter's hpc_job label:
+// the Slurm jobs on the GPU, comma-separated (collector.gpu.job-label).
+func (s *State) LabelJobs(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.jobLabel = on
+}
+
+// jobsOn is the hpc_job value of a GPU: its processes' Slurm job ids,
+// sorted, at most maxNamedOwners.
+func jobsOn(ps []ProcessState) string {
+	var jobs []string
+	for _, p := range ps {
+		if j := p.Owner.SlurmJob; j != "" && !contains(jobs, j) && len(jobs) < maxNamedOwners {
+			jobs = append(jobs, j)
+		}
+	}
+	slices.Sort(jobs)
+	return strings.Join(jobs, ",")
+}
+
+// withJob is labels with the hpc_job value set; a new slice when it
+// changes, as published snapshots share the old one.
+func withJob(labels []string, job string) []string {
+	n := len(gpuLabelNames)
+	if len(labels) > n && labels[n] == job {
+		return labels
+	}
+	out := make([]string, n+1)
+	copy(out, labels[:n])
+	out[n] = job
+	return out
 }

@@ -191,11 +191,21 @@ func escapeHelp(s string) string { return helpEscaper.Replace(s) }
 // gpuLabels renders a GPU's dcgm-exporter label set, with extra pairs
 // appended (err_code, err_msg).
 func gpuLabels(l []string, extra ...string) string {
-	kv := make([]string, 0, 2*len(gpuLabelNames)+len(extra))
+	kv := make([]string, 0, 2*len(gpuLabelNames)+2+len(extra))
 	for i, n := range gpuLabelNames {
 		kv = append(kv, n, l[i])
 	}
+	kv = appendJobLabel(kv, l)
 	return labelSet(append(kv, extra...)...)
+}
+
+// appendJobLabel adds dcgm-exporter's hpc_job label when the GPU's labels
+// carry one (collector.gpu.job-label): the Slurm jobs on the GPU.
+func appendJobLabel(kv, l []string) []string {
+	if len(l) > len(gpuLabelNames) {
+		kv = append(kv, "hpc_job", l[len(gpuLabelNames)])
+	}
+	return kv
 }
 
 // instanceLabels renders a MIG GPU instance's label set: the GPU's, with
@@ -209,7 +219,7 @@ func instanceLabels(l []string, in *gpu.Instance) string {
 			kv = append(kv, "GPU_I_PROFILE", in.Profile, "GPU_I_ID", strconv.Itoa(in.ID))
 		}
 	}
-	return labelSet(kv...)
+	return labelSet(appendJobLabel(kv, l)...)
 }
 
 func shortGPULabels(l []string) string {

@@ -139,6 +139,7 @@ type State struct {
 	truncated  uint64        // events whose text or fields were cut to the limits
 	subs       []*Subscription
 	attr       *attribution.Reader          // nil: processes are not attributed (a replay)
+	jobLabel   bool                         // GPU series carry hpc_job
 	owners     map[uint32]attribution.Owner // by pid
 	lastLevels map[string]event.Level       // health per GPU UUID and "" for the host, as last published
 	findings   map[string]source.Finding    // host-level health from other sources, by source
@@ -304,6 +305,9 @@ func (s *State) ApplyRound(r gpu.Round) {
 		}
 		g.Sample = smp
 		g.Processes = s.owned(smp.Processes)
+		if s.jobLabel {
+			g.labels = withJob(g.labels, jobsOn(g.Processes))
+		}
 		g.SampleTime = smp.Time
 		g.Lost = smp.Lost
 		g.Unsupported = g.Unsupported[:0]
