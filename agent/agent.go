@@ -63,6 +63,12 @@ func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
 			a.state.ApplyEvent(event.StateCorrupt(time.Now(), "agent", corrupt.Path, corrupt.MovedTo, err))
 		}
 	}
+	if c := cfg.Counters(); c != nil {
+		a.state.SelectFields(c.Only)
+		for _, w := range c.Warnings {
+			log.Warn("counters file: a row is not exported", "row", w)
+		}
+	}
 	// cfg was loaded just before: that is the first successful load.
 	a.state.SetConfigReload(true, time.Now())
 	return a

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 	"github.com/spf13/pflag"
 
 	"github.com/spf13/viper"
@@ -43,6 +44,8 @@ type Config struct {
 	GPUInterval time.Duration
 	GPUTimeout  time.Duration
 	GPUJobLabel bool
+	GPUCounters string
+	counters    *gpu.Counters // GPUCounters, parsed at Load
 	GPUExpected int
 	EventWindow time.Duration
 
@@ -124,6 +127,8 @@ var Settings = []Setting{
 		field: func(c *Config) any { return &c.ReplayLoop }},
 	{Name: "collector.gpu.interval", Default: 10 * time.Second, Help: "How often to sample every GPU (at least 100ms).", Reload: true,
 		field: func(c *Config) any { return &c.GPUInterval }},
+	{Name: "collector.gpu.counters", Default: "", Help: "dcgm-exporter's counters file (default-counters.csv or a site's -f file), unchanged: export exactly the fields it names (default: every field gpuwarden samples).",
+		field: func(c *Config) any { return &c.GPUCounters }},
 	{Name: "collector.gpu.job-label", Default: false, Help: "Add dcgm-exporter's hpc_job label to every GPU series: the Slurm jobs using the GPU, from each process's cgroup (a live host only).",
 		field: func(c *Config) any { return &c.GPUJobLabel }},
 	{Name: "collector.gpu.timeout", Default: 5 * time.Second, Help: "How long one GPU's sample may take before it is reported timed out.",
@@ -311,7 +316,37 @@ func Load(fs *pflag.FlagSet, file string) (Config, error) {
 			c.explicit[key] = true
 		}
 	}
+	if c.GPUCounters != "" {
+		b, err := readConfigFile(c.GPUCounters)
+		if err == nil {
+			c.counters, err = gpu.ParseCounters(b, c.GPUCounters)
+		}
+		if err != nil {
+			return c, fmt.Errorf("collector.gpu.counters: %w", err)
+		}
+	}
 	return c, c.validate()
+}
+
+// Counters is the field selection of collector.gpu.counters, or nil.
+func (c Config) Counters() *gpu.Counters { return c.counters }
+
+// readConfigFile reads an operator's file (it may be a link, as config
+// management makes them), bounded and never a FIFO or device.
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20+1))
+	if err == nil && len(b) > 1<<20 {
+		err = fmt.Errorf("%s: larger than 1 MiB", path)
+	}
+	return b, err
 }
 
 // sourceSwitches are the settings that turn a source on or off: the

@@ -131,3 +131,12 @@ func withJob(labels []string, job string) []string {
 	out[n] = job
 	return out
 }
+
+// SelectFields exports only the fields only marks (collector.gpu.counters,
+// dcgm-exporter's counters file); nil exports every field.
+func (s *State) SelectFields(only []bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fieldMask = only
+	s.publish()
+}

@@ -305,6 +305,9 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 			sample(b, "DCGM_FI_DEV_XID_ERRORS", gpuLabels(g.labels, "err_code", strconv.Itoa(g.LastXid), "err_msg", g.LastXidMsg), float64(g.LastXid))
 		}
 		for fi, f := range gpu.Fields {
+			if s.fieldMask != nil && !s.fieldMask[fi] {
+				continue // not in the counters file
+			}
 			typ := "gauge"
 			if f.Type == gpu.Counter {
 				typ = "counter"

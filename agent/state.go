@@ -37,6 +37,7 @@ type Snapshot struct {
 	// TruncatedEvents counts events whose text was cut to MaxEventText.
 	TruncatedEvents uint64
 	Subscribers     []SubscriberStats
+	fieldMask       []bool // fields exported, from a counters file; nil: all
 	// SourceStats are the sources' own series, by source name.
 	SourceStats []SourceStats
 
@@ -140,6 +141,7 @@ type State struct {
 	subs       []*Subscription
 	attr       *attribution.Reader          // nil: processes are not attributed (a replay)
 	jobLabel   bool                         // GPU series carry hpc_job
+	fieldMask  []bool                       // fields exported (nil: all)
 	owners     map[uint32]attribution.Owner // by pid
 	lastLevels map[string]event.Level       // health per GPU UUID and "" for the host, as last published
 	findings   map[string]source.Finding    // host-level health from other sources, by source
@@ -669,6 +671,7 @@ func (s *State) publish() {
 	}
 	snap.Health = host
 	snap.TruncatedEvents = s.truncated
+	snap.fieldMask = s.fieldMask
 	s.transitions(snap)
 	for _, sub := range s.subs {
 		snap.Subscribers = append(snap.Subscribers, SubscriberStats{Name: sub.name, Delivered: sub.delivered.Load(), Dropped: sub.dropped.Load()})

@@ -415,3 +415,39 @@ func TestTelemetryPathAndStatusJSON(t *testing.T) {
 		t.Errorf("status -o json: %v, %d GPUs\n%s", jerr, len(v.GPUs), out)
 	}
 }
+
+// dcgm-exporter's counters file, unchanged, selects what is exported: the
+// migration path is the same port, names and file.
+func TestACountersFileSelectsTheExportedFields(t *testing.T) {
+	csv := filepath.Join(t.TempDir(), "default-counters.csv")
+	os.WriteFile(csv, []byte("# DCGM FIELD, Prometheus metric type, help message\nDCGM_FI_DEV_GPU_TEMP, gauge, GPU temperature (in C).\n"+
+		"DCGM_FI_DEV_POWER_USAGE, gauge, Power draw (in W).\nDCGM_FI_DEV_VGPU_LICENSE_STATUS, gauge, vGPU License status\n"), 0o644)
+	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--collector.gpu.interval", "200ms",
+		"--collector.gpu.counters", csv, "--state.dir", t.TempDir())
+	eventually(t, 10*time.Second, "GPU temperature exported", func() bool {
+		return strings.Contains(a.mustGet(t, "/metrics"), "DCGM_FI_DEV_GPU_TEMP{")
+	})
+	m := a.mustGet(t, "/metrics")
+	if !strings.Contains(m, "DCGM_FI_DEV_POWER_USAGE{") || strings.Contains(m, "DCGM_FI_DEV_SM_CLOCK{") || strings.Contains(m, "DCGM_FI_PROF_SM_ACTIVE{") {
+		t.Errorf("exported fields are not exactly the file's:\n%s", grepPrefixes(m, "DCGM_FI_"))
+	}
+	if !strings.Contains(a.log.String(), "default-counters.csv:4: DCGM_FI_DEV_VGPU_LICENSE_STATUS is not a field gpuwarden samples") {
+		t.Errorf("the row it cannot honour is not named:\n%s", a.log.String())
+	}
+	out, err := exec.Command(gpuwardenBinary(t), "run", "--config.check", "--collector.gpu.counters", "/nonexistent.csv").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "collector.gpu.counters") {
+		t.Errorf("a missing counters file passes --config.check: %v\n%s", err, out)
+	}
+}
+
+func grepPrefixes(body, prefix string) string {
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range strings.Split(body, "\n") {
+		if name, _, ok := strings.Cut(l, "{"); ok && strings.HasPrefix(name, prefix) && !seen[name] {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	return strings.Join(out, "\n")
+}
