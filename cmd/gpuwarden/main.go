@@ -45,6 +45,7 @@ func newRootCmd() *cobra.Command {
 		newExplainCmd(),
 		newCheckCmd(),
 		newRemediationCmd(),
+		newFleetCmd(),
 	)
 	for _, c := range extraCommands {
 		root.AddCommand(c())

@@ -1,0 +1,224 @@
+package main
+
+// The fleet report end to end: real agents replaying the demo, two shard
+// Prometheus servers, a global one federating them, and `gpuwarden fleet`
+// asking the global one.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gpuwarden/gpuwarden/fleet"
+)
+
+// promWithConfig runs Debian's prometheus with the given configuration.
+func promWithConfig(t *testing.T, cfg string) string {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		t.Skip("prometheus not installed (make deps installs it)")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+addr, "--log.level=warn")
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	eventually(t, 20*time.Second, "prometheus ready", func() bool {
+		resp, err := http.Get("http://" + addr + "/-/ready")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return addr
+}
+
+func shardConfig(targets ...string) string {
+	return fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: gpuwarden\n    static_configs:\n      - targets: [%s]\n",
+		`"`+strings.Join(targets, `", "`)+`"`)
+}
+
+// runFleet runs the real binary's fleet command and returns its report and
+// exit code.
+func runFleet(t *testing.T, args ...string) (*fleet.Report, string, int) {
+	t.Helper()
+	cmd := exec.Command(gpuwardenBinary(t), append([]string{"fleet"}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var rep fleet.Report
+	if json.Unmarshal(out, &rep) != nil {
+		return nil, string(out) + stderr.String(), code
+	}
+	return &rep, string(out), code
+}
+
+func section(rep *fleet.Report, name string) fleet.Section {
+	for _, s := range rep.Sections {
+		if s.Name == name {
+			return s
+		}
+	}
+	return fleet.Section{}
+}
+
+func hasRow(s fleet.Section, want fleet.Row) bool {
+	for _, r := range s.Rows {
+		ok := true
+		for k, v := range want {
+			if !strings.Contains(r[k], v) {
+				ok = false
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func TestFleetReportThroughFederation(t *testing.T) {
+	if _, err := exec.LookPath("prometheus"); err != nil {
+		t.Skip("prometheus not installed (make deps installs it)")
+	}
+	var agents []*agentProc
+	for i := 1; i <= 4; i++ {
+		agents = append(agents, startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "30",
+			// The 300 s demo lasts 10 s: sample often enough to see GPU 3
+			// lost for its last 2 s.
+			"--collector.gpu.interval", "250ms", "--hostname", fmt.Sprintf("node%d", i), "--state.dir", t.TempDir(),
+			"--collector.kmsg=false", "--collector.dkms=false"))
+	}
+	shardA := promWithConfig(t, shardConfig(agents[0].addr, agents[1].addr))
+	shardB := promWithConfig(t, shardConfig(agents[2].addr, agents[3].addr))
+	global := promWithConfig(t, fmt.Sprintf(`global:
+  scrape_interval: 1s
+scrape_configs:
+  - job_name: federate
+    honor_labels: true
+    metrics_path: /federate
+    params:
+      'match[]': ['{job="gpuwarden"}']
+    static_configs:
+      - targets: [%q, %q]
+`, shardA, shardB))
+	args := []string{"--prometheus", "http://" + global, "--window", "5m", "--stale-after", "5s", "--top", "50", "-o", "json"}
+
+	// Two loops of the 10 s demo, then node2 stops.
+	time.Sleep(12 * time.Second)
+	agents[1].stop()
+
+	var rep *fleet.Report
+	var out string
+	var code int
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		rep, out, code = runFleet(t, args...)
+		if rep != nil && hasRow(section(rep, "agents"), fleet.Row{"node": "node2", "state": "stale"}) &&
+			hasRow(section(rep, "xid"), fleet.Row{"xid": "79"}) && lostOn(section(rep, "unhealthy"), "node1", "node3", "node4") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the report did not show the lost GPU, Xid 79 and node2 stale in time:\n%s", out)
+		}
+		time.Sleep(time.Second)
+	}
+	if code != 2 {
+		t.Errorf("exit code %d, want 2 (critical)", code)
+	}
+	if rep.Level.String() != "critical" {
+		t.Errorf("level %s, want critical", rep.Level)
+	}
+	for _, node := range []string{"node1", "node3", "node4"} {
+		if !hasRow(section(rep, "unhealthy"), fleet.Row{"node": node, "gpu": "3", "health": "critical", "reason": "lost", "action": "reboot"}) {
+			t.Errorf("no critical lost GPU 3 on %s:\n%s", node, out)
+		}
+	}
+	xids := section(rep, "xid")
+	for _, code := range []string{"48", "63", "79"} {
+		if !hasRow(xids, fleet.Row{"xid": code}) {
+			t.Errorf("Xid %s missing:\n%s", code, out)
+		}
+	}
+	if !hasRow(xids, fleet.Row{"xid": "79", "meaning": "FALLEN_OFF_THE_BUS", "severity": "critical", "action": "reboot"}) {
+		t.Errorf("Xid 79 without the catalog's meaning: %v", xids.Rows)
+	}
+	idle := section(rep, "idle")
+	for _, node := range []string{"node1", "node3", "node4"} {
+		if !hasRow(idle, fleet.Row{"node": node, "gpu": "6", "source": "DCGM_FI_PROF_SM_ACTIVE"}) {
+			t.Errorf("idle GPU 6 of %s missing:\n%s", node, out)
+		}
+	}
+	if len(idle.NoData) != 0 || len(idle.Notes) != 1 {
+		t.Errorf("the demo has SM_ACTIVE on every GPU: no fallback, one total; got no_data %v, notes %v", idle.NoData, idle.Notes)
+	}
+	if hasRow(idle, fleet.Row{"node": "node1", "gpu": "0"}) && idle.Rows[0]["gpu"] != "6" {
+		t.Errorf("the idle GPU 6 is not first: %v", idle.Rows)
+	}
+	ag := section(rep, "agents")
+	if len(ag.Rows) != 1 {
+		t.Errorf("agents section: want node2 alone, got %v", ag.Rows)
+	}
+	if !hasRow(ag, fleet.Row{"node": "node2", "instance": agents[1].addr, "state": "down"}) {
+		t.Errorf("node2 not down (up == 0 federated): %v", ag.Rows)
+	}
+	// The agents run without the DKMS checks and without remediation: those
+	// sections say the metric is not scraped rather than "none".
+	for name, metric := range map[string]string{"next_boot_module": `gpuwarden_check_status{check="next_boot_module"}`, "driver_library_mismatch": "gpuwarden_driver_library_mismatch",
+		"reboot_pending": "gpuwarden_reboot_pending", "remediation": "gpuwarden_remediation_breaker_open"} {
+		s := section(rep, name)
+		if len(s.NoData) != 1 || !strings.Contains(s.NoData[0], metric+" not scraped") {
+			t.Errorf("section %s: no_data %v, want %s not scraped", name, s.NoData, metric)
+		}
+	}
+
+	// The table for a person says the same.
+	cmd := exec.Command(gpuwardenBinary(t), append([]string{"fleet"}, args[:len(args)-2]...)...)
+	tbl, _ := cmd.Output()
+	for _, want := range []string{"FLEET CRITICAL", "no data: gpuwarden_reboot_pending not scraped", "node2"} {
+		if !strings.Contains(string(tbl), want) {
+			t.Errorf("table lacks %q:\n%s", want, tbl)
+		}
+	}
+	t.Logf("table:\n%s", tbl)
+}
+
+func lostOn(s fleet.Section, nodes ...string) bool {
+	for _, n := range nodes {
+		if !hasRow(s, fleet.Row{"node": n, "gpu": "3", "reason": "lost"}) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestFleetSaysUnknownWhenPrometheusIsUnreachable(t *testing.T) {
+	rep, out, code := runFleet(t, "--prometheus", "http://"+freePort(t), "-o", "json")
+	if code != 3 || rep == nil || rep.Error == "" {
+		t.Fatalf("exit %d, want 3 with the error in the report:\n%s", code, out)
+	}
+}
