@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/gpuwarden/gpuwarden/fleet"
 )
 
@@ -122,10 +124,10 @@ scrape_configs:
     honor_labels: true
     metrics_path: /federate
     params:
-      'match[]': ['{job="gpuwarden"}']
+      'match[]': [%s]
     static_configs:
       - targets: [%q, %q]
-`, shardA, shardB))
+`, shippedFederationMatch(t), shardA, shardB))
 	args := []string{"--prometheus", "http://" + global, "--window", "5m", "--stale-after", "5s", "--top", "50", "-o", "json"}
 
 	// Two loops of the 10 s demo, then node2 stops.
@@ -205,6 +207,33 @@ scrape_configs:
 		}
 	}
 	t.Logf("table:\n%s", tbl)
+}
+
+// shippedFederationMatch returns the match[] selectors of the shipped global
+// example, quoted for YAML, so the test proves they carry what the report needs.
+func shippedFederationMatch(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("../../packaging/prometheus/federation-global.example.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		ScrapeConfigs []struct {
+			Params map[string][]string `yaml:"params"`
+		} `yaml:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	var q []string
+	for _, m := range cfg.ScrapeConfigs[0].Params["match[]"] {
+		b, _ := json.Marshal(m)
+		q = append(q, string(b))
+	}
+	if len(q) == 0 {
+		t.Fatal("the federation example has no match[]")
+	}
+	return strings.Join(q, ", ")
 }
 
 func lostOn(s fleet.Section, nodes ...string) bool {
