@@ -103,7 +103,11 @@ func hasRow(s fleet.Section, want fleet.Row) bool {
 	return false
 }
 
-func TestFleetReportThroughFederation(t *testing.T) {
+// startFleet starts four agents replaying the demo as node1..node4 and two
+// shard Prometheus servers scraping two each; extra is added to the shards'
+// configuration (remote_write). It returns the agents and the shards.
+func startFleet(t *testing.T, extra string) ([]*agentProc, []string) {
+	t.Helper()
 	if _, err := exec.LookPath("prometheus"); err != nil {
 		t.Skip("prometheus not installed (make deps installs it)")
 	}
@@ -115,8 +119,13 @@ func TestFleetReportThroughFederation(t *testing.T) {
 			"--collector.gpu.interval", "250ms", "--hostname", fmt.Sprintf("node%d", i), "--state.dir", t.TempDir(),
 			"--collector.kmsg=false", "--collector.dkms=false"))
 	}
-	shardA := promWithConfig(t, shardConfig(agents[0].addr, agents[1].addr))
-	shardB := promWithConfig(t, shardConfig(agents[2].addr, agents[3].addr))
+	shardA := promWithConfig(t, shardConfig(agents[0].addr, agents[1].addr)+extra)
+	shardB := promWithConfig(t, shardConfig(agents[2].addr, agents[3].addr)+extra)
+	return agents, []string{shardA, shardB}
+}
+
+func TestFleetReportThroughFederation(t *testing.T) {
+	agents, shards := startFleet(t, "")
 	global := promWithConfig(t, fmt.Sprintf(`global:
   scrape_interval: 1s
 scrape_configs:
@@ -127,9 +136,43 @@ scrape_configs:
       'match[]': [%s]
     static_configs:
       - targets: [%q, %q]
-`, shippedFederationMatch(t), shardA, shardB))
-	args := []string{"--prometheus", "http://" + global, "--window", "5m", "--stale-after", "5s", "--top", "50", "-o", "json"}
+`, shippedFederationMatch(t), shards[0], shards[1]))
+	checkFleetReport(t, "http://"+global, agents)
+}
 
+// VictoriaMetrics receives remote_write from the shards and answers the
+// same report.
+func TestFleetReportFromVictoriaMetrics(t *testing.T) {
+	bin, err := exec.LookPath("victoria-metrics")
+	if err != nil {
+		t.Skip("victoria-metrics not installed (make deps installs it)")
+	}
+	vm := freePort(t)
+	cmd := exec.Command(bin, "-storageDataPath="+t.TempDir(), "-httpListenAddr="+vm, "-retentionPeriod=1d",
+		"-search.latencyOffset=1s", "-search.disableCache", "-loggerLevel=ERROR")
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	eventually(t, 20*time.Second, "victoria-metrics ready", func() bool {
+		resp, err := http.Get("http://" + vm + "/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	agents, _ := startFleet(t, fmt.Sprintf("remote_write:\n  - url: http://%s/api/v1/write\n    queue_config: {batch_send_deadline: 500ms}\n", vm))
+	checkFleetReport(t, "http://"+vm, agents)
+}
+
+// checkFleetReport stops node2 and asks server for the report until it
+// shows what the demo did, then checks every section.
+func checkFleetReport(t *testing.T, server string, agents []*agentProc) {
+	t.Helper()
+	args := []string{"--prometheus", server, "--window", "5m", "--stale-after", "5s", "--top", "50", "-o", "json"}
 	// Two loops of the 10 s demo, then node2 stops.
 	time.Sleep(12 * time.Second)
 	agents[1].stop()
