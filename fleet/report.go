@@ -141,9 +141,9 @@ func (r *run) node(instance string) string {
 	return instance
 }
 
-// Build asks q for every section. It returns an error only when the server
-// cannot be asked at all; the report then carries that error at level
-// unknown.
+// Build asks q for every section. When the server cannot be asked at all
+// (the vector(1) probe fails) the report carries that error at level unknown
+// and no sections; otherwise each section carries its own error, if any.
 func Build(ctx context.Context, q Querier, opt Options, server string) *Report {
 	if opt.Now.IsZero() {
 		opt.Now = time.Now()
