@@ -46,6 +46,7 @@ func newRootCmd() *cobra.Command {
 		newCheckCmd(),
 		newRemediationCmd(),
 		newProfilingCmd(),
+		newFleetCmd(),
 	)
 	for _, c := range extraCommands {
 		root.AddCommand(c())
