@@ -71,12 +71,16 @@ func TestFellOffTheBusReachesAlertmanager(t *testing.T) {
 			t.Fatalf("amtool: %v\n%s", err, out)
 		}
 		var alerts []struct {
-			Labels map[string]string `json:"labels"`
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
 		}
 		if json.Unmarshal(out, &alerts) == nil && len(alerts) > 0 {
 			l := alerts[0].Labels
 			if l["instance"] != a.addr || l["gpu"] != "3" || l["severity"] != "critical" {
 				t.Errorf("alert labels %v, want instance %s, gpu 3, critical", l, a.addr)
+			}
+			if u := alerts[0].Annotations["runbook_url"]; !strings.HasSuffix(u, "docs/runbook.md#gpufelloffthebus") {
+				t.Errorf("alert runbook_url %q, want the runbook's GPUFellOffTheBus section", u)
 			}
 			break
 		}

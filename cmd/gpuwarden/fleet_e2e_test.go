@@ -103,8 +103,8 @@ func hasRow(s fleet.Section, want fleet.Row) bool {
 	return false
 }
 
-// startFleet starts four agents replaying the demo as node1..node4 and two
-// shard Prometheus servers scraping two each; extra is added to the shards'
+// startFleet starts six agents replaying the demo as node1..node6 and two
+// shard Prometheus servers scraping three each; extra is added to the shards'
 // configuration (remote_write). It returns the agents and the shards.
 func startFleet(t *testing.T, extra string) ([]*agentProc, []string) {
 	t.Helper()
@@ -112,15 +112,15 @@ func startFleet(t *testing.T, extra string) ([]*agentProc, []string) {
 		t.Skip("prometheus not installed (make deps installs it)")
 	}
 	var agents []*agentProc
-	for i := 1; i <= 4; i++ {
+	for i := 1; i <= 6; i++ {
 		agents = append(agents, startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "30",
 			// The 300 s demo lasts 10 s: sample often enough to see GPU 3
 			// lost for its last 2 s.
 			"--collector.gpu.interval", "250ms", "--hostname", fmt.Sprintf("node%d", i), "--state.dir", t.TempDir(),
 			"--collector.kmsg=false", "--collector.dkms=false"))
 	}
-	shardA := promWithConfig(t, shardConfig(agents[0].addr, agents[1].addr)+extra)
-	shardB := promWithConfig(t, shardConfig(agents[2].addr, agents[3].addr)+extra)
+	shardA := promWithConfig(t, shardConfig(agents[0].addr, agents[1].addr, agents[4].addr)+extra)
+	shardB := promWithConfig(t, shardConfig(agents[2].addr, agents[3].addr, agents[5].addr)+extra)
 	return agents, []string{shardA, shardB}
 }
 
@@ -184,7 +184,7 @@ func checkFleetReport(t *testing.T, server string, agents []*agentProc) {
 	for {
 		rep, out, code = runFleet(t, args...)
 		if rep != nil && hasRow(section(rep, "agents"), fleet.Row{"node": "node2", "state": "stale"}) &&
-			hasRow(section(rep, "xid"), fleet.Row{"xid": "79"}) && lostOn(section(rep, "unhealthy"), "node1", "node3", "node4") {
+			hasRow(section(rep, "xid"), fleet.Row{"xid": "79"}) && lostOn(section(rep, "unhealthy"), "node1", "node3", "node4", "node5", "node6") {
 			break
 		}
 		if time.Now().After(deadline) {

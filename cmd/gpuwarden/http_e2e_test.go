@@ -44,6 +44,8 @@ func TestIdleConnectionsAreCappedAndClosed(t *testing.T) {
 		"--web.idle-timeout", "1s", "--web.max-connections", "32", "--state.dir", t.TempDir())
 	pid := a.cmd.Process.Pid
 	base := openFDs(t, pid)
+	time.Sleep(500 * time.Millisecond) // past start-up
+	baseRSS := rssMiB(t, pid)
 	const clients = 400
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -97,8 +99,10 @@ loop:
 		t.Errorf("the agent held %d descriptors at the peak, %d at rest: more than the 32-connection cap", peak, base)
 	}
 	eventually(t, 10*time.Second, "descriptors back to rest", func() bool { return openFDs(t, pid) <= base+2 })
-	if rss := rssMiB(t, pid); rss > 30 {
-		t.Errorf("RSS %.1f MiB after the connections closed, want under 30", rss)
+	// Memory comes back too: within a few MiB of where it was (most of the
+	// RSS is the mapped binary, which this test does not measure).
+	if rss := rssMiB(t, pid); rss > baseRSS+4 {
+		t.Errorf("RSS %.1f MiB after the connections closed, %.1f before them", rss, baseRSS)
 	}
-	t.Logf("%d clients: peak %d descriptors (rest %d), RSS %.1f MiB", clients, peak, base, rssMiB(t, pid))
+	t.Logf("%d clients: peak %d descriptors (rest %d), RSS %.1f MiB (%.1f before)", clients, peak, base, rssMiB(t, pid), baseRSS)
 }
