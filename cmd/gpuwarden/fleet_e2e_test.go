@@ -320,9 +320,9 @@ func TestDemoNodeSeriesCountForFleetSizing(t *testing.T) {
 		}
 	}
 	t.Logf("8-GPU demo node: %d series: %d DCGM-named, %d gpuwarden per GPU, %d per host", total, dcgm, perGPU, total-dcgm-perGPU)
-	// docs/fleet.md sizes a node at about 450 with the kernel-log and DKMS
+	// docs/fleet.md sizes a node at about 515 with the kernel-log and DKMS
 	// series the replay lacks: a change far from that needs the doc redone.
-	if total < 380 || total > 470 {
-		t.Errorf("%d series on the demo node; docs/fleet.md assumes about 424 before kernel-log and DKMS series: update its sizing", total)
+	if total < 440 || total > 530 {
+		t.Errorf("%d series on the demo node; docs/fleet.md assumes about 484 before kernel-log and DKMS series: update its sizing", total)
 	}
 }
