@@ -35,7 +35,8 @@ func (s *State) owned(ps []gpu.Process) []ProcessState {
 	out := make([]ProcessState, len(ps))
 	for i, p := range ps {
 		out[i].Process = p
-		if s.attr == nil {
+		out[i].Owner = p.Owner // a replayed trace says whose, as its host saw it
+		if s.attr == nil || p.Owner.Scheduler() != "" {
 			continue
 		}
 		o, ok := s.owners[p.PID]

@@ -330,3 +330,35 @@ func TestAKernelNameThatIsNotUTF8KeepsEveryDKMSSeries(t *testing.T) {
 		}
 	}
 }
+
+// On a replayed trace whose GPUs 0 and 1 run a Slurm job (the demo's), an
+// Xid on GPU 0 names the job: in /v1/events, as a hook's JSON would.
+func TestAnXidOnAReplayedJobsGPUNamesTheJob(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("writing /dev/kmsg needs root")
+	}
+	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--collector.gpu.interval", "200ms",
+		"--collector.kmsg=true", "--collector.dkms=false", "--state.dir", t.TempDir())
+	eventually(t, 10*time.Second, "kmsg collector up and the job's process seen", func() bool {
+		m := a.mustGet(t, "/metrics")
+		v, _ := metricValue(m, "gpuwarden_collector_up", `collector="kmsg"`)
+		return v == "1" && strings.Contains(m, `hpc_job="4242"`)
+	})
+	marker := fmt.Sprintf("jobxid-%d", rand.Int63())
+	writeKmsgEach(t, []string{"<3>NVRM: Xid (PCI:0000:18:00): 13, pid=31337, name=" + marker + ", Graphics Exception"})
+	var ev event.Event
+	eventually(t, 10*time.Second, "the Xid listed", func() bool {
+		var evs []event.Event
+		json.Unmarshal([]byte(a.mustGet(t, "/v1/events?gpu=0&kind=xid&limit=1000")), &evs)
+		for _, e := range evs {
+			if strings.Contains(e.Raw, marker) {
+				ev = e
+				return true
+			}
+		}
+		return false
+	})
+	if got := ev.Fields["owners"]; got != "slurm job 4242.0 (demo)" {
+		t.Errorf("the Xid on GPU 0 names %q, want the demo's Slurm job", got)
+	}
+}

@@ -404,6 +404,17 @@ func (c *Collector) sampleGPU(g *gpuState, t time.Time, paused bool) *Sample {
 	}
 	c.sampleGPM(g, s, t, paused)
 	s.Processes = processes(g.dev)
+	if or, ok := g.dev.(OwnerReader); ok && len(s.Processes) > 0 {
+		pids := make([]uint32, len(s.Processes))
+		for i, p := range s.Processes {
+			pids[i] = p.PID
+		}
+		if owners, ret := or.ProcessOwners(pids); ret == nvml.SUCCESS {
+			for i := range s.Processes {
+				s.Processes[i].Owner = owners[s.Processes[i].PID]
+			}
+		}
+	}
 	return s
 }
 

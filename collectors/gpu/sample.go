@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gpuwarden/gpuwarden/collectors/attribution"
+
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
 
@@ -118,6 +120,16 @@ type Process struct {
 	UsedMemory uint64 `json:"used_memory_bytes"`
 	Compute    bool   `json:"compute,omitempty"`
 	Graphics   bool   `json:"graphics,omitempty"`
+	// Owner is the job or pod the device itself reported (a replayed
+	// trace carries the owners of the host it was recorded on); empty on
+	// a live host, where the agent reads it from /proc.
+	Owner attribution.Owner `json:"owner"`
+}
+
+// OwnerReader is implemented by devices that know whose their processes
+// are: the replay player (from the trace) and the recorder.
+type OwnerReader interface {
+	ProcessOwners(pids []uint32) (map[uint32]attribution.Owner, nvml.Return)
 }
 
 // MaxProcesses bounds the processes kept per GPU (and their series): the

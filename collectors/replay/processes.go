@@ -2,6 +2,8 @@ package replay
 
 import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/gpuwarden/gpuwarden/collectors/attribution"
 )
 
 // procJSON is one running process as a trace keeps it.
@@ -55,4 +57,31 @@ func (d *recDevice) GetGraphicsRunningProcesses() ([]nvml.ProcessInfo, nvml.Retu
 	ps, ret := d.d.GetGraphicsRunningProcesses()
 	d.r.note(d.i, keyGraphicsProcs, toJSON(ps), ret)
 	return ps, ret
+}
+
+// keyOwners keeps whose each process is (the job or pod), as the recording
+// host's /proc said, so a replayed node names them too.
+const keyOwners = "ProcessOwners()"
+
+// ProcessOwners answers from the trace.
+func (d *playerDevice) ProcessOwners([]uint32) (map[uint32]attribution.Owner, nvml.Return) {
+	var owners map[uint32]attribution.Owner
+	ret := d.p.answer(d.i, keyOwners, &owners)
+	return owners, ret
+}
+
+// ProcessOwners asks the recorder's Owners (the recording host's /proc, or
+// a scenario's jobs) and notes the answer; without one, nothing is known.
+func (d *recDevice) ProcessOwners(pids []uint32) (map[uint32]attribution.Owner, nvml.Return) {
+	if d.r.Owners == nil {
+		return nil, nvml.ERROR_NOT_SUPPORTED
+	}
+	owners := map[uint32]attribution.Owner{}
+	for _, pid := range pids {
+		if o := d.r.Owners(pid); o.Scheduler() != "" {
+			owners[pid] = o
+		}
+	}
+	d.r.note(d.i, keyOwners, owners, nvml.SUCCESS)
+	return owners, nvml.SUCCESS
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gpuwarden/gpuwarden/collectors/attribution"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 )
 
@@ -18,6 +19,7 @@ import (
 func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
 	sim := NewSimulation(sc)
 	rec := NewRecorder(sim.Library())
+	rec.Owners = sim.Owner
 	now := time.Unix(0, 0).UTC()
 	col := gpu.New(rec.Library(), gpu.Options{Clock: func() time.Time { return now }, Log: log, Timeout: time.Minute})
 	defer col.Close()
@@ -57,6 +59,12 @@ func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
 // records are kept at their arrival time; kernel may be nil.
 func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Duration, kernel <-chan string, log *slog.Logger) (*Trace, error) {
 	rec := NewRecorder(lib)
+	// Whose each GPU process is, from this host's /proc, kept in the trace.
+	proc := attribution.Reader{}
+	rec.Owners = func(pid uint32) attribution.Owner {
+		o, _ := proc.Of(int(pid))
+		return o
+	}
 	col := gpu.New(rec.Library(), gpu.Options{Log: log})
 	defer col.Close()
 	start := time.Now()

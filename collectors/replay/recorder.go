@@ -8,6 +8,7 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
+	"github.com/gpuwarden/gpuwarden/collectors/attribution"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 )
 
@@ -16,6 +17,9 @@ import (
 // static facts (UUID, name, bus id) go into the header, not the records.
 type Recorder struct {
 	lib gpu.Library
+	// Owners, when set, says whose a process is (the recording host's
+	// /proc, or a scenario's jobs), recorded beside the process lists.
+	Owners func(pid uint32) attribution.Owner
 
 	mu      sync.Mutex
 	pending map[int]map[string]Answer

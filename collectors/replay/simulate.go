@@ -10,6 +10,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh100"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
+	"github.com/gpuwarden/gpuwarden/collectors/attribution"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 )
 
@@ -352,3 +353,14 @@ func (s *Simulation) MockDevice(i int) *server.Device { return s.server.Devices[
 // NVML is the simulated node as go-nvml's whole interface (the mock server),
 // for tests of NVML features a trace does not carry, such as event sets.
 func (s *Simulation) NVML() nvml.Interface { return s.server }
+
+// demoJob is the Slurm job the simulated node runs on GPUs 0 and 1.
+var demoJob = attribution.Owner{SlurmJob: "4242", SlurmStep: "0", SlurmUID: "1000", SlurmUser: "demo"}
+
+// Owner says whose a simulated process is: the demo job's two.
+func (s *Simulation) Owner(pid uint32) attribution.Owner {
+	if pid == 31337 || pid == 31338 {
+		return demoJob
+	}
+	return attribution.Owner{}
+}
