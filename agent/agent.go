@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/agent/sdnotify"
@@ -37,7 +38,9 @@ type Agent struct {
 	ready    sync.Once
 	mu       sync.Mutex    // guards cfg's reloadable fields
 	reloaded chan struct{} // wakes the sampler after a reload
-	onReload []func(Config)
+	// watchdogEvery is systemd's watchdog ping interval (0: none).
+	watchdogEvery atomic.Int64
+	onReload      []func(Config)
 }
 
 // New returns an agent sampling lib.
@@ -110,6 +113,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- serve(srv, a.cfg, a.log) }()
 
+	// Before the sampler starts: its waits count progress as often as the
+	// watchdog's interval asks.
+	if iv, err := a.notifier.StartWatchdog(ctx, a.notifier.Completed); err != nil {
+		a.log.Warn("systemd watchdog misconfigured", "err", err)
+	} else if iv > 0 {
+		a.watchdogEvery.Store(int64(iv))
+		a.log.Info("systemd watchdog on", "ping_every", iv)
+	}
 	var wg sync.WaitGroup
 	col := gpu.New(a.lib, gpu.Options{Timeout: a.cfg.GPUTimeout, Log: a.log,
 		// The profiling counters are shared: GPM lets go of them while an
@@ -126,11 +137,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	for _, f := range a.tasks {
 		wg.Go(func() { f(ctx) })
-	}
-	if iv, err := a.notifier.StartWatchdog(ctx, a.notifier.Completed); err != nil {
-		a.log.Warn("systemd watchdog misconfigured", "err", err)
-	} else if iv > 0 {
-		a.log.Info("systemd watchdog on", "ping_every", iv)
 	}
 
 	var err error
@@ -209,7 +215,7 @@ func (a *Agent) idle(ctx context.Context, wait time.Duration) bool {
 			return false
 		case <-a.reloaded:
 			return true // a new interval takes effect now
-		case <-time.After(min(left, time.Second)):
+		case <-time.After(min(left, a.progressEvery())):
 			a.notifier.Progress()
 		}
 	}
@@ -267,6 +273,17 @@ func (a *Agent) ReloadRefused(err error) {
 // the reloadable settings the agent does not own itself (the log level, the
 // DKMS checks' interval). Call it before Run.
 func (a *Agent) OnReload(f func(Config)) { a.onReload = append(a.onReload, f) }
+
+// progressEvery is how often a waiting sampler counts progress: often
+// enough for every watchdog ping to see some (half its interval), and
+// without a watchdog only when the wait ends. An idle agent wakes for
+// nothing else.
+func (a *Agent) progressEvery() time.Duration {
+	if iv := time.Duration(a.watchdogEvery.Load()); iv > 0 {
+		return max(iv/2, 100*time.Millisecond)
+	}
+	return time.Hour
+}
 
 func (a *Agent) interval() time.Duration {
 	a.mu.Lock()
