@@ -37,17 +37,24 @@ func (a *Agent) runSource(ctx context.Context, name string, s source.Source) {
 			err = errors.New("stopped by itself")
 		}
 		absent := source.IsAbsent(err)
-		a.state.SetCollector(name, false, err, source.FixOf(err), 0)
-		a.state.SetCollectorAbsent(name, absent)
-		sk.down.Store(true)
+		// Logged before it is published: whoever sees the source down can
+		// already read why in the log.
 		if err.Error() != lastErr {
 			lastErr = err.Error()
 			attrs := []any{"source", name, "err", err, "retry", "on a backoff up to " + sourceBackoffMax.String()}
 			if fix := source.FixOf(err); fix != "" {
 				attrs = append(attrs, "fix", fix)
 			}
-			a.log.Error("source down; the agent keeps running", attrs...)
+			if absent {
+				// Not installed here: worth a line, not an error.
+				a.log.Info("source down; the agent keeps running", attrs...)
+			} else {
+				a.log.Error("source down; the agent keeps running", attrs...)
+			}
 		}
+		a.state.SetCollector(name, false, err, source.FixOf(err), 0)
+		a.state.SetCollectorAbsent(name, absent)
+		sk.down.Store(true)
 		if time.Since(start) > sourceHealthy {
 			backoff = sourceBackoff
 		}
