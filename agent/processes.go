@@ -73,7 +73,7 @@ func (s *State) withOwners(ev event.Event) event.Event {
 	}
 	var names []string
 	for _, p := range s.gpus[ev.GPU.Index].Processes {
-		if n := p.Owner.String(); n != "" && !contains(names, n) && len(names) < maxNamedOwners {
+		if n := p.Owner.String(); n != "" && !slices.Contains(names, n) && len(names) < maxNamedOwners {
 			names = append(names, n)
 		}
 	}
@@ -90,15 +90,6 @@ func (s *State) withOwners(ev event.Event) event.Event {
 // FieldOwners is the event field naming the jobs and pods on the GPU.
 const FieldOwners = "owners"
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // LabelJobs makes every GPU series carry dcgm-exporter's hpc_job label:
 // the Slurm jobs on the GPU, comma-separated (collector.gpu.job-label).
 func (s *State) LabelJobs(on bool) {
@@ -112,7 +103,7 @@ func (s *State) LabelJobs(on bool) {
 func jobsOn(ps []ProcessState) string {
 	var jobs []string
 	for _, p := range ps {
-		if j := p.Owner.SlurmJob; j != "" && !contains(jobs, j) && len(jobs) < maxNamedOwners {
+		if j := p.Owner.SlurmJob; j != "" && !slices.Contains(jobs, j) && len(jobs) < maxNamedOwners {
 			jobs = append(jobs, j)
 		}
 	}

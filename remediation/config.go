@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -295,7 +296,7 @@ func (c *Config) validate(bad func(int, string, ...any), line int) {
 				bad(h.line, "hook %s: argv[%d] holds a NUL byte", name, i)
 			}
 		}
-		if h.Class != "" && !contains(hookClasses, h.Class) {
+		if h.Class != "" && !slices.Contains(hookClasses, h.Class) {
 			bad(h.line, "hook %s: class %q: want one of %s", name, h.Class, strings.Join(hookClasses, ", "))
 		}
 		if h.Timeout < 0 || h.Timeout > time.Hour {
@@ -495,13 +496,4 @@ func typeName(t reflect.Type) string {
 		return "number"
 	}
 	return t.String()
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
