@@ -122,8 +122,12 @@ func (p Paths) ExistsIn(name string) bool {
 // BootID is the kernel's boot id, read from procfs: a UUID that changes on
 // every boot.
 func (p Paths) BootID() (string, error) {
-	path := p.WithDefaults().Proc("sys/kernel/random/boot_id")
-	b, err := os.ReadFile(path)
+	return ReadBootID(p.WithDefaults().Proc("sys/kernel/random/boot_id"))
+}
+
+// ReadBootID reads a boot id file (procfs's sys/kernel/random/boot_id).
+func ReadBootID(path string) (string, error) {
+	b, err := ReadFile(path, 4096)
 	if err != nil {
 		return "", fmt.Errorf("read boot id: %w", err)
 	}
@@ -138,7 +142,7 @@ func (p Paths) BootID() (string, error) {
 // Kernel records carry time since boot.
 func (p Paths) BootTime() (time.Time, error) {
 	path := p.WithDefaults().Proc("uptime")
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(path, LimitText)
 	if err != nil {
 		return time.Time{}, err
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 )
 
 func writeCursor(t *testing.T, dir, bootID string, seq uint64) string {
@@ -104,7 +106,7 @@ func TestACursorAheadOfTheRealKernel(t *testing.T) {
 	} else {
 		f.Close()
 	}
-	bootID, err := readBootID(DefaultBootIDPath)
+	bootID, err := hostfs.ReadBootID(DefaultBootIDPath)
 	if err != nil {
 		t.Skip(err)
 	}

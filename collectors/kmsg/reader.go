@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 )
 
 // Default paths; Config overrides them so tests and containers can point
@@ -167,7 +169,7 @@ func Open(cfg Config) (*Reader, error) {
 
 	var err error
 	if cfg.StateDir != "" {
-		if r.bootID, err = readBootID(cfg.BootIDPath); err != nil {
+		if r.bootID, err = hostfs.ReadBootID(cfg.BootIDPath); err != nil {
 			return nil, fmt.Errorf("kernel-log cursor needs the boot id: %w", err)
 		}
 		if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
@@ -320,7 +322,7 @@ func (r *Reader) Resumed() bool { return r.resuming }
 func (r *Reader) BootID() string {
 	r.bootOnce.Do(func() {
 		if r.bootID == "" {
-			r.bootID, _ = readBootID(r.cfg.BootIDPath)
+			r.bootID, _ = hostfs.ReadBootID(r.cfg.BootIDPath)
 		}
 	})
 	return r.bootID

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/gpuwarden/gpuwarden/agent/statefile"
 	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
@@ -141,17 +140,4 @@ func saveCursor(dir string, c cursor) error {
 		return fmt.Errorf("save kernel-log cursor in %s: %w", dir, err)
 	}
 	return nil
-}
-
-// readBootID reads the kernel's boot id (a UUID that changes every boot).
-func readBootID(path string) (string, error) {
-	b, err := hostfs.ReadFile(path, 4096)
-	if err != nil {
-		return "", fmt.Errorf("read boot id: %w", err)
-	}
-	id := strings.TrimSpace(string(b))
-	if id == "" || len(id) > 64 {
-		return "", fmt.Errorf("boot id in %s is empty or too long", path)
-	}
-	return id, nil
 }
