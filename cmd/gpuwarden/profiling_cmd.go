@@ -14,36 +14,15 @@ import (
 // counters over its control socket, so that a profiler (Nsight, CUPTI) can
 // have them.
 func newProfilingCmd() *cobra.Command {
-	var socket, output string
-	cmd := &cobra.Command{
-		Use:   "profiling",
-		Short: "Pause or resume the agent's profiling counters for a profiler, or show who holds them",
-		Long: `profiling talks to the running agent over its control socket (--socket,
-default ` + control.DefaultPath + `), which only root may use.
-
-  pause DURATION   release the profiling counters for DURATION (at most ` + profiling.MaxPause.String() + `), e.g. 2h
+	cmd, c := newControlCmd("profiling",
+		"Pause or resume the agent's profiling counters for a profiler, or show who holds them",
+		`  pause DURATION   release the profiling counters for DURATION (at most `+profiling.MaxPause.String()+`), e.g. 2h
   resume           take them back now
   status           who owns the counters, and whether and until when they are paused
 
-While paused, gpuwarden_profiling_paused is 1 and no DCGM_FI_PROF_* series is served.`,
-		Args: cobra.NoArgs,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("--output %q: want text or json", output)
-			}
-			return nil
-		},
-	}
-	pf := cmd.PersistentFlags()
-	pf.StringVar(&socket, "socket", control.DefaultPath, "The agent's control socket.")
-	pf.StringVarP(&output, "output", "o", "text", "Output format: text or json (the answer as one JSON line).")
-
+While paused, gpuwarden_profiling_paused is 1 and no DCGM_FI_PROF_* series is served.`)
 	call := func(cmd *cobra.Command, req control.Request) error {
-		resp, err := control.Call(cmdContext(cmd), socket, req)
-		if err != nil {
-			return fmt.Errorf("profiling %s: %w", req.Op, err)
-		}
-		return printRemediation(cmd.OutOrStdout(), output, resp, "")
+		return c.call(cmd, "profiling", req, "")
 	}
 	pause := &cobra.Command{
 		Use:   "pause DURATION",

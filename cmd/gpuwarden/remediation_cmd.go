@@ -16,37 +16,16 @@ import (
 // newRemediationCmd is the operator's side of the agent's control socket:
 // each subcommand is one request (see remediation/control).
 func newRemediationCmd() *cobra.Command {
-	var socket, output string
-	cmd := &cobra.Command{
-		Use:   "remediation",
-		Short: "Ask the running agent's remediation engine: list rules, acknowledge, reset the breaker, test a rule",
-		Long: `remediation talks to the running agent over its control socket (--socket,
-default ` + control.DefaultPath + `), which only root may use.
-
-  list                          the rules, their ledger and the circuit breaker
+	cmd, c := newControlCmd("remediation",
+		"Ask the running agent's remediation engine: list rules, acknowledge, reset the breaker, test a rule",
+		`  list                          the rules, their ledger and the circuit breaker
   ack                           acknowledge what remediation has done
   reset-breaker                 close an open circuit breaker
   test RULE --event FILE.json   what RULE would do for the event in FILE ("-": stdin)
 
---output json prints the agent's answer as one JSON line.`,
-		Args: cobra.NoArgs,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("--output %q: want text or json", output)
-			}
-			return nil
-		},
-	}
-	pf := cmd.PersistentFlags()
-	pf.StringVar(&socket, "socket", control.DefaultPath, "The agent's control socket.")
-	pf.StringVarP(&output, "output", "o", "text", "Output format: text or json (the answer as one JSON line).")
-
+--output json prints the agent's answer as one JSON line.`)
 	call := func(cmd *cobra.Command, req control.Request, done string) error {
-		resp, err := control.Call(cmdContext(cmd), socket, req)
-		if err != nil {
-			return fmt.Errorf("remediation %s: %w", req.Op, err)
-		}
-		return printRemediation(cmd.OutOrStdout(), output, resp, done)
+		return c.call(cmd, "remediation", req, done)
 	}
 	simple := func(op, short, done string) *cobra.Command {
 		return &cobra.Command{
@@ -141,4 +120,45 @@ func printRemediation(w io.Writer, output string, resp control.Response, done st
 	buf.WriteByte('\n')
 	_, err := buf.WriteTo(w)
 	return err
+}
+
+// controlClient is what every command that talks to the agent's control
+// socket shares: the --socket and --output flags, and one request.
+type controlClient struct {
+	socket, output string
+}
+
+// newControlCmd is such a command, with long naming its subcommands (the
+// socket and its default come first).
+func newControlCmd(name, short, long string) (*cobra.Command, *controlClient) {
+	c := &controlClient{}
+	cmd := &cobra.Command{
+		Use:   name,
+		Short: short,
+		Long: name + ` talks to the running agent over its control socket (--socket,
+default ` + control.DefaultPath + `), which only root may use.
+
+` + long,
+		Args: cobra.NoArgs,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if c.output != "text" && c.output != "json" {
+				return fmt.Errorf("--output %q: want text or json", c.output)
+			}
+			return nil
+		},
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&c.socket, "socket", control.DefaultPath, "The agent's control socket.")
+	pf.StringVarP(&c.output, "output", "o", "text", "Output format: text or json (the answer as one JSON line).")
+	return cmd, c
+}
+
+// call sends one request and prints the answer; done is what to say for
+// an answer without a result.
+func (c *controlClient) call(cmd *cobra.Command, name string, req control.Request, done string) error {
+	resp, err := control.Call(cmdContext(cmd), c.socket, req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", name, req.Op, err)
+	}
+	return printRemediation(cmd.OutOrStdout(), c.output, resp, done)
 }
