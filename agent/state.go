@@ -482,14 +482,14 @@ func (s *State) bound(ev event.Event) event.Event {
 	}
 	cut := false
 	if len(ev.Raw) > MaxEventText {
-		ev.Raw, cut = truncate(ev.Raw, MaxEventText), true
+		ev.Raw, cut = Truncate(ev.Raw, MaxEventText), true
 	}
 	if fieldsTooBig(ev.Fields) {
 		// A new map: the caller's may be shared.
 		fields := make(map[string]string, min(len(ev.Fields), maxFields))
 		for k, v := range ev.Fields {
 			if len(fields) < maxFields && len(k) <= MaxFieldValue {
-				fields[k] = truncate(v, MaxFieldValue)
+				fields[k] = Truncate(v, MaxFieldValue)
 			}
 		}
 		ev.Fields, cut = fields, true
@@ -512,8 +512,9 @@ func fieldsTooBig(fields map[string]string) bool {
 	return false
 }
 
-// truncate cuts s to at most n bytes on a UTF-8 boundary, with a marker.
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes on a UTF-8 boundary, with a marker:
+// how event text is cut wherever it is kept.
+func Truncate(s string, n int) string {
 	const mark = "...[truncated]"
 	if len(s) <= n {
 		return s

@@ -594,9 +594,7 @@ func cause(s Subject) Cause {
 	c := Cause{GPU: s.GPU, Transition: s.Transition}
 	if s.Event != nil {
 		ev := *s.Event
-		if len(ev.Raw) > maxCauseText {
-			ev.Raw = ev.Raw[:maxCauseText] + "...[truncated]"
-		}
+		ev.Raw = agent.Truncate(ev.Raw, maxCauseText)
 		ev.Explanation = "" // the catalog's, not the event's
 		c.Event = &ev
 	}
