@@ -317,7 +317,7 @@ func Load(fs *pflag.FlagSet, file string) (Config, error) {
 		}
 	}
 	if c.GPUCounters != "" {
-		b, err := readConfigFile(c.GPUCounters)
+		b, err := ReadConfigFile(c.GPUCounters)
 		if err == nil {
 			c.counters, err = gpu.ParseCounters(b, c.GPUCounters)
 		}
@@ -331,9 +331,10 @@ func Load(fs *pflag.FlagSet, file string) (Config, error) {
 // Counters is the field selection of collector.gpu.counters, or nil.
 func (c Config) Counters() *gpu.Counters { return c.counters }
 
-// readConfigFile reads an operator's file (it may be a link, as config
-// management makes them), bounded and never a FIFO or device.
-func readConfigFile(path string) ([]byte, error) {
+// ReadConfigFile reads an operator's file: the config file, the counters
+// file (it may be a link, as config management makes them), bounded and
+// never a FIFO or device.
+func ReadConfigFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -425,7 +426,7 @@ func (c Config) validate() error {
 // leaves by their flat, dotted key.
 func readFile(fs *pflag.FlagSet, file string) (map[string]any, error) {
 	values := map[string]any{}
-	b, err := os.ReadFile(file)
+	b, err := ReadConfigFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
