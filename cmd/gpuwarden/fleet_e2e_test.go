@@ -301,10 +301,14 @@ func TestDemoNodeSeriesCountForFleetSizing(t *testing.T) {
 	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "30", "--collector.gpu.interval", "250ms",
 		"--state.dir", t.TempDir(), "--collector.kmsg=false", "--collector.dkms=false")
 	var body string
-	eventually(t, 20*time.Second, "the demo's Xids counted", func() bool {
+	// Counted on a whole node: after the demo's Xids, once the loop has
+	// brought GPU 3 back and every GPU's profiling has warmed up (a lost GPU
+	// or a warming one exports fewer series, which is not what a node has).
+	eventually(t, 40*time.Second, "the demo's Xids counted on a whole node", func() bool {
 		body = a.mustGet(t, "/metrics")
 		_, ok := metricValue(body, "gpuwarden_xid_errors_total", `xid="79"`)
-		return ok
+		lost, _ := metricValue(body, "gpuwarden_gpu_lost", `gpu="3"`)
+		return ok && lost == "0" && strings.Count(body, "\nDCGM_FI_PROF_SM_ACTIVE{") == 10
 	})
 	total, dcgm, perGPU := 0, 0, 0
 	for _, line := range strings.Split(body, "\n") {
