@@ -68,6 +68,9 @@ type NVMLState struct {
 	DriverVersion string `json:"driver_version,omitempty"`
 	Mismatch      bool   `json:"mismatch"`
 	Err           string `json:"error,omitempty"`
+	// NotAsked, when not probed, says why (empty: this build or caller
+	// has no NVML to ask).
+	NotAsked string `json:"not_asked,omitempty"`
 }
 
 // NVMLProbe returns NVML's driver version (nvmlSystemGetDriverVersion), or

@@ -82,6 +82,9 @@ type Config struct {
 	Modules []string
 	// NVML, when set, is asked for NVML's driver version on every pass.
 	NVML NVMLProbe
+	// NVMLNotAsked says why NVML is not asked when NVML is nil (a fixture
+	// root, say); the nvml_version check gives it as its reason.
+	NVMLNotAsked string
 	// Extra checks run after the built-in ones (the GPU checks).
 	Extra []ExtraCheck
 	// Now is the clock (default time.Now); replays and tests pass their own.
@@ -144,6 +147,9 @@ func NewChecker(cfg Config) *Checker {
 func (c *Checker) Check(ctx context.Context) Report {
 	start := c.cfg.Now()
 	f := c.g.Gather(ctx)
+	if c.cfg.NVML == nil {
+		f.NVML.NotAsked = c.cfg.NVMLNotAsked
+	}
 	checks := Evaluate(&f, c.g.IsNVIDIAModule)
 	for _, x := range c.cfg.Extra {
 		checks = append(checks, x(ctx)...)

@@ -361,7 +361,7 @@ func TestStatusPrintsOneRowPerGPU(t *testing.T) {
 func TestStatusEscapesWhatTheAgentSays(t *testing.T) {
 	var b strings.Builder
 	v := agent.GPUsView{GPUs: []agent.GPUView{{Info: gpu.Info{Index: 0, Name: "H100\x1b]0;pwned\x07", PCIBusID: "0000:3b:00.0\x1b[2J"}}}}
-	if err := printStatus(&b, v); err != nil {
+	if err := printStatus(&b, v, false); err != nil {
 		t.Fatal(err)
 	}
 	if strings.ContainsAny(b.String(), "\x1b\x07") || !strings.Contains(b.String(), `0000:3b:00.0\x1b[2J`) {
