@@ -68,6 +68,8 @@ type Config struct {
 	Hostname string
 
 	explicit map[string]bool // keys given by flag, environment or file
+	// fileBytes is the config file as Load read it (see FileBytes).
+	fileBytes []byte
 }
 
 // Setting is one configuration key. Its row is the only place the key, its
@@ -186,6 +188,11 @@ func (s Setting) value(c *Config) any {
 // keys: remediation's rules and hooks, read by package remediation.
 var Sections = []string{"remediation"}
 
+// FileBytes is the config file as Load read it, nil without one. The
+// sections other packages read (remediation's) are parsed from these bytes,
+// so that one load, or one reload, sees one version of the file.
+func (c Config) FileBytes() []byte { return c.fileBytes }
+
 // IsSet says whether key was given explicitly, by flag, environment
 // variable or config file, rather than left at its default.
 func (c Config) IsSet(key string) bool { return c.explicit[key] }
@@ -266,10 +273,11 @@ func Load(fs *pflag.FlagSet, file string) (Config, error) {
 		}
 	}
 	if file != "" {
-		values, err := readFile(fs, file)
+		values, b, err := readFile(fs, file)
 		if err != nil {
 			return Config{}, err
 		}
+		c.fileBytes = b
 		if err := v.MergeConfigMap(values); err != nil {
 			return Config{}, fmt.Errorf("%s: %w", file, err)
 		}
@@ -423,26 +431,26 @@ func (c Config) validate() error {
 
 // readFile reads the config file as YAML and checks every leaf: its key
 // must be one of Settings, its value must parse as its flag's type. It returns the
-// leaves by their flat, dotted key.
-func readFile(fs *pflag.FlagSet, file string) (map[string]any, error) {
+// leaves by their flat, dotted key, and the bytes it read.
+func readFile(fs *pflag.FlagSet, file string) (map[string]any, []byte, error) {
 	values := map[string]any{}
 	b, err := ReadConfigFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, nil, fmt.Errorf("config: %w", err)
 	}
 	var root yaml.Node
 	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
-			return values, nil // an empty file is a valid config
+			return values, b, nil // an empty file is a valid config
 		}
-		return nil, fmt.Errorf("%s: %w", file, err)
+		return nil, nil, fmt.Errorf("%s: %w", file, err)
 	}
 	if len(root.Content) == 0 {
-		return values, nil
+		return values, b, nil
 	}
 	top := root.Content[0]
 	if top.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("%s:%d: the config must be a mapping of keys to values", file, top.Line)
+		return nil, nil, fmt.Errorf("%s:%d: the config must be a mapping of keys to values", file, top.Line)
 	}
 	var errs []error
 	var walk func(prefix string, n *yaml.Node)
@@ -502,9 +510,9 @@ func readFile(fs *pflag.FlagSet, file string) (map[string]any, error) {
 	}
 	walk("", top)
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return values, nil
+	return values, b, nil
 }
 
 // checkValue parses text as f's type without changing f.

@@ -49,7 +49,7 @@ func newRunCmd() *cobra.Command {
 					return err
 				}
 			}
-			rcfg, err := remediation.LoadConfig(configFile)
+			rcfg, err := remediation.ParseConfig(cfg.FileBytes(), configFile)
 			if err != nil {
 				return fmt.Errorf("config: %w", err)
 			}
@@ -185,7 +185,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cmd *cobra.Command, 
 			}
 			// The rules are checked before anything changes: a bad rule
 			// keeps the running rules and the running settings.
-			rcfg, err := remediation.LoadConfig(file)
+			rcfg, err := remediation.ParseConfig(cfg.FileBytes(), file)
 			if err != nil {
 				a.ReloadRefused(err)
 				continue
