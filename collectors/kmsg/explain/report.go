@@ -24,6 +24,7 @@ type finding struct {
 	count     int
 	lines     []string // first few line numbers
 	processes []string // distinct "name (pid N)", first few
+	owners    []string // distinct jobs and pods the events name, first few
 	worst     event.Level
 }
 
@@ -40,12 +41,17 @@ type device struct {
 const (
 	maxListedLines     = 5
 	maxListedProcesses = 5
+	maxListedOwners    = 5
 	maxShownTextBytes  = 400
 	maxShownNameBytes  = 64
 	// maxFindings bounds the findings listed per device: a log of many
 	// distinct DKMS entries is counted past it, not kept.
 	maxFindings = 256
 )
+
+// fieldOwners is the field in which the agent names the Slurm jobs and
+// Kubernetes pods an event hit (agent.FieldOwners), "; "-separated.
+const fieldOwners = "owners"
 
 // maxDevices bounds the devices a report tracks: a log naming more bus
 // ids than a host can have is counted, not kept.
@@ -168,6 +174,11 @@ func (r *Report) Add(ev event.Event) {
 		p = strings.TrimSpace(p)
 		if !slices.Contains(f.processes, p) && len(f.processes) < maxListedProcesses {
 			f.processes = append(f.processes, p)
+		}
+	}
+	for _, o := range strings.Split(ev.Fields[fieldOwners], "; ") {
+		if o = truncate(strings.TrimSpace(o), maxShownNameBytes); o != "" && !slices.Contains(f.owners, o) && len(f.owners) < maxListedOwners {
+			f.owners = append(f.owners, o)
 		}
 	}
 }
@@ -359,6 +370,9 @@ func writeFinding(b *strings.Builder, f *finding, paint Colours) {
 	}
 	if len(f.processes) > 0 {
 		fmt.Fprintf(b, "    processes:     %s\n", Printable(strings.Join(f.processes, ", ")))
+	}
+	if len(f.owners) > 0 {
+		fmt.Fprintf(b, "    whose work:    %s\n", Printable(strings.Join(f.owners, "; ")))
 	}
 	if ev.Explanation != "" {
 		fmt.Fprintf(b, "    what it means: %s\n", ev.Explanation)
