@@ -372,7 +372,7 @@ func writeFinding(b *strings.Builder, f *finding, paint Colours) {
 		fmt.Fprintf(b, "    processes:     %s\n", Printable(strings.Join(f.processes, ", ")))
 	}
 	if len(f.owners) > 0 {
-		fmt.Fprintf(b, "    whose work:    %s\n", Printable(strings.Join(f.owners, "; ")))
+		fmt.Fprintf(b, "    owners:        %s\n", Printable(strings.Join(f.owners, "; ")))
 	}
 	if ev.Explanation != "" {
 		fmt.Fprintf(b, "    what it means: %s\n", ev.Explanation)
