@@ -139,3 +139,42 @@ func TestScenarioRefusesImpossibleEBPFEntries(t *testing.T) {
 		}
 	}
 }
+
+// The demo's eBPF records: an NVIDIA module load, the tracepoint's copy of
+// the AER the kernel log prints for GPU 4 (the same device and severity,
+// so the agent joins them), and the OOM kill of the Slurm job's GPU
+// process, which the simulated node attributes to the job.
+func TestTheDemoScenarioHasTheEBPFIncidents(t *testing.T) {
+	sc := demoScenario(t)
+	tr, err := RecordScenario(sc, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []ebpf.Record
+	var kernelAER string
+	for _, r := range tr.Records {
+		if r.EBPF != nil {
+			got, err := ebpf.DecodeTrace(r.EBPF.Raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, got)
+		}
+		if strings.Contains(r.Kmsg, "PCIe Bus Error") {
+			kernelAER = r.Kmsg
+		}
+	}
+	if len(recs) != 3 {
+		t.Fatalf("%d eBPF records in the demo, want 3", len(recs))
+	}
+	if recs[0].Kind != ebpf.RecordModuleLoad || recs[0].Name != "nvidia" {
+		t.Errorf("first record %+v, want the nvidia module load", recs[0])
+	}
+	if aer := recs[1]; aer.Kind != ebpf.RecordAER || !strings.Contains(kernelAER, "nvidia "+aer.Name+": PCIe Bus Error: severity=Corrected") {
+		t.Errorf("the tracepoint's AER %+v is not the kernel log's %q", aer, kernelAER)
+	}
+	sim := NewSimulation(sc)
+	if oom := recs[2]; oom.Kind != ebpf.RecordOOM || sim.Owner(oom.PID).SlurmJob != "4242" {
+		t.Errorf("the OOM victim %+v is not the demo job's process", oom)
+	}
+}
