@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,7 +27,8 @@ import (
 //     mismatch clears when the load replays;
 //   - the OOM kill of the demo job's GPU process names the job, is a GPU
 //     process, and is counted in gpuwarden_oom_kills_total;
-//   - status shows whose work is on each GPU.
+//   - status shows whose work is on each GPU, and explain --agent whose
+//     work the OOM kill hit.
 func TestAReplayedTracesEBPFRecordsReachTheAgent(t *testing.T) {
 	dir := t.TempDir()
 	trace := filepath.Join(dir, "ebpf.trace.jsonl")
@@ -103,7 +105,25 @@ func TestAReplayedTracesEBPFRecordsReachTheAgent(t *testing.T) {
 		t.Errorf("gpuwarden_oom_kills_total = %q, want the trace's kill counted", v)
 	}
 
-	out, _ := exec.Command(gpuwardenBinary(t), "status", "--agent", a.addr).Output()
+	// explain on the agent's events says whose work each hit: the OOM
+	// kill names the job (it names no GPU: the host section).
+	// It exits 2: the driver checks' critical finding is among the events.
+	out, err := exec.Command(gpuwardenBinary(t), "explain", "--agent", a.addr).Output()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("explain --agent: %v, want exit 2 (critical)\n%s", err, out)
+	}
+	host := ""
+	if i := strings.Index(string(out), "\nHost (events that name no device)"); i >= 0 {
+		host = string(out)[i:]
+	}
+	if !strings.Contains(string(out), "events from the agent at http://"+a.addr) || !strings.Contains(string(out), "\nGPU 0000:3a:00.0 (GPU-") ||
+		!strings.Contains(string(out), "  - finding driver_loaded [ok]") || !strings.Contains(host, "oom_kill OOM_KILL") ||
+		!strings.Contains(host, "    owners:        slurm job 4242.0 (demo)\n") {
+		t.Errorf("explain --agent does not name the OOM kill's job:\n%s", out)
+	}
+
+	out, _ = exec.Command(gpuwardenBinary(t), "status", "--agent", a.addr).Output()
 	lines := strings.Split(string(out), "\n")
 	if len(lines) < 4 || !strings.Contains(lines[0], "OWNERS") || !strings.Contains(lines[1], "slurm job 4242.0 (demo)") ||
 		!strings.Contains(lines[2], "slurm job 4242.0 (demo)") || strings.Contains(lines[3], "slurm") {

@@ -357,3 +357,36 @@ func TestAReportNamesWhoseWorkAnEventHit(t *testing.T) {
 		t.Errorf("the OOM kill does not name its job:\n%s", out)
 	}
 }
+
+// A report of an agent's events says where they came from, lists the GPU an
+// event located as a GPU, keeps the driver checks' findings apart, and
+// shows no line numbers the events do not have.
+func TestAReportOfAnAgentsEvents(t *testing.T) {
+	finding := func(check string, lvl event.Level) event.Event {
+		return event.Event{Kind: "finding", Mnemonic: check, GPU: event.GPURef{Index: -1}, Severity: lvl, Raw: check}
+	}
+	evs := []event.Event{
+		{Kind: event.KindAER, GPU: event.GPURef{Index: 2, PCIBusID: "0000:3a:00.0", UUID: "GPU-2"}, Severity: event.Warning, Raw: "ras/aer_event"},
+		finding("driver_library_mismatch", event.Critical),
+		finding("reboot_pending", event.Warning),
+	}
+	r := NewReport()
+	r.From("the agent at http://h:9400")
+	for _, ev := range evs {
+		r.Add(ev)
+	}
+	var b strings.Builder
+	if err := r.Write(&b, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"gpuwarden explain: 3 events from the agent at http://h:9400, 1 devices named.", "\nGPU 0000:3a:00.0 (GPU-2): warning",
+		"  - finding driver_library_mismatch [critical], once\n", "  - finding reboot_pending [warning], once\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "line") || !strings.Contains(out, "\nHost (events that name no device): critical") {
+		t.Errorf("line numbers the events do not have:\n%s", out)
+	}
+}

@@ -70,8 +70,14 @@ type Report struct {
 	// NVML's "NVML library version:", the kernel's API mismatch "client".
 	libraryVersions []string
 	events          int
-	dropped         int // events of devices past maxDevices
+	dropped         int    // events of devices past maxDevices
+	from            string // where the events came from, when not lines read
 }
+
+// From says where the events came from when they are not lines of a log
+// ("the agent at http://..."): the report's first line names it instead
+// of a count of lines read.
+func (r *Report) From(where string) { r.from = where }
 
 // NewReport returns an empty report.
 func NewReport() *Report { return &Report{devs: map[string]*device{}} }
@@ -105,6 +111,14 @@ func (r *Report) Add(ev event.Event) {
 	if d == nil {
 		r.dropped++
 		return
+	}
+	// An event from the agent names the GPU it located (the kernel log's
+	// name a bus id only).
+	if ev.GPU.Index >= 0 && ev.GPU.PCIBusID != "" {
+		d.isGPU = true
+		if d.uuid == "" {
+			d.uuid = ev.GPU.UUID
+		}
 	}
 	switch ev.Kind {
 	case event.KindGPUIdentity:
@@ -163,8 +177,8 @@ func (r *Report) Add(ev event.Event) {
 	}
 	f.count++
 	f.worst = event.Worse(f.worst, ev.Severity)
-	if len(f.lines) < maxListedLines {
-		f.lines = append(f.lines, ev.Fields[FieldLine])
+	if l := ev.Fields[FieldLine]; l != "" && len(f.lines) < maxListedLines {
+		f.lines = append(f.lines, l)
 	}
 	if name := ev.Fields[kmsg.FieldProcessName]; name != "" || ev.Fields[kmsg.FieldPID] != "" {
 		p := truncate(name, maxShownNameBytes)
@@ -203,8 +217,13 @@ func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
 		nDevices--
 	}
 	paint := r.Colours
-	fmt.Fprintf(b, "gpuwarden explain: %d lines read, %d events, %d devices named. Overall: %s.\n",
-		linesRead, r.events, nDevices, paint.Level(r.Level(), r.Level().String()))
+	if r.from != "" {
+		fmt.Fprintf(b, "gpuwarden explain: %d events from %s, %d devices named. Overall: %s.\n",
+			r.events, Printable(r.from), nDevices, paint.Level(r.Level(), r.Level().String()))
+	} else {
+		fmt.Fprintf(b, "gpuwarden explain: %d lines read, %d events, %d devices named. Overall: %s.\n",
+			linesRead, r.events, nDevices, paint.Level(r.Level(), r.Level().String()))
+	}
 	if readErr != nil {
 		fmt.Fprintf(b, "The input ended early after line %d (%s): this report is of everything before that.\n", linesRead, Printable(readErr.Error()))
 	}
@@ -224,6 +243,8 @@ func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
 		}
 		b.WriteString("\n")
 		switch {
+		case bus == "" && r.from != "":
+			b.WriteString("Host (events that name no device)")
 		case bus == "":
 			b.WriteString("Host (lines that name no device)")
 		case d.isGPU:
@@ -363,7 +384,11 @@ func writeFinding(b *strings.Builder, f *finding, paint Colours) {
 	if f.count > 1 {
 		times = strconv.Itoa(f.count) + " times"
 	}
-	fmt.Fprintf(b, "  - %s [%s], %s (line %s)\n", Printable(title), paint.Level(f.worst, f.worst.String()), times, strings.Join(f.lines, ", "))
+	where := ""
+	if len(f.lines) > 0 {
+		where = " (line " + strings.Join(f.lines, ", ") + ")"
+	}
+	fmt.Fprintf(b, "  - %s [%s], %s%s\n", Printable(title), paint.Level(f.worst, f.worst.String()), times, where)
 	fmt.Fprintf(b, "    what happened: %s\n", Printable(truncate(strings.TrimSpace(ev.Raw), maxShownTextBytes)))
 	if ev.Fields[FieldLenient] == "true" {
 		fmt.Fprintf(b, "    note:          accepted leniently: the address is redacted; the agent would refuse this line\n")
