@@ -2,6 +2,7 @@ package replay
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"os"
@@ -176,5 +177,44 @@ func TestTheDemoScenarioHasTheEBPFIncidents(t *testing.T) {
 	sim := NewSimulation(sc)
 	if oom := recs[2]; oom.Kind != ebpf.RecordOOM || sim.Owner(oom.PID).SlurmJob != "4242" {
 		t.Errorf("the OOM victim %+v is not the demo job's process", oom)
+	}
+}
+
+// A live recording keeps the eBPF records that arrive while it runs
+// (ebpf.Capture's), with their memcg, and a trace with them reads back:
+// a capture that ends early leaves the rest of the recording as it was.
+func TestLiveRecordingKeepsEBPFRecords(t *testing.T) {
+	sim := NewSimulation(demoScenario(t))
+	bpf := make(chan ebpf.Captured, 2)
+	oom := ebpf.Record{Kind: ebpf.RecordOOM, PID: 4242, Comm: "python3", CgroupID: 12, Name: "step_0"}.EncodeTrace()
+	bpf <- ebpf.Captured{Raw: oom, Memcg: "/slurm/uid_0/job_1/step_0"}
+	close(bpf)
+	tr, err := RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 300*time.Millisecond, nil, bpf, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := tr.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Read(&buf, "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []*EBPFRecord
+	rounds := 0
+	for _, r := range back.Records {
+		if r.EBPF != nil {
+			kept = append(kept, r.EBPF)
+		}
+		if r.GPU != nil && *r.GPU == 0 {
+			rounds++
+		}
+	}
+	if len(kept) != 1 || !bytes.Equal(kept[0].Raw, oom) || kept[0].Memcg != "/slurm/uid_0/job_1/step_0" || kept[0].Layout != ebpf.Layout {
+		t.Errorf("eBPF records kept: %+v", kept)
+	}
+	if rounds == 0 {
+		t.Error("no GPU rounds recorded")
 	}
 }
