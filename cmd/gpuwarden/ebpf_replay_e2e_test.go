@@ -118,7 +118,7 @@ func TestAReplayedTracesEBPFRecordsReachTheAgent(t *testing.T) {
 		host = string(out)[i:]
 	}
 	if !strings.Contains(string(out), "events from the agent at http://"+a.addr) || !strings.Contains(string(out), "\nGPU 0000:3a:00.0 (GPU-") ||
-		!strings.Contains(string(out), "  - finding driver_loaded [ok]") || !strings.Contains(host, "oom_kill OOM_KILL") ||
+		!strings.Contains(string(out), "  - driver_loaded [ok]") || !strings.Contains(host, "oom_kill OOM_KILL") ||
 		!strings.Contains(host, "    owners:        slurm job 4242.0 (demo)\n") {
 		t.Errorf("explain --agent does not name the OOM kill's job:\n%s", out)
 	}

@@ -381,7 +381,7 @@ func TestAReportOfAnAgentsEvents(t *testing.T) {
 	}
 	out := b.String()
 	for _, want := range []string{"gpuwarden explain: 3 events from the agent at http://h:9400, 1 devices named.", "\nGPU 0000:3a:00.0 (GPU-2): warning",
-		"  - finding driver_library_mismatch [critical], once\n", "  - finding reboot_pending [warning], once\n"} {
+		"  - driver_library_mismatch [critical], once\n", "  - reboot_pending [warning], once\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}
