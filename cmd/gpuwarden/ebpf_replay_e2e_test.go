@@ -47,8 +47,8 @@ func TestAReplayedTracesEBPFRecordsReachTheAgent(t *testing.T) {
 		v, _ := metricValue(a.mustGet(t, "/metrics"), "gpuwarden_check_status", `check="driver_library_mismatch"`)
 		return v
 	}
-	// The trace's module load is at 6 s.
-	eventually(t, 5*time.Second, "the first check finds the old module loaded", func() bool { return mismatch() == "2" })
+	// The trace's module load is at 8 s.
+	eventually(t, 7*time.Second, "the first check finds the old module loaded", func() bool { return mismatch() == "2" })
 	version := filepath.Join(root, "proc/driver/nvidia/version")
 	b, err := os.ReadFile(version)
 	if err != nil {
@@ -77,7 +77,7 @@ func TestAReplayedTracesEBPFRecordsReachTheAgent(t *testing.T) {
 		oom.Fields["memcg"] != "/slurm/uid_1000/job_4242/step_0" || oom.Fields["process_name"] != "python3" {
 		t.Errorf("oom_kill event: source %q fields %v", oom.Source, oom.Fields)
 	}
-	// The OOM kill is at 7 s, the module load at 6 s: the triggered pass
+	// The OOM kill is at 9 s, the module load at 8 s: the triggered pass
 	// has had a second.
 	eventually(t, 3*time.Second, "the module load re-ran the driver checks", func() bool { return mismatch() == "0" })
 	if !strings.Contains(a.log.String(), `msg="NVIDIA driver module event: checking the driver now" kind=driver_loaded source=ebpf module=nvidia`) {

@@ -96,7 +96,7 @@ func TestScenarioEBPFEntriesReplayAsRingBufferRecords(t *testing.T) {
 	if len(recs) != 0 {
 		t.Fatalf("%d records before their time", len(recs))
 	}
-	step(10 * time.Second)
+	step(12 * time.Second)
 	if len(recs) != 3 {
 		t.Fatalf("%d records, want the scenario's 3: %+v", len(recs), recs)
 	}
@@ -113,8 +113,8 @@ func TestScenarioEBPFEntriesReplayAsRingBufferRecords(t *testing.T) {
 	if recs[2].memcg != "/slurm/uid_1000/job_4242/step_0" || recs[0].memcg != "" {
 		t.Errorf("memcg %q and %q", recs[2].memcg, recs[0].memcg)
 	}
-	if oom.Boottime != 7*time.Second {
-		t.Errorf("oom stamped %v, want the scenario's 7s", oom.Boottime)
+	if oom.Boottime != 9*time.Second {
+		t.Errorf("oom stamped %v, want the scenario's 9s", oom.Boottime)
 	}
 }
 
