@@ -3,6 +3,7 @@ package agent
 import (
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gpuwarden/gpuwarden/collectors/attribution"
@@ -66,16 +67,28 @@ const maxNamedOwners = 4
 
 // withOwners names, in an event about a GPU, the jobs and pods that were
 // on it (field "owners"): an Xid on GPU 3 says whose work it hit, in
-// /v1/events and in a remediation hook's JSON.
+// /v1/events and in a remediation hook's JSON. An OOM kill names no GPU:
+// when its victim was a GPU process, it names the job or pod the victim
+// belonged to, as the GPUs' latest round listed it.
 func (s *State) withOwners(ev event.Event) event.Event {
-	if ev.GPU.Index < 0 || ev.GPU.Index >= len(s.gpus) {
-		return ev
-	}
 	var names []string
-	for _, p := range s.gpus[ev.GPU.Index].Processes {
-		if n := p.Owner.String(); n != "" && !slices.Contains(names, n) && len(names) < maxNamedOwners {
-			names = append(names, n)
+	switch {
+	case ev.GPU.Index >= 0 && ev.GPU.Index < len(s.gpus):
+		names = ownersOn(s.gpus[ev.GPU.Index].Processes)
+	case ev.Kind == event.KindOOMKill:
+		pid, err := strconv.ParseUint(ev.Fields[fieldPID], 10, 32)
+		if err != nil {
+			return ev
 		}
+		var victim []ProcessState
+		for _, g := range s.gpus {
+			for _, p := range g.Processes {
+				if uint64(p.PID) == pid {
+					victim = append(victim, p)
+				}
+			}
+		}
+		names = ownersOn(victim)
 	}
 	if len(names) == 0 {
 		return ev
@@ -85,6 +98,21 @@ func (s *State) withOwners(ev event.Event) event.Event {
 	fields[FieldOwners] = strings.Join(names, "; ")
 	ev.Fields = fields
 	return ev
+}
+
+// fieldPID is the field an event names its process in (kmsg.FieldPID).
+const fieldPID = "pid"
+
+// ownersOn names the jobs and pods on a GPU as an event names them (at most
+// maxNamedOwners).
+func ownersOn(ps []ProcessState) []string {
+	var names []string
+	for _, p := range ps {
+		if n := p.Owner.String(); n != "" && !slices.Contains(names, n) && len(names) < maxNamedOwners {
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 // FieldOwners is the event field naming the jobs and pods on the GPU.

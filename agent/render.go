@@ -383,6 +383,9 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 	writeSourceStats(b, s.SourceStats)
 	family(b, "gpuwarden_events_truncated_total", "Events whose text or fields were cut to gpuwarden's size limits (8 KiB of text, 1 KiB a field).", "counter")
 	sample(b, "gpuwarden_events_truncated_total", "", float64(s.TruncatedEvents))
+	family(b, "gpuwarden_events_joined_total", "Second reports of one error from another source, joined into the event of the first (an Xid from the kernel log and NVML, a PCIe AER from the kernel log and the eBPF tracepoint), by kind.", "counter")
+	sample(b, "gpuwarden_events_joined_total", labelSet("kind", "aer"), float64(s.JoinedAER))
+	sample(b, "gpuwarden_events_joined_total", labelSet("kind", "xid"), float64(s.JoinedXid))
 	if len(s.Subscribers) > 0 {
 		family(b, "gpuwarden_subscriber_notices_total", "Events and health changes queued for a subscriber (remediation), by subscriber.", "counter")
 		for _, sub := range s.Subscribers {

@@ -36,8 +36,12 @@ type Snapshot struct {
 	EventCounts map[EventKey]uint64
 	// TruncatedEvents counts events whose text was cut to MaxEventText.
 	TruncatedEvents uint64
-	Subscribers     []SubscriberStats
-	fieldMask       []bool // fields exported, from a counters file; nil: all
+	// JoinedXid and JoinedAER count second reports of one error from
+	// another source (an Xid from the kernel log and NVML, an AER from the
+	// kernel log and the eBPF tracepoint), joined into the first's event.
+	JoinedXid, JoinedAER uint64
+	Subscribers          []SubscriberStats
+	fieldMask            []bool // fields exported, from a counters file; nil: all
 	// SourceStats are the sources' own series, by source name.
 	SourceStats []SourceStats
 
@@ -138,6 +142,8 @@ type State struct {
 	ring       *EventRing
 	hostSticky []event.Event // events that weigh on the host rather than one GPU
 	truncated  uint64        // events whose text or fields were cut to the limits
+	joinedXid  uint64        // second-source reports joined into an event
+	joinedAER  uint64
 	subs       []*Subscription
 	attr       *attribution.Reader          // nil: processes are not attributed (a replay)
 	jobLabel   bool                         // GPU series carry hpc_job
@@ -398,6 +404,7 @@ func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
 		k := xidKey{gpu: ev.GPU.Index, xid: ev.Code}
 		if last, ok := s.lastXid[k]; ok && last.source != ev.Source && absDuration(s.clock().Sub(last.at)) < xidDedupWindow {
 			delete(s.lastXid, k) // matched: the next report is a new error
+			s.joinedXid++
 			return ev, false
 		}
 		s.lastXid[k] = xidSeen{at: s.clock(), source: ev.Source}
@@ -409,6 +416,7 @@ func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
 		k := aerKey{bus: gpu.ShortBusID(ev.GPU.PCIBusID), severity: ev.Fields[aerSeverityField]}
 		if last, ok := s.lastAER[k]; ok && last.source != ev.Source && absDuration(ev.Time.Sub(last.at)) < aerDedupWindow {
 			delete(s.lastAER, k)
+			s.joinedAER++
 			return ev, false
 		}
 		if len(s.lastAER) > 4096 {
@@ -672,6 +680,7 @@ func (s *State) publish() {
 	}
 	snap.Health = host
 	snap.TruncatedEvents = s.truncated
+	snap.JoinedXid, snap.JoinedAER = s.joinedXid, s.joinedAER
 	snap.fieldMask = s.fieldMask
 	s.transitions(snap)
 	for _, sub := range s.subs {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -99,7 +100,15 @@ func newRunCmd() *cobra.Command {
 // this host.
 func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log *slog.Logger) (*agent.Agent, error) {
 	feed := replay.NewKernelFeed(log)
-	opts := replay.PlayerOptions{Speed: cfg.ReplaySpeed, Loop: cfg.ReplayLoop, Kmsg: feed.Push}
+	// The trace's eBPF records go to the eBPF source, when it runs: it
+	// decodes them as it decodes its ring buffer's.
+	var bpf atomic.Pointer[ebpf.Source]
+	opts := replay.PlayerOptions{Speed: cfg.ReplaySpeed, Loop: cfg.ReplayLoop, Kmsg: feed.Push,
+		EBPF: func(raw []byte, memcg string) {
+			if s := bpf.Load(); s != nil {
+				s.Push(raw, memcg)
+			}
+		}}
 	lib, player, err := backendLibrary(cfg.Backend, trace, opts, log)
 	if err != nil {
 		return nil, err
@@ -110,7 +119,6 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 			<-ctx.Done()
 			player.Close() // releases a sample blocked in a replayed hang
 		}()
-		go player.Run(ctx)
 		a.AddSource("replay_kmsg", feed)
 	}
 	env := source.Env{Paths: hostPaths(cfg), StateDir: cfg.StateDir, Replay: cfg.Backend == "replay", Setting: cfg.Get, Log: log}
@@ -126,8 +134,19 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 		if d, ok := s.(*dkms.Source); ok {
 			w := d
 			a.OnReload(func(c agent.Config) { w.SetInterval(c.DKMSInterval) })
-			a.Go(func(ctx context.Context) { recheckOnModuleEvents(ctx, a.State(), w) })
+			a.Go(func(ctx context.Context) { recheckOnModuleEvents(ctx, a.State(), w, log) })
 		}
+		if e, ok := s.(*ebpf.Source); ok && player != nil {
+			bpf.Store(e)
+		}
+	}
+	if player != nil {
+		if n := countEBPF(trace); n > 0 && bpf.Load() == nil {
+			log.Info("the trace's eBPF records are not played: the ebpf source is off in a replay unless named", "records", n, "fix", "--collector.ebpf")
+		}
+		// Started once every source that takes the trace's records is in
+		// place, so that none of them is missed.
+		go player.Run(ctx)
 	}
 	// gpuwarden_profiling_paused, whichever source (if any) serves profiling.
 	a.Go(func(ctx context.Context) {
@@ -139,7 +158,7 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 // recheckOnModuleEvents runs the DKMS checks at once when an NVIDIA module
 // is loaded or removed (the eBPF source sees both), instead of at the next
 // timer tick or file change.
-func recheckOnModuleEvents(ctx context.Context, state *agent.State, d *dkms.Source) {
+func recheckOnModuleEvents(ctx context.Context, state *agent.State, d *dkms.Source, log *slog.Logger) {
 	sub := state.Subscribe("dkms-recheck", 64)
 	defer sub.Close()
 	for {
@@ -148,10 +167,24 @@ func recheckOnModuleEvents(ctx context.Context, state *agent.State, d *dkms.Sour
 			return
 		case n := <-sub.C():
 			if n.Event != nil && (n.Event.Kind == event.KindDriverLoaded || n.Event.Kind == ebpf.KindDriverUnloaded) {
+				log.Info("NVIDIA driver module event: checking the driver now", "kind", string(n.Event.Kind), "source", n.Event.Source, "module", n.Event.Fields[ebpf.FieldModule])
 				d.CheckNow()
 			}
 		}
 	}
+}
+
+// countEBPF is the number of eBPF records in trace.
+func countEBPF(trace *replay.Trace) int {
+	n := 0
+	if trace != nil {
+		for i := range trace.Records {
+			if trace.Records[i].EBPF != nil {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // hostPaths is the one view of --path.rootfs, --path.procfs and

@@ -150,7 +150,7 @@ func printStatus(w io.Writer, v agent.GPUsView, paint explain.Colours) error {
 	// Everything in the view came from an agent or a trace: each cell is
 	// made printable, and only then is the last (HEALTH) cell painted.
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "GPU\tMODEL\tBUS\tTEMP\tPOWER\tUTIL\tMEMORY\tHEALTH\n")
+	fmt.Fprintf(tw, "GPU\tMODEL\tBUS\tTEMP\tPOWER\tUTIL\tMEMORY\tOWNERS\tHEALTH\n")
 	for _, g := range v.GPUs {
 		val := func(name, format string, scale float64) string {
 			x, ok := g.Values[name]
@@ -173,9 +173,15 @@ func printStatus(w io.Writer, v agent.GPUsView, paint explain.Colours) error {
 			health = "LOST: " + health
 			level = event.Worse(level, event.Critical)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Index, explain.Printable(g.Name), explain.Printable(g.PCIBusID),
+		// Whose work is on the GPU: the Slurm jobs and pods of its
+		// processes, as its events name them.
+		owners := "-"
+		if len(g.Owners) > 0 {
+			owners = strings.Join(g.Owners, "; ")
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Index, explain.Printable(g.Name), explain.Printable(g.PCIBusID),
 			val("DCGM_FI_DEV_GPU_TEMP", "%.0f C", 1), val("DCGM_FI_DEV_POWER_USAGE", "%.0f W", 1),
-			val("DCGM_FI_DEV_GPU_UTIL", "%.0f %%", 1), mem, paint.Level(level, explain.Printable(health)))
+			val("DCGM_FI_DEV_GPU_UTIL", "%.0f %%", 1), mem, explain.Printable(owners), paint.Level(level, explain.Printable(health)))
 	}
 	if len(v.GPUs) == 0 {
 		fmt.Fprintln(tw, "no GPUs")

@@ -23,6 +23,11 @@ type PlayerOptions struct {
 	// message it becomes to kmsg.MaxMessageBytes. It is called with the
 	// player's lock held: it must not block or call the player.
 	Kmsg func(raw string)
+	// EBPF receives each eBPF record as its time comes: the record as the
+	// trace keeps it (validated on read: ebpf.Layout, ebpf.RecordSize
+	// bytes) and the memory cgroup path the trace gives it. The same rules
+	// as Kmsg: called with the lock held, it must not block.
+	EBPF func(raw []byte, memcg string)
 }
 
 // Player plays a trace as an NVML library.
@@ -124,6 +129,10 @@ func (p *Player) apply(r *Record) {
 	case r.Kmsg != "":
 		if p.opts.Kmsg != nil {
 			p.opts.Kmsg(r.Kmsg)
+		}
+	case r.EBPF != nil:
+		if p.opts.EBPF != nil {
+			p.opts.EBPF(r.EBPF.Raw, r.EBPF.Memcg)
 		}
 	case r.HangS != 0:
 		end := r.T + r.HangS

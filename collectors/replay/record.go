@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/collectors/attribution"
+	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 )
 
@@ -25,6 +26,7 @@ func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
 	defer col.Close()
 	kmsgSeq := uint64(1000)
 	nextKmsg := 0
+	nextBPF := 0
 	hangs := 0
 	for t := 0.0; t < sc.Duration; t += sc.Interval {
 		now = time.Unix(0, 0).UTC().Add(time.Duration(t * float64(time.Second)))
@@ -46,6 +48,11 @@ func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
 			rec.Kmsg(k.At, fmt.Sprintf("%d,%d,%d,-;%s", pri, kmsgSeq, int64(k.At*1e6), text))
 			kmsgSeq++
 		}
+		for ; nextBPF < len(sc.EBPF) && sc.EBPF[nextBPF].At < t+sc.Interval; nextBPF++ {
+			e := sc.EBPF[nextBPF]
+			r, memcg := e.record(sim.BusID(e.GPU))
+			rec.EBPF(e.At, r.EncodeTrace(), memcg)
+		}
 		for ; hangs < len(sc.Hangs) && sc.Hangs[hangs].At < t+sc.Interval; hangs++ {
 			h := sc.Hangs[hangs]
 			rec.Hang(h.At, h.GPU, h.Seconds)
@@ -56,8 +63,9 @@ func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
 
 // RecordLive samples lib every interval for duration and returns the trace.
 // Kernel-log records (in /dev/kmsg's format) that arrive on kernel while it
-// records are kept at their arrival time; kernel may be nil.
-func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Duration, kernel <-chan string, log *slog.Logger) (*Trace, error) {
+// records are kept at their arrival time, and so are the eBPF source's
+// records that arrive on bpf (ebpf.Capture); either may be nil.
+func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Duration, kernel <-chan string, bpf <-chan ebpf.Captured, log *slog.Logger) (*Trace, error) {
 	rec := NewRecorder(lib)
 	// Whose each GPU process is, from this host's /proc, kept in the trace.
 	proc := attribution.Reader{}
@@ -75,6 +83,12 @@ func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Du
 			select {
 			case raw := <-kernel:
 				rec.Kmsg(time.Since(start).Seconds(), raw)
+			case c, ok := <-bpf:
+				if !ok {
+					bpf = nil // capture ended: nothing more to keep
+					continue
+				}
+				rec.EBPF(time.Since(start).Seconds(), c.Raw, c.Memcg)
 			default:
 				return
 			}

@@ -82,7 +82,7 @@ func TestLiveRecordingKeepsKernelRecords(t *testing.T) {
 	kernel := make(chan string, 4)
 	const line = "3,77,123456,-;NVRM: Xid (PCI:0000:18:00): 13, pid=1, name=x, Graphics Exception"
 	kernel <- line
-	tr, err := RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 300*time.Millisecond, kernel, quiet)
+	tr, err := RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 300*time.Millisecond, kernel, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/gpuwarden/gpuwarden/collectors/attribution"
+	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 )
 
@@ -72,6 +73,15 @@ func (r *Recorder) Kmsg(t float64, raw string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.records = append(r.records, Record{T: t, Kmsg: raw})
+}
+
+// EBPF records an eBPF ring-buffer record at t seconds: raw in the trace's
+// layout (ebpf.Record.EncodeTrace), memcg the victim's memory cgroup path
+// where known.
+func (r *Recorder) EBPF(t float64, raw []byte, memcg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, Record{T: t, EBPF: &EBPFRecord{Layout: ebpf.Layout, Raw: append([]byte(nil), raw...), Memcg: memcg}})
 }
 
 // Hang records an NVML hang at t seconds (gpuIndex -1: every call).

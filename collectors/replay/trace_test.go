@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
 )
 
 const goodHeader = `{"format":"gpuwarden-trace","version":1,"duration_s":10,"gpus":[{"index":0,"uuid":"GPU-0","name":"H100","pci_bus_id":"00000000:18:00.0","minor":0}]}`
@@ -101,6 +103,12 @@ func TestDemoTraceIsReproducibleFromItsScenario(t *testing.T) {
 func FuzzTraceRead(f *testing.F) {
 	f.Add([]byte(goodHeader + "\n{\"t\":1,\"gpu\":0,\"nvml\":{\"GetPowerUsage()\":{\"v\":71000}}}\n{\"t\":2,\"kmsg\":\"3,1,2,-;NVRM: Xid\"}\n{\"t\":3,\"hang_s\":-1}\n"))
 	f.Add([]byte(goodHeader))
+	// eBPF records: good ones of each kind, and one of another layout.
+	f.Add([]byte(goodHeader + "\n" +
+		ebpfLine(1, ebpf.Layout, ebpf.Record{Kind: ebpf.RecordOOM, PID: 31337, Comm: "python3", CgroupID: 7, Name: "step_0"}.EncodeTrace(), "/slurm/uid_1000/job_4242/step_0") + "\n" +
+		ebpfLine(2, ebpf.Layout, ebpf.Record{Kind: ebpf.RecordAER, Name: "0000:18:00.0", Severity: 1, Status: 0x20}.EncodeTrace(), "") + "\n" +
+		ebpfLine(3, ebpf.Layout, ebpf.Record{Kind: ebpf.RecordModuleFree, Name: "nvidia_uvm"}.EncodeTrace(), "") + "\n" +
+		ebpfLine(4, ebpf.Layout+1, ebpf.Record{Kind: ebpf.RecordModuleLoad, Name: "nvidia"}.EncodeTrace(), "") + "\n"))
 	f.Add([]byte("\x1f\x8b\x08\x00"))
 	if b, err := os.ReadFile("demo/traces/dgx-h100-demo.trace.jsonl.gz"); err == nil {
 		zr, _ := gzip.NewReader(bytes.NewReader(b))
@@ -114,7 +122,12 @@ func FuzzTraceRead(f *testing.F) {
 			return
 		}
 		// What was accepted must play without panicking.
-		p := NewPlayer(tr, PlayerOptions{Speed: 1e6})
+		// eBPF records reach the source's decoder, which must take them.
+		p := NewPlayer(tr, PlayerOptions{Speed: 1e6, EBPF: func(raw []byte, _ string) {
+			if _, err := ebpf.DecodeTrace(raw); err != nil {
+				t.Fatalf("a record accepted on read does not decode: %v", err)
+			}
+		}})
 		// Closed first: a call into a recorded hang returns at once instead
 		// of blocking the fuzzer; every other call is answered as usual.
 		p.Close()

@@ -24,6 +24,7 @@ type finding struct {
 	count     int
 	lines     []string // first few line numbers
 	processes []string // distinct "name (pid N)", first few
+	owners    []string // distinct jobs and pods the events name, first few
 	worst     event.Level
 }
 
@@ -40,12 +41,17 @@ type device struct {
 const (
 	maxListedLines     = 5
 	maxListedProcesses = 5
+	maxListedOwners    = 5
 	maxShownTextBytes  = 400
 	maxShownNameBytes  = 64
 	// maxFindings bounds the findings listed per device: a log of many
 	// distinct DKMS entries is counted past it, not kept.
 	maxFindings = 256
 )
+
+// fieldOwners is the field in which the agent names the Slurm jobs and
+// Kubernetes pods an event hit (agent.FieldOwners), "; "-separated.
+const fieldOwners = "owners"
 
 // maxDevices bounds the devices a report tracks: a log naming more bus
 // ids than a host can have is counted, not kept.
@@ -64,8 +70,14 @@ type Report struct {
 	// NVML's "NVML library version:", the kernel's API mismatch "client".
 	libraryVersions []string
 	events          int
-	dropped         int // events of devices past maxDevices
+	dropped         int    // events of devices past maxDevices
+	from            string // where the events came from, when not lines read
 }
+
+// From says where the events came from when they are not lines of a log
+// ("the agent at http://..."): the report's first line names it instead
+// of a count of lines read.
+func (r *Report) From(where string) { r.from = where }
 
 // NewReport returns an empty report.
 func NewReport() *Report { return &Report{devs: map[string]*device{}} }
@@ -99,6 +111,14 @@ func (r *Report) Add(ev event.Event) {
 	if d == nil {
 		r.dropped++
 		return
+	}
+	// An event from the agent names the GPU it located (the kernel log's
+	// name a bus id only).
+	if ev.GPU.Index >= 0 && ev.GPU.PCIBusID != "" {
+		d.isGPU = true
+		if d.uuid == "" {
+			d.uuid = ev.GPU.UUID
+		}
 	}
 	switch ev.Kind {
 	case event.KindGPUIdentity:
@@ -157,8 +177,8 @@ func (r *Report) Add(ev event.Event) {
 	}
 	f.count++
 	f.worst = event.Worse(f.worst, ev.Severity)
-	if len(f.lines) < maxListedLines {
-		f.lines = append(f.lines, ev.Fields[FieldLine])
+	if l := ev.Fields[FieldLine]; l != "" && len(f.lines) < maxListedLines {
+		f.lines = append(f.lines, l)
 	}
 	if name := ev.Fields[kmsg.FieldProcessName]; name != "" || ev.Fields[kmsg.FieldPID] != "" {
 		p := truncate(name, maxShownNameBytes)
@@ -168,6 +188,11 @@ func (r *Report) Add(ev event.Event) {
 		p = strings.TrimSpace(p)
 		if !slices.Contains(f.processes, p) && len(f.processes) < maxListedProcesses {
 			f.processes = append(f.processes, p)
+		}
+	}
+	for _, o := range strings.Split(ev.Fields[fieldOwners], "; ") {
+		if o = truncate(strings.TrimSpace(o), maxShownNameBytes); o != "" && !slices.Contains(f.owners, o) && len(f.owners) < maxListedOwners {
+			f.owners = append(f.owners, o)
 		}
 	}
 }
@@ -192,8 +217,13 @@ func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
 		nDevices--
 	}
 	paint := r.Colours
-	fmt.Fprintf(b, "gpuwarden explain: %d lines read, %d events, %d devices named. Overall: %s.\n",
-		linesRead, r.events, nDevices, paint.Level(r.Level(), r.Level().String()))
+	if r.from != "" {
+		fmt.Fprintf(b, "gpuwarden explain: %d events from %s, %d devices named. Overall: %s.\n",
+			r.events, Printable(r.from), nDevices, paint.Level(r.Level(), r.Level().String()))
+	} else {
+		fmt.Fprintf(b, "gpuwarden explain: %d lines read, %d events, %d devices named. Overall: %s.\n",
+			linesRead, r.events, nDevices, paint.Level(r.Level(), r.Level().String()))
+	}
 	if readErr != nil {
 		fmt.Fprintf(b, "The input ended early after line %d (%s): this report is of everything before that.\n", linesRead, Printable(readErr.Error()))
 	}
@@ -213,6 +243,8 @@ func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
 		}
 		b.WriteString("\n")
 		switch {
+		case bus == "" && r.from != "":
+			b.WriteString("Host (events that name no device)")
 		case bus == "":
 			b.WriteString("Host (lines that name no device)")
 		case d.isGPU:
@@ -352,13 +384,20 @@ func writeFinding(b *strings.Builder, f *finding, paint Colours) {
 	if f.count > 1 {
 		times = strconv.Itoa(f.count) + " times"
 	}
-	fmt.Fprintf(b, "  - %s [%s], %s (line %s)\n", Printable(title), paint.Level(f.worst, f.worst.String()), times, strings.Join(f.lines, ", "))
+	where := ""
+	if len(f.lines) > 0 {
+		where = " (line " + strings.Join(f.lines, ", ") + ")"
+	}
+	fmt.Fprintf(b, "  - %s [%s], %s%s\n", Printable(title), paint.Level(f.worst, f.worst.String()), times, where)
 	fmt.Fprintf(b, "    what happened: %s\n", Printable(truncate(strings.TrimSpace(ev.Raw), maxShownTextBytes)))
 	if ev.Fields[FieldLenient] == "true" {
 		fmt.Fprintf(b, "    note:          accepted leniently: the address is redacted; the agent would refuse this line\n")
 	}
 	if len(f.processes) > 0 {
 		fmt.Fprintf(b, "    processes:     %s\n", Printable(strings.Join(f.processes, ", ")))
+	}
+	if len(f.owners) > 0 {
+		fmt.Fprintf(b, "    owners:        %s\n", Printable(strings.Join(f.owners, "; ")))
 	}
 	if ev.Explanation != "" {
 		fmt.Fprintf(b, "    what it means: %s\n", ev.Explanation)
