@@ -1,6 +1,8 @@
 package packaging
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -351,5 +353,70 @@ func TestExampleConfigUsesOnlyKnownKeys(t *testing.T) {
 		if !strings.HasPrefix(h.Argv[0], "/usr/lib/gpuwarden/hooks/") {
 			t.Errorf("hook %s runs %s, not a shipped hook", name, h.Argv[0])
 		}
+	}
+}
+
+// TestPackagesCarryTheLicense checks what the packages say about the
+// licence: the deb's machine-readable copyright file, which lintian reads,
+// and the rpm's %license file, both the repository's LICENSE.
+func TestPackagesCarryTheLicense(t *testing.T) {
+	needTool(t, "dpkg-deb", "rpm")
+	deb, rpm := packages(t)
+	license, err := os.ReadFile(filepath.Join(repoRoot(t), "LICENSE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(license), "Apache License\n                           Version 2.0, January 2004") {
+		t.Fatalf("LICENSE is not the Apache License 2.0:\n%.300s", license)
+	}
+
+	const copyright = "/usr/share/doc/gpuwarden/copyright"
+	if list := run(t, "dpkg-deb", "-c", deb); !modeLine(list, "-rw-r--r--", copyright) {
+		t.Errorf("deb lacks %s with mode 0644:\n%s", copyright, list)
+	}
+	dir := t.TempDir()
+	run(t, "dpkg-deb", "-x", deb, dir)
+	text, err := os.ReadFile(filepath.Join(dir, copyright))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n",
+		"\nFiles: *\n", "\nLicense: Apache-2.0\n", "/usr/share/common-licenses/Apache-2.0",
+	} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("%s lacks %q:\n%s", copyright, want, text)
+		}
+	}
+
+	if info := run(t, "rpm", "-qpi", rpm); !regexp.MustCompile(`(?m)^License\s*: Apache-2.0$`).MatchString(info) {
+		t.Errorf("rpm -qpi declares no Apache-2.0 licence:\n%s", info)
+	}
+	const rpmLicense = "/usr/share/licenses/gpuwarden/LICENSE"
+	if got := strings.TrimSpace(run(t, "rpm", "-qpL", rpm)); got != rpmLicense {
+		t.Errorf("rpm -qpL (its %%license files) = %q, want %s", got, rpmLicense)
+	}
+	// The file is the repository's LICENSE: rpm records each file's SHA-256
+	// (digest algorithm 8).
+	sum := sha256.Sum256(license)
+	digests := run(t, "rpm", "-qp", "--qf", "%{FILEDIGESTALGO}\n[%{FILENAMES} %{FILEDIGESTS}\n]", rpm)
+	if want := "8\n"; !strings.HasPrefix(digests, want) {
+		t.Fatalf("rpm file digests are not SHA-256:\n%.200s", digests)
+	}
+	if want := rpmLicense + " " + hex.EncodeToString(sum[:]) + "\n"; !strings.Contains(digests, want) {
+		t.Errorf("the rpm's %s is not the repository's LICENSE: want %q in\n%s", rpmLicense, want, digests)
+	}
+
+	// Lintian, where installed, has no complaint about the copyright file
+	// (without one it says no-copyright-file).
+	if _, err := exec.LookPath("lintian"); err != nil {
+		t.Skip("lintian not installed (make deps installs it)")
+	}
+	out, _ := runErr(t, "lintian", "--info", "--tag-display-limit", "0", deb)
+	if !strings.Contains(out, "gpuwarden: ") {
+		t.Fatalf("lintian printed no tag at all; did it run?\n%s", out)
+	}
+	if bad := regexp.MustCompile(`(?m)^[EWIPX]: gpuwarden: \S*(copyright|dep5|licen[cs]e)\S*.*$`).FindAllString(out, -1); len(bad) > 0 {
+		t.Errorf("lintian complains about the licence:\n%s", strings.Join(bad, "\n"))
 	}
 }
