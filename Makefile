@@ -41,7 +41,7 @@ vmlinux-h:
 run: build
 	./$(BIN) run --backend replay --replay.loop --collector.gpu.interval 1s --config packaging/gpuwarden.yaml --state.dir .state
 
-# Debian packages the tests need (listed in .ci/apt-packages.txt).
+# Debian packages the build and the tests need (listed in .ci/apt-packages.txt).
 deps:
 	@pkgs=$$(grep -v '^#' .ci/apt-packages.txt | tr '\n' ' '); \
 	missing=$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
