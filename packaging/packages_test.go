@@ -212,6 +212,18 @@ func chrootTools(t *testing.T, root string, names ...string) {
 	}
 }
 
+// freshRoot purges gpuwarden from the throwaway root where the host it
+// copies had it installed, so the test starts from a machine without it, and
+// purges it again at the end.
+func freshRoot(t *testing.T) {
+	t.Helper()
+	if s := debStatus(t); s != "" && !strings.Contains(s, "not-installed") {
+		t.Logf("the host has gpuwarden (%s); purging it in the throwaway root only", s)
+		run(t, "dpkg", "--purge", "gpuwarden")
+	}
+	t.Cleanup(func() { runErr(t, "dpkg", "--purge", "gpuwarden") })
+}
+
 // debStatus reports dpkg's status line for gpuwarden ("" if unknown).
 func debStatus(t *testing.T) string {
 	out, err := runErr(t, "dpkg-query", "-W", "-f=${Status}", "gpuwarden")
@@ -224,11 +236,16 @@ func debStatus(t *testing.T) string {
 func TestDebInstallKeepsConfigAndRemovesCleanly(t *testing.T) {
 	needRoot(t)
 	needTool(t, "dpkg", "dpkg-query", "dpkg-deb")
-	deb, _ := packages(t)
-	if s := debStatus(t); s != "" && !strings.Contains(s, "not-installed") {
-		t.Skipf("gpuwarden is already installed on this machine (%s); not touching it", s)
+	if !inThrowawayRoot(t, func(t *testing.T, upper string) {
+		// dpkg wrote its database in the throwaway root: the test ran there.
+		if len(upperHas(upper, "/var", "lib/dpkg/status")) != 1 {
+			t.Error("the throwaway root has no dpkg status of its own: dpkg did not run there")
+		}
+	}) {
+		return
 	}
-	t.Cleanup(func() { runErr(t, "dpkg", "--purge", "gpuwarden") })
+	deb, _ := packages(t)
+	freshRoot(t)
 
 	// Install. Systemd is not PID 1 here and policy-rc.d may forbid starts:
 	// either way dpkg must succeed.
