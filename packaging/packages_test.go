@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,7 +13,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
@@ -96,29 +100,51 @@ func glibcVersion(t *testing.T, s string) [2]int {
 
 func less(a, b [2]int) bool { return a[0] < b[0] || a[0] == b[0] && a[1] < b[1] }
 
+// TestPackagesDeclareTheGlibcTheBinaryNeeds: the shipped binary needs no
+// glibc symbol newer than the glibc 2.17 it is linked against, and both
+// packages declare exactly that floor: not higher (it would refuse RHEL 7,
+// Ubuntu 18.04) and not lower (untested).
 func TestPackagesDeclareTheGlibcTheBinaryNeeds(t *testing.T) {
-	needTool(t, "objdump", "dpkg-deb", "rpm")
+	needTool(t, "objdump", "readelf", "dpkg-deb", "rpm")
 	deb, rpm := packages(t)
+	floor := sysrootGlibc(t)
+	if floor != "2.17" {
+		t.Errorf("the toolchain's sysroot is glibc %s, want 2.17", floor)
+	}
 
 	dump := run(t, "objdump", "-T", binary(t))
 	var needed [2]int
+	var neededName string
 	for _, m := range regexp.MustCompile(`GLIBC_(\d+\.\d+(?:\.\d+)?)`).FindAllStringSubmatch(dump, -1) {
 		if v := glibcVersion(t, m[1]); less(needed, v) {
-			needed = v
+			needed, neededName = v, m[0]
 		}
 	}
 	if needed == [2]int{} {
 		t.Fatalf("objdump -T found no GLIBC_ symbol versions; is the binary dynamically linked?\n%.2000s", dump)
 	}
-	t.Logf("binary needs glibc %d.%d", needed[0], needed[1])
+	t.Logf("the newest symbol version the binary needs is %s; linked against glibc %s", neededName, floor)
+	if less(glibcVersion(t, floor), needed) {
+		t.Errorf("the binary needs %s, above the glibc %s it is linked against", neededName, floor)
+	}
+	// Only the C library's own sonames: before 2.34 the pthread, dl and
+	// resolver symbols live in their own libraries, all part of glibc.
+	dyn := run(t, "readelf", "-d", binary(t))
+	for _, m := range regexp.MustCompile(`\(NEEDED\)\s+Shared library: \[([^\]]+)\]`).FindAllStringSubmatch(dyn, -1) {
+		switch m[1] {
+		case "libc.so.6", "libpthread.so.0", "libdl.so.2", "libresolv.so.2":
+		default:
+			t.Errorf("the binary needs %s, which is not part of glibc", m[1])
+		}
+	}
 
 	depends := run(t, "dpkg-deb", "-f", deb, "Depends")
 	m := regexp.MustCompile(`libc6 \(>= (\d+\.\d+)\)`).FindStringSubmatch(depends)
 	if m == nil {
 		t.Fatalf("deb Depends %q has no libc6 (>= x.y)", depends)
 	}
-	if declared := glibcVersion(t, m[1]); less(declared, needed) {
-		t.Errorf("deb declares libc6 >= %s but the binary needs glibc %d.%d", m[1], needed[0], needed[1])
+	if m[1] != floor {
+		t.Errorf("deb declares libc6 >= %s; the binary is built and tested for glibc %s", m[1], floor)
 	}
 
 	requires := run(t, "rpm", "-qpR", rpm)
@@ -126,8 +152,81 @@ func TestPackagesDeclareTheGlibcTheBinaryNeeds(t *testing.T) {
 	if m == nil {
 		t.Fatalf("rpm Requires has no glibc >= x.y:\n%s", requires)
 	}
-	if declared := glibcVersion(t, m[1]); less(declared, needed) {
-		t.Errorf("rpm declares glibc >= %s but the binary needs glibc %d.%d", m[1], needed[0], needed[1])
+	if m[1] != floor {
+		t.Errorf("rpm declares glibc >= %s; the binary is built and tested for glibc %s", m[1], floor)
+	}
+	// The deb's binary is the one checked here.
+	dir := t.TempDir()
+	run(t, "dpkg-deb", "-x", deb, dir)
+	shipped, err := os.ReadFile(filepath.Join(dir, "usr", "bin", "gpuwarden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	built, err := os.ReadFile(binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(shipped) != sha256.Sum256(built) {
+		t.Errorf("the deb's /usr/bin/gpuwarden is not %s", binary(t))
+	}
+}
+
+// TestPackagedBinaryRunsOnGlibc217 runs the shipped binary under glibc
+// 2.17's own loader and C library (the toolchain's sysroot), as on RHEL 7:
+// it starts, serves /metrics, and reports NVML absent.
+func TestPackagedBinaryRunsOnGlibc217(t *testing.T) {
+	bin := binary(t)
+	if out, err := underSysroot(t, bin, "version").CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "gpuwarden ") {
+		t.Fatalf("gpuwarden version under glibc 2.17: %v\n%s", err, out)
+	}
+
+	addr := freePort(t)
+	dir := t.TempDir()
+	logf, err := os.Create(filepath.Join(dir, "agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := underSysroot(t, bin, "run", "--web.listen-address", addr, "--state.dir", filepath.Join(dir, "state"),
+		"--control.socket", filepath.Join(dir, "control.sock"), "--collector.kmsg=false")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	agentLog := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }
+
+	// The loader that runs it is the sysroot's: its maps name no host libc.
+	if !waitFor(10*time.Second, func() bool {
+		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", cmd.Process.Pid))
+		return err == nil && strings.Contains(string(maps), filepath.Join(sysroot(t), "lib", "libc-2.17.so"))
+	}) {
+		t.Fatalf("the agent's process did not map the sysroot's libc-2.17.so\n%s", agentLog())
+	}
+
+	var metrics string
+	if !waitFor(20*time.Second, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		metrics = string(b)
+		return resp.StatusCode == http.StatusOK && strings.Contains(metrics, `gpuwarden_collector_up{collector="gpu"}`)
+	}) {
+		t.Fatalf("the agent under glibc 2.17 never served /metrics on %s\n%s", addr, agentLog())
+	}
+	for _, want := range []string{`gpuwarden_build_info{`, `gpuwarden_collector_up{collector="gpu"} 0`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics under glibc 2.17 lacks %q", want)
+		}
+	}
+	if !waitFor(5*time.Second, func() bool { return strings.Contains(agentLog(), "NVML unavailable: libnvidia-ml.so.1 not found") }) {
+		t.Errorf("the agent under glibc 2.17 did not report NVML absent:\n%s", agentLog())
+	}
+	if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the agent is no longer running: %v\n%s", err, agentLog())
 	}
 }
 
