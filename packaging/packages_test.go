@@ -155,6 +155,23 @@ func TestPackagesDeclareTheGlibcTheBinaryNeeds(t *testing.T) {
 	if m[1] != floor {
 		t.Errorf("rpm declares glibc >= %s; the binary is built and tested for glibc %s", m[1], floor)
 	}
+	// The README's supported distributions say the same floor.
+	for _, name := range []string{"README.md", filepath.Join("packaging", "README.md")} {
+		readme, err := os.ReadFile(filepath.Join(repoRoot(t), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`glibc (\*\*)?` + regexp.QuoteMeta(floor) + `(\*\*)? or newer`).Match(readme) {
+			t.Errorf("%s does not say the packages run on glibc %s or newer", name, floor)
+		}
+		if m := regexp.MustCompile(`glibc (\d+\.\d+) or newer`).FindAllSubmatch(readme, -1); len(m) > 0 {
+			for _, v := range m {
+				if string(v[1]) != floor {
+					t.Errorf("%s still says glibc %s or newer", name, v[1])
+				}
+			}
+		}
+	}
 	// The deb's binary is the one checked here.
 	dir := t.TempDir()
 	run(t, "dpkg-deb", "-x", deb, dir)
