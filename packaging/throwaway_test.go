@@ -85,6 +85,9 @@ func inThrowawayRoot(t *testing.T, check func(t *testing.T, upper string)) bool 
 		os.Args[0], "-test.run", "^" + t.Name() + "$", "-test.count", "1", "-test.v"}
 	ctx := context.Background()
 	if d, ok := t.Deadline(); ok {
+		// The copy times out on its own first, so it is not left running
+		// when the parent gives up on it.
+		args = append(args, "-test.timeout", time.Until(d.Add(-15*time.Second)).Round(time.Second).String())
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, d.Add(-5*time.Second))
 		defer cancel()
