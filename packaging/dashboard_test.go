@@ -248,7 +248,7 @@ func TestDashboardQueriesReturnDataFromReplayedDemo(t *testing.T) {
 	args := []string{"run", "--config", filepath.Join(root, "packaging", "gpuwarden.yaml"),
 		"--backend", "replay", "--replay.loop", "--replay.speed", "20",
 		"--web.listen-address", agentAddr, "--collector.gpu.interval", "200ms",
-		"--state.dir", t.TempDir()}
+		"--state.dir", t.TempDir(), "--control.socket", filepath.Join(t.TempDir(), "control.sock")}
 	// A fixture root gives the DKMS panels facts to show (this machine has
 	// no driver); a replay runs the host checks only when asked by name.
 	args = append(args, "--collector.dkms=true", "--path.rootfs", filepath.Join(root, "testdata", "rootfs", "healthy"),
