@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 )
 
@@ -245,5 +247,90 @@ func TestListReportsTheKubeletsGRPCStatus(t *testing.T) {
 	}
 	if errors.Is(err, ErrRejected) {
 		t.Fatal("a gRPC error is not a rejected answer")
+	}
+}
+
+// servePeer serves h on a unix socket over cleartext HTTP/2, as a gRPC
+// server speaks, for peers that break gRPC's rules in ways a gRPC server
+// never would.
+func servePeer(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "kubelet.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: h, Protocols: &p}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+func TestListRejectsPeersThatBreakGRPCsRules(t *testing.T) {
+	msg, err := proto.Marshal(aNode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func(flag byte, b []byte) []byte {
+		return append([]byte{flag, byte(len(b) >> 24), byte(len(b) >> 16), byte(len(b) >> 8), byte(len(b))}, b...)
+	}
+	grpcOK := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Trailer", "Grpc-Status")
+	}
+	for _, tc := range []struct {
+		name string
+		h    http.HandlerFunc
+		want string
+	}{
+		{"no grpc-status trailer", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/grpc")
+			w.Write(frame(0, msg))
+		}, "no grpc-status"},
+		{"a compressed message", func(w http.ResponseWriter, _ *http.Request) {
+			grpcOK(w)
+			w.Write(frame(1, msg))
+			w.Header().Set("Grpc-Status", "0")
+		}, "compressed"},
+		{"two messages", func(w http.ResponseWriter, _ *http.Request) {
+			grpcOK(w)
+			w.Write(frame(0, msg))
+			w.Write(frame(0, msg))
+			w.Header().Set("Grpc-Status", "0")
+		}, "more than one message"},
+		{"a length over the limit", func(w http.ResponseWriter, _ *http.Request) {
+			grpcOK(w)
+			w.Write([]byte{0, 0xff, 0xff, 0xff, 0xff})
+		}, "limit"},
+		{"not gRPC at all", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			w.Write([]byte("<html>"))
+		}, "not gRPC"},
+		{"an HTTP error", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "no", http.StatusServiceUnavailable) }, "HTTP status 503"},
+		{"a grpc-status that is no code", func(w http.ResponseWriter, _ *http.Request) {
+			grpcOK(w)
+			w.Write(frame(0, msg))
+			w.Header().Set("Grpc-Status", "OK\"")
+		}, "not a gRPC code"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Client{Socket: servePeer(t, tc.h)}
+			pods, err := c.List(context.Background())
+			if !errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("List = %d pods, %v; want a rejection naming %q", len(pods), err, tc.want)
+			}
+		})
+	}
+	// The same peer, keeping gRPC's rules, is believed: the cases above
+	// fail for what they break.
+	c := &Client{Socket: servePeer(t, func(w http.ResponseWriter, _ *http.Request) {
+		grpcOK(w)
+		w.Write(frame(0, msg))
+		w.Header().Set("Grpc-Status", "0")
+	})}
+	if pods, err := c.List(context.Background()); err != nil || len(pods) != 5 {
+		t.Fatalf("List = %d pods, %v; want the 5 pods", len(pods), err)
 	}
 }
