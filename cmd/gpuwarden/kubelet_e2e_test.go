@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"debug/buildinfo"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -95,6 +97,21 @@ func TestKubeletPodsLabelTheDemosGPUSeries(t *testing.T) {
 		t.Errorf("the GKE device name is explained %d times, want once:\n%s", n, a.log.String())
 	}
 
+	// The exposition with the pod labels parses, and lints as the golden
+	// file does (dcgm-exporter's own names aside).
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool not installed (make deps installs it)")
+	}
+	lint := exec.Command(promtool, "check", "metrics")
+	lint.Stdin = strings.NewReader(body)
+	out, _ := lint.CombinedOutput()
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line != "" && !strings.HasPrefix(line, "DCGM_") && !strings.HasSuffix(line, "label names should be written in 'snake_case' not 'camelCase'") {
+			t.Errorf("promtool check metrics: %s", line)
+		}
+	}
+
 	prom := prometheusServer(t, a.addr)
 	eventually(t, 60*time.Second, "Prometheus selects GPU 0 by pod", func() bool {
 		r := promQuery(t, prom, `DCGM_FI_DEV_GPU_TEMP{namespace="ml",pod="train-0",container="trainer"}`)
@@ -140,5 +157,22 @@ func TestWithoutAKubeletSocketPodLabelsAreAbsentNotAnError(t *testing.T) {
 	}
 	if h := a.mustGet(t, "/v1/health"); strings.Contains(h, "collector kubelet is down") {
 		t.Errorf("a missing kubelet weighs on health:\n%s", h)
+	}
+}
+
+// The kubelet client speaks gRPC's wire format itself: gRPC's runtime and
+// the Kubernetes types serve the tests only, never the shipped binary.
+func TestTheAgentLinksNeitherGRPCNorKubernetesTypes(t *testing.T) {
+	info, err := buildinfo.ReadFile(gpuwardenBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.Deps) == 0 {
+		t.Fatal("the binary lists no modules")
+	}
+	for _, d := range info.Deps {
+		if d.Path == "google.golang.org/grpc" || strings.HasPrefix(d.Path, "k8s.io/") {
+			t.Errorf("the agent links %s %s", d.Path, d.Version)
+		}
 	}
 }
