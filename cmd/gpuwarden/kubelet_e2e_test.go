@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"debug/buildinfo"
+	"encoding/json"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -89,6 +90,23 @@ func TestKubeletPodsLabelTheDemosGPUSeries(t *testing.T) {
 		if !ok || (c.want != "" && v != c.want) {
 			t.Errorf("%s%v = %q (present %v), want %q", c.metric, c.matchers, v, ok, c.want)
 		}
+	}
+	// /v1/gpus says who holds each GPU.
+	var view struct {
+		GPUs []struct {
+			Index int `json:"index"`
+			Pods  []struct {
+				Namespace string `json:"namespace"`
+				Pod       string `json:"pod"`
+				Container string `json:"container"`
+			} `json:"pods"`
+		} `json:"gpus"`
+	}
+	if err := json.Unmarshal([]byte(a.mustGet(t, "/v1/gpus")), &view); err != nil {
+		t.Fatal(err)
+	}
+	if len(view.GPUs) < 3 || len(view.GPUs[0].Pods) != 1 || view.GPUs[0].Pods[0].Pod != "train-0" || len(view.GPUs[1].Pods) != 2 || len(view.GPUs[2].Pods) != 0 {
+		t.Errorf("/v1/gpus pods: %+v", view.GPUs)
 	}
 	if strings.Contains(body, `pod="gke"`) {
 		t.Error("a GKE device name labels a series")

@@ -75,7 +75,7 @@ func (c *Client) List(ctx context.Context) ([]Pod, error) {
 	defer cancel()
 	pods, err := c.list(ctx)
 	if err != nil && ctx.Err() == context.DeadlineExceeded {
-		c.tr.CloseIdleConnections() // a peer that hangs once gets a fresh connection next time
+		c.Close() // a peer that hangs once gets a fresh connection next time
 		return nil, fmt.Errorf("kubelet pod-resources %s: no answer within %s", c.Socket, timeout)
 	}
 	if err != nil {
