@@ -111,6 +111,9 @@ func TestKubeletPodsLabelTheDemosGPUSeries(t *testing.T) {
 	if strings.Contains(body, `pod="gke"`) {
 		t.Error("a GKE device name labels a series")
 	}
+	if strings.Contains(a.log.String(), "does not sample") {
+		t.Errorf("the demo's own GPUs were taken for another node's:\n%s", a.log.String())
+	}
 	if n := strings.Count(a.log.String(), "GKE's device plugin"); n != 1 {
 		t.Errorf("the GKE device name is explained %d times, want once:\n%s", n, a.log.String())
 	}

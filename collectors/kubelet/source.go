@@ -107,6 +107,9 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 	if every <= 0 {
 		every = RefreshEvery
 	}
+	// The GPUs first: counted against an empty list, every GPU the kubelet
+	// names would look like another node's.
+	sink.GPUs().WaitFirstRound(ctx, 30*time.Second)
 	for {
 		start := time.Now()
 		pods, err := s.Client.List(ctx)
