@@ -2,12 +2,15 @@ package kubelet
 
 import (
 	"context"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
@@ -111,5 +114,29 @@ func TestSourceCountsARejectedAnswer(t *testing.T) {
 	}
 	if v, _ := k.value("gpuwarden_kubelet_rejected_total"); v != 2 || s.Rejected() != 2 {
 		t.Fatalf("gpuwarden_kubelet_rejected_total = %v, want 2", v)
+	}
+}
+
+func TestSourceLosingASocketItHadIsAnErrorNotAbsent(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "kubelet.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	podresourcesv1.RegisterPodResourcesListerServer(srv, &lister{list: answer(aNode())})
+	go srv.Serve(ln)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Source{Client: &Client{Socket: sock}, Apply: func(Assignments, time.Time) { cancel() }}
+	if err := s.Run(ctx, &sink{}); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	srv.Stop() // the kubelet restarts: its socket is gone for a moment
+	os.Remove(sock)
+	s.Client.Close()
+	err = s.Run(context.Background(), &sink{})
+	if err == nil || source.IsAbsent(err) {
+		t.Fatalf("Run = %v (absent %v), want a plain error", err, source.IsAbsent(err))
 	}
 }
