@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -46,8 +47,17 @@ func ByDevice(pods []Pod) Assignments {
 		}
 	}
 	for _, refs := range out {
-		slices.SortFunc(refs, func(a, b Ref) int {
-			return strings.Compare(a.Namespace+"/"+a.Pod+"/"+a.Container, b.Namespace+"/"+b.Pod+"/"+b.Container)
+		// sort.Slice rather than slices.SortFunc: the binary has it already,
+		// and a generic sort of Ref would add its own copy (12 KB).
+		sort.Slice(refs, func(i, j int) bool {
+			a, b := refs[i], refs[j]
+			if a.Namespace != b.Namespace {
+				return a.Namespace < b.Namespace
+			}
+			if a.Pod != b.Pod {
+				return a.Pod < b.Pod
+			}
+			return a.Container < b.Container
 		})
 	}
 	return out
