@@ -66,6 +66,9 @@ func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
 			a.state.ApplyEvent(event.StateCorrupt(time.Now(), "agent", corrupt.Path, corrupt.MovedTo, err))
 		}
 	}
+	// Pod labels come from the kubelet by GPU UUID, not from process ids,
+	// so they hold for a replayed node too when a kubelet serves its UUIDs.
+	a.state.LabelPods(cfg.GPUKubernetes)
 	if c := cfg.Counters(); c != nil {
 		a.state.SelectFields(c.Only)
 		for _, w := range c.Warnings {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/kubelet"
 	"github.com/spf13/pflag"
 
 	"github.com/spf13/viper"
@@ -44,10 +45,14 @@ type Config struct {
 	GPUInterval time.Duration
 	GPUTimeout  time.Duration
 	GPUJobLabel bool
-	GPUCounters string
-	counters    *gpu.Counters // GPUCounters, parsed at Load
-	GPUExpected int
-	EventWindow time.Duration
+	// GPUKubernetes puts dcgm-exporter's pod, namespace and container
+	// labels on GPU series, from the kubelet at PodResourcesSocket.
+	GPUKubernetes      bool
+	PodResourcesSocket string
+	GPUCounters        string
+	counters           *gpu.Counters // GPUCounters, parsed at Load
+	GPUExpected        int
+	EventWindow        time.Duration
 
 	KmsgEnabled  bool
 	KmsgPath     string
@@ -133,6 +138,10 @@ var Settings = []Setting{
 		field: func(c *Config) any { return &c.GPUCounters }},
 	{Name: "collector.gpu.job-label", Default: false, Help: "Add dcgm-exporter's hpc_job label to every GPU series: the Slurm jobs using the GPU, from each process's cgroup (a live host only).",
 		field: func(c *Config) any { return &c.GPUJobLabel }},
+	{Name: "collector.gpu.kubernetes", Default: false, Help: "Add dcgm-exporter's pod, namespace and container labels to every GPU series: the containers the kubelet's pod-resources API says hold the GPU (GPUs by UUID, as NVIDIA's device plugin names them), asked every 15s off the scrape path and forgotten after 2m without an answer; a GPU shared by several containers lists them comma-separated, in the same order in all three labels. Processes whose pod is known by UID gain its name.",
+		field: func(c *Config) any { return &c.GPUKubernetes }},
+	{Name: "collector.gpu.pod-resources-socket", Default: kubelet.DefaultSocket, Help: "The kubelet's pod-resources socket for collector.gpu.kubernetes, under path.rootfs.",
+		field: func(c *Config) any { return &c.PodResourcesSocket }},
 	{Name: "collector.gpu.timeout", Default: 5 * time.Second, Help: "How long one GPU's sample may take before it is reported timed out.",
 		field: func(c *Config) any { return &c.GPUTimeout }},
 	{Name: "gpu.expected", Default: 0, Help: "GPUs this host must have; fewer visible is critical (0: every GPU it has had, kept in state.dir/gpus.json).", Reload: true,
@@ -419,6 +428,9 @@ func (c Config) validate() error {
 	}
 	if len(c.ListenAddresses) == 0 && !c.SystemdSocket {
 		bad("web.listen-address", "no address to listen on")
+	}
+	if c.GPUKubernetes && c.PodResourcesSocket == "" {
+		bad("collector.gpu.pod-resources-socket", "empty, and collector.gpu.kubernetes needs it")
 	}
 	if c.DKMSInterval < time.Second {
 		bad("collector.dkms.interval", "%s is below 1s", c.DKMSInterval)

@@ -209,3 +209,14 @@ func TestLoadKeepsTheBytesItReadTheSettingsFrom(t *testing.T) {
 		t.Errorf("no file: bytes %q, err %v", c.FileBytes(), err)
 	}
 }
+
+func TestPodLabelsNeedASocket(t *testing.T) {
+	_, err := Load(runFlags(t, "--collector.gpu.kubernetes", "--collector.gpu.pod-resources-socket="), "")
+	if err == nil || !strings.Contains(err.Error(), "collector.gpu.pod-resources-socket") {
+		t.Fatalf("Load = %v, want the empty socket named", err)
+	}
+	c, err := Load(runFlags(t, "--collector.gpu.kubernetes"), "")
+	if err != nil || !c.GPUKubernetes || c.PodResourcesSocket != "/var/lib/kubelet/pod-resources/kubelet.sock" {
+		t.Fatalf("Load = %+v, %v; want the kubelet's default socket", c.PodResourcesSocket, err)
+	}
+}

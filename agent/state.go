@@ -14,6 +14,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/attribution"
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/kubelet"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
 	"github.com/gpuwarden/gpuwarden/collectors/xid"
 )
@@ -63,8 +64,11 @@ type GPUState struct {
 	// Processes are who uses the GPU, with the Slurm job or pod each
 	// belongs to (on a live host; a replayed node's pids are not ours).
 	Processes []ProcessState `json:"processes,omitempty"`
-	Sticky    []event.Event  `json:"-"`
-	labels    []string       // dcgm-exporter's label values, in gpuLabelNames order
+	// Pods are the containers the kubelet gave the GPU to
+	// (collector.gpu.kubernetes), while its answer is fresh.
+	Pods   []kubelet.Ref `json:"pods,omitempty"`
+	Sticky []event.Event `json:"-"`
+	labels []string      // dcgm-exporter's label values, in gpuLabelNames order
 }
 
 // CollectorState is one source's own health.
@@ -147,6 +151,9 @@ type State struct {
 	subs       []*Subscription
 	attr       *attribution.Reader          // nil: processes are not attributed (a replay)
 	jobLabel   bool                         // GPU series carry hpc_job
+	podLabel   bool                         // GPU series carry container, namespace, pod
+	pods       kubelet.Assignments          // the kubelet's last answer
+	podsAt     time.Time                    // when it was had
 	fieldMask  []bool                       // fields exported (nil: all)
 	owners     map[uint32]attribution.Owner // by pid
 	lastLevels map[string]event.Level       // health per GPU UUID and "" for the host, as last published
@@ -313,9 +320,7 @@ func (s *State) ApplyRound(r gpu.Round) {
 		}
 		g.Sample = smp
 		g.Processes = s.owned(smp.Processes)
-		if s.jobLabel {
-			g.labels = withJob(g.labels, jobsOn(g.Processes))
-		}
+		s.relabel(g)
 		g.SampleTime = smp.Time
 		g.Lost = smp.Lost
 		g.Unsupported = g.Unsupported[:0]
@@ -325,6 +330,7 @@ func (s *State) ApplyRound(r gpu.Round) {
 			}
 		}
 	}
+	s.namePods()
 	if s.inventory != nil {
 		infos := make([]gpu.Info, len(r.Samples))
 		for i, smp := range r.Samples {

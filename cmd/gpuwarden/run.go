@@ -17,6 +17,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
+	"github.com/gpuwarden/gpuwarden/collectors/kubelet"
 	"github.com/gpuwarden/gpuwarden/collectors/profiling"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
@@ -147,6 +148,12 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 		// Started once every source that takes the trace's records is in
 		// place, so that none of them is missed.
 		go player.Run(ctx)
+	}
+	if cfg.GPUKubernetes {
+		// Pod labels on GPU series: the kubelet's pod-resources answer,
+		// asked on its own interval; a scrape only reads it.
+		a.AddSource("kubelet", &kubelet.Source{Client: &kubelet.Client{Socket: hostPaths(cfg).Root(cfg.PodResourcesSocket)},
+			Apply: a.State().SetPods, Log: log})
 	}
 	// gpuwarden_profiling_paused, whichever source (if any) serves profiling.
 	a.Go(func(ctx context.Context) {
