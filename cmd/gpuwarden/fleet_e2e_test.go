@@ -85,9 +85,11 @@ func startFleet(t *testing.T, extra string) ([]*agentProc, []string) {
 	}
 	var agents []*agentProc
 	for i := 1; i <= 6; i++ {
-		agents = append(agents, startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "30",
-			// At 30x the demo's GPU 3 falls off the bus after 8 s and
-			// stays off, through every loop.
+		agents = append(agents, startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "100",
+			// At 100x the 35-minute demo loops every 21 s: GPU 3 falls off
+			// the bus after 2.4 s and stays off, and the second loop's
+			// Xids are the increase the report counts (a counter's first
+			// sample is not one).
 			"--collector.gpu.interval", "250ms", "--hostname", fmt.Sprintf("node%d", i), "--state.dir", t.TempDir(),
 			"--collector.kmsg=false", "--collector.dkms=false"))
 	}
@@ -145,7 +147,7 @@ func TestFleetReportFromVictoriaMetrics(t *testing.T) {
 func checkFleetReport(t *testing.T, server string, agents []*agentProc) {
 	t.Helper()
 	args := []string{"--prometheus", server, "--window", "5m", "--stale-after", "5s", "--top", "50", "-o", "json"}
-	// Past the demo's Xid 79 (8 s at 30x), then node2 stops.
+	// Past the demo's first Xid 79 (2.4 s at 100x), then node2 stops.
 	time.Sleep(12 * time.Second)
 	agents[1].stop()
 
