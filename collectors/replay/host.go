@@ -122,12 +122,6 @@ func (h *Host) validate() error {
 	if h.Version != HostVersion {
 		return fmt.Errorf("host: unsupported host record version %d (this gpuwarden reads version %d)", h.Version, HostVersion)
 	}
-	oneOf := func(field, v string, allowed []string) error {
-		if !slices.Contains(allowed, v) {
-			return fmt.Errorf("host: %s %q is not one of %s", field, v, strings.Join(allowed[1:], ", "))
-		}
-		return nil
-	}
 	if err := oneOf("family", h.Family, hostFamilies); err != nil {
 		return err
 	}
@@ -152,56 +146,16 @@ func (h *Host) validate() error {
 		return fmt.Errorf("host: %d kernels is more than %d", len(h.Kernels), MaxHostKernels)
 	}
 	for i, k := range h.Kernels {
-		if err := token(fmt.Sprintf("kernels[%d].release", i), k.Release, false); err != nil {
+		if err := k.validate(fmt.Sprintf("kernels[%d]", i)); err != nil {
 			return err
-		}
-		if len(k.Modules) > MaxHostModules {
-			return fmt.Errorf("host: kernels[%d]: %d modules is more than %d", i, len(k.Modules), MaxHostModules)
-		}
-		for j, m := range k.Modules {
-			at := fmt.Sprintf("kernels[%d].nvidia_modules[%d]", i, j)
-			if err := hostPath(at+".path", m.Path); err != nil {
-				return err
-			}
-			if err := token(at+".origin", m.Origin, false); err != nil {
-				return err
-			}
-			if err := token(at+".version", m.Version, true); err != nil {
-				return err
-			}
-			if err := oneOf(at+".signature", m.Signature, hostSignatures); err != nil {
-				return err
-			}
 		}
 	}
 	if len(h.DKMS) > MaxHostDKMS {
 		return fmt.Errorf("host: %d dkms entries is more than %d", len(h.DKMS), MaxHostDKMS)
 	}
 	for i, d := range h.DKMS {
-		at := fmt.Sprintf("dkms[%d]", i)
-		for _, f := range []struct {
-			name, v string
-			empty   bool
-		}{{"module", d.Module, false}, {"version", d.Version, false}, {"kernel", d.Kernel, true}, {"arch", d.Arch, true}} {
-			if err := token(at+"."+f.name, f.v, f.empty); err != nil {
-				return err
-			}
-		}
-		if !slices.Contains(hostStates, d.State) {
-			return fmt.Errorf("host: %s.state %q is not one of %s", at, d.State, strings.Join(hostStates, ", "))
-		}
-		if d.MakeLog != "" {
-			if err := hostPath(at+".make_log", d.MakeLog); err != nil {
-				return err
-			}
-		}
-		if len(d.LogTail) > MaxHostLogTail {
-			return fmt.Errorf("host: %s: %d make.log lines is more than %d", at, len(d.LogTail), MaxHostLogTail)
-		}
-		for _, l := range append(slices.Clone(d.LogTail), d.Note) {
-			if err := text(at, l); err != nil {
-				return err
-			}
+		if err := d.validate(fmt.Sprintf("dkms[%d]", i)); err != nil {
+			return err
 		}
 	}
 	if m := h.Module; m != nil {
@@ -238,6 +192,69 @@ func (h *Host) validate() error {
 			return fmt.Errorf("host: unreadable area %q is not one of %s", area, strings.Join(hostAreas, ", "))
 		}
 		if err := text("unreadable."+area, why); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func oneOf(field, v string, allowed []string) error {
+	if !slices.Contains(allowed, v) {
+		return fmt.Errorf("host: %s %q is not one of %s", field, v, strings.Join(slices.DeleteFunc(slices.Clone(allowed), func(a string) bool { return a == "" }), ", "))
+	}
+	return nil
+}
+
+func (k *HostKernel) validate(at string) error {
+	if err := token(at+".release", k.Release, false); err != nil {
+		return err
+	}
+	if len(k.Modules) > MaxHostModules {
+		return fmt.Errorf("host: %s: %d modules is more than %d", at, len(k.Modules), MaxHostModules)
+	}
+	for j := range k.Modules {
+		if err := k.Modules[j].validate(fmt.Sprintf("%s.nvidia_modules[%d]", at, j)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *HostModuleFile) validate(at string) error {
+	if err := hostPath(at+".path", m.Path); err != nil {
+		return err
+	}
+	if err := token(at+".origin", m.Origin, false); err != nil {
+		return err
+	}
+	if err := token(at+".version", m.Version, true); err != nil {
+		return err
+	}
+	return oneOf(at+".signature", m.Signature, hostSignatures)
+}
+
+func (d *HostDKMS) validate(at string) error {
+	for _, f := range []struct {
+		name, v string
+		empty   bool
+	}{{"module", d.Module, false}, {"version", d.Version, false}, {"kernel", d.Kernel, true}, {"arch", d.Arch, true}} {
+		if err := token(at+"."+f.name, f.v, f.empty); err != nil {
+			return err
+		}
+	}
+	if !slices.Contains(hostStates, d.State) {
+		return fmt.Errorf("host: %s.state %q is not one of %s", at, d.State, strings.Join(hostStates, ", "))
+	}
+	if d.MakeLog != "" {
+		if err := hostPath(at+".make_log", d.MakeLog); err != nil {
+			return err
+		}
+	}
+	if len(d.LogTail) > MaxHostLogTail {
+		return fmt.Errorf("host: %s: %d make.log lines is more than %d", at, len(d.LogTail), MaxHostLogTail)
+	}
+	for _, l := range append(slices.Clone(d.LogTail), d.Note) {
+		if err := text(at, l); err != nil {
 			return err
 		}
 	}
@@ -295,20 +312,29 @@ func HostFromFacts(f dkms.Facts) Host {
 	if f.NextBoot.Kernel != "" {
 		h.NextBoot = &HostNextBoot{Kernel: f.NextBoot.Kernel, Source: f.NextBoot.Source}
 	}
-	for _, k := range f.Kernels[:min(len(f.Kernels), MaxHostKernels)] {
+	// What a reader would refuse (a kernel directory whose name is not
+	// text, say) is left out, not the whole record.
+	for _, k := range f.Kernels {
 		hk := HostKernel{Release: k.Release, Headers: k.Headers}
-		for _, m := range k.Modules[:min(len(k.Modules), MaxHostModules)] {
-			hk.Modules = append(hk.Modules, HostModuleFile{Path: m.Path, Origin: m.Origin, Version: m.Version, Signature: string(m.Signature)})
+		for _, m := range k.Modules {
+			hm := HostModuleFile{Path: m.Path, Origin: m.Origin, Version: m.Version, Signature: string(m.Signature)}
+			if hm.validate("") == nil && len(hk.Modules) < MaxHostModules {
+				hk.Modules = append(hk.Modules, hm)
+			}
 		}
-		h.Kernels = append(h.Kernels, hk)
+		if hk.validate("") == nil && len(h.Kernels) < MaxHostKernels {
+			h.Kernels = append(h.Kernels, hk)
+		}
 	}
-	for _, d := range f.DKMS[:min(len(f.DKMS), MaxHostDKMS)] {
+	for _, d := range f.DKMS {
 		hd := HostDKMS{Module: d.Module, Version: d.Version, Kernel: d.Kernel, Arch: d.Arch,
 			State: d.State, MakeLog: d.MakeLog, Note: truncateText(d.Note)}
 		for _, l := range d.LogTail[max(0, len(d.LogTail)-MaxHostLogTail):] {
 			hd.LogTail = append(hd.LogTail, truncateText(l))
 		}
-		h.DKMS = append(h.DKMS, hd)
+		if hd.validate("") == nil && len(h.DKMS) < MaxHostDKMS {
+			h.DKMS = append(h.DKMS, hd)
+		}
 	}
 	if f.Loaded != nil {
 		h.Module = &HostModule{Version: f.Loaded.Version, Flavor: f.Loaded.Flavor}

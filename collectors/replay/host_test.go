@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -145,5 +146,31 @@ func TestATraceWithoutHostFactsIsUnknown(t *testing.T) {
 	}
 	if f, _ := r.Check(dkms.CheckRebootPending); f.Level != event.Unknown {
 		t.Errorf("reboot_pending %s: %s", f.Level, f.Summary)
+	}
+}
+
+// A host whose kernel directory name is not text still gets its host
+// record: the one kernel is left out, the rest is kept, and the record
+// reads back.
+func TestARecordedHostLeavesOutWhatItsReaderWouldRefuse(t *testing.T) {
+	root := t.TempDir()
+	if out, err := exec.Command("cp", "-a", "../../testdata/rootfs/healthy/.", root).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(root, "boot", "vmlinuz-6.1.0-\xff-amd64"), []byte("kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := dkms.NewGatherer(hostfs.Paths{RootFS: root, ProcFS: "proc", SysFS: "sys"}, nil, nil).Gather(context.Background())
+	h := HostFromFacts(f)
+	if err := h.validate(); err != nil {
+		t.Fatalf("the recorder wrote a record its reader refuses: %v", err)
+	}
+	if len(h.Kernels) != len(f.Kernels)-1 || len(h.Kernels) == 0 {
+		t.Errorf("%d kernels recorded of %d, want all but the one named \\xff", len(h.Kernels), len(f.Kernels))
+	}
+	for _, k := range h.Kernels {
+		if strings.Contains(k.Release, "\xff") {
+			t.Errorf("kernel %q recorded", k.Release)
+		}
 	}
 }
