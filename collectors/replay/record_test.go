@@ -114,7 +114,7 @@ func TestALiveRecordingKeepsThisHostsFacts(t *testing.T) {
 		t.Fatal(err)
 	}
 	sim := NewSimulation(demoScenario(t))
-	tr, err := RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 200*time.Millisecond, nil, quiet)
+	tr, err := RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 200*time.Millisecond, nil, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
