@@ -295,17 +295,20 @@ func (a *Agent) interval() time.Duration {
 }
 
 // StatusLine is the one-line summary for systemd's STATUS= and logs:
-// "8 GPUs, 1 unhealthy: GPU 3 fell off the bus".
+// "8 GPUs, 1 unhealthy: GPU 3 fell off the bus". The GPU it names is the
+// first of the worst: a lost GPU before another's warning.
 func StatusLine(s *Snapshot) string {
 	if c := s.Collector("gpu"); c != nil && !c.Up {
 		return "GPU collector down: " + firstLine(c.Err)
 	}
 	bad := 0
 	first := ""
+	var firstLevel event.Level
 	for _, g := range s.GPUs {
 		if g.Health.Level == event.Critical || g.Health.Level == event.Warning {
 			bad++
-			if first == "" {
+			if first == "" || (g.Health.Level == event.Critical && firstLevel != event.Critical) {
+				firstLevel = g.Health.Level
 				why := g.Health.Level.String()
 				if len(g.Health.Reasons) > 0 {
 					why = g.Health.Reasons[0]

@@ -34,6 +34,9 @@ type checkOptions struct {
 	replay   string
 	colour   string
 	colours  explain.Colours
+	// rootSet: --path.rootfs was given, so a replay's checks read that
+	// tree rather than the trace's recorded host facts.
+	rootSet bool
 }
 
 func newCheckCmd() *cobra.Command {
@@ -49,6 +52,9 @@ signatures, and, where NVML is wired in, the GPU checks.
 Exit codes (Nagios): 0 all good, 1 warning, 2 critical, 3 could not tell.
 The output is printed before exiting, so an Ansible task or a person sees why.
 
+With --backend replay the kernel, driver and DKMS facts are the trace's own,
+those of the host it was recorded on (unless --path.rootfs names a tree).
+
 On a fixture tree: gpuwarden check --path.rootfs testdata/rootfs/healthy
 --path.procfs proc --path.sysfs sys (relative procfs/sysfs are taken under
 the rootfs).`,
@@ -59,6 +65,7 @@ the rootfs).`,
 				return err
 			}
 			o.colours = paint
+			o.rootSet = cmd.Flags().Changed("path.rootfs")
 			return runCheck(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
@@ -125,6 +132,10 @@ func runCheck(ctx context.Context, w io.Writer, o checkOptions) error {
 			lib, player, _ := backendLibrary("replay", tr, replay.PlayerOptions{}, newLogger(nopWriter{}, "error", "logfmt"))
 			defer player.Close()
 			probe.lib = lib
+			if tr.HasHost() && !o.rootSet {
+				// The trace's node, not this host: its recorded facts.
+				cfg.Recorded = player.HostFacts
+			}
 		} else {
 			probe.lib = liveNVML()
 		}

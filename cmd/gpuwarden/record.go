@@ -30,6 +30,9 @@ func newRecordCmd() *cobra.Command {
 		Long: `record samples GPUs through the same collector the agent runs and writes every
 NVML answer (values and error returns) into a trace that 'gpuwarden run
 --backend replay --replay FILE' plays back. A name ending in .gz is gzipped.
+The trace starts with the host's kernel, driver and DKMS facts (a scenario
+declares its node's): a replay's kernel and driver checks judge those, so it
+shows the findings of the host it was recorded on.
 
   gpuwarden record --backend nvml --interval 1s --duration 10m --out h100-idle.trace.jsonl.gz
   gpuwarden record --backend mock --scenario testdata/scenarios/dgx-h100-demo.yaml --out demo.trace.jsonl.gz`,

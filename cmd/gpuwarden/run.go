@@ -123,8 +123,13 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 		a.AddSource("replay_kmsg", feed)
 	}
 	env := source.Env{Paths: hostPaths(cfg), StateDir: cfg.StateDir, Replay: cfg.Backend == "replay", Setting: cfg.Get, Log: log}
+	recorded := recordedHost(cfg, trace, player)
 	for _, reg := range source.Registered() {
-		if !cfg.SourceOn(reg.Name, reg.Host) {
+		host := reg.Host
+		if reg.Name == "dkms" && recorded != nil {
+			host = false // the trace's node speaks: on unless turned off
+		}
+		if !cfg.SourceOn(reg.Name, host) {
 			continue
 		}
 		s, err := reg.New(env)
@@ -133,6 +138,7 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 		}
 		a.AddSource(reg.Name, s)
 		if d, ok := s.(*dkms.Source); ok {
+			d.Config.Recorded = recorded
 			w := d
 			a.OnReload(func(c agent.Config) { w.SetInterval(c.DKMSInterval) })
 			a.Go(func(ctx context.Context) { recheckOnModuleEvents(ctx, a.State(), w, log) })
@@ -160,6 +166,18 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 		profiling.Default.Publish(ctx, func(m []source.Metric) { a.State().SetStats("profiling", m) })
 	})
 	return a, nil
+}
+
+// recordedHost is where the kernel, driver and DKMS checks read a replayed
+// node's facts: the host records of its trace, as of the trace's time, so a
+// replay shows the findings of the host it was recorded on. Nil (this
+// host's files) without a replay, for a trace without host records, and
+// when --path.rootfs points the checks at a tree on purpose.
+func recordedHost(cfg agent.Config, trace *replay.Trace, player *replay.Player) func() (dkms.Facts, bool) {
+	if player == nil || trace == nil || !trace.HasHost() || cfg.IsSet("path.rootfs") {
+		return nil
+	}
+	return player.HostFacts
 }
 
 // recheckOnModuleEvents runs the DKMS checks at once when an NVIDIA module

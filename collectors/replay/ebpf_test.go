@@ -36,7 +36,7 @@ func TestTraceRefusesEBPFRecordsItWouldMisread(t *testing.T) {
 		{"memcg too long", ebpfLine(1, ebpf.Layout, good, "/"+strings.Repeat("a", MaxMemcgBytes)), "memcg of 4097 bytes"},
 		{"with a gpu", strings.Replace(ebpfLine(1, ebpf.Layout, good, ""), `"ebpf"`, `"gpu":0,"ebpf"`, 1), "field ebpf takes no gpu"},
 		{"not base64", `{"t":1,"ebpf":{"layout":1,"raw":"%%%"}}`, "x:2:"},
-		{"ebpf and kmsg", strings.Replace(ebpfLine(1, ebpf.Layout, good, ""), `"ebpf"`, `"kmsg":"x","ebpf"`, 1), "exactly one of nvml, kmsg, hang_s or ebpf"},
+		{"ebpf and kmsg", strings.Replace(ebpfLine(1, ebpf.Layout, good, ""), `"ebpf"`, `"kmsg":"x","ebpf"`, 1), "exactly one of nvml, kmsg, hang_s, ebpf or host"},
 		{"unknown field", `{"t":1,"ebpf":{"layout":1,"raw":"","order":"be"}}`, `unknown field "order"`},
 	}
 	for _, c := range cases {

@@ -15,8 +15,11 @@ import (
 
 // PlayerOptions tunes playback.
 type PlayerOptions struct {
-	Speed float64          // trace seconds per real second; default 1
-	Loop  bool             // start again at the end
+	Speed float64 // trace seconds per real second; default 1
+	// Loop starts again at the end. The next loop is the same boot of the
+	// recorded node (loop.go): its counters go on from where the previous
+	// loop left them, and a GPU the trace lost stays lost.
+	Loop  bool
 	Clock func() time.Time // default time.Now
 	// Kmsg receives each kernel-log record as its time comes, raw as the
 	// trace holds it (up to MaxLineBytes): kmsg.ParseRecord bounds the
@@ -43,6 +46,8 @@ type Player struct {
 	state   []map[string]Answer
 	hangAll float64 // trace time the global hang ends; 0 none
 	hangGPU []float64
+	host    *Host // the latest host record applied; nil none yet
+	loop    loopState
 	closed  chan struct{}
 	once    sync.Once
 }
@@ -58,7 +63,7 @@ func NewPlayer(t *Trace, opts PlayerOptions) *Player {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	p := &Player{trace: t, opts: opts, start: opts.Clock(), closed: make(chan struct{})}
+	p := &Player{trace: t, opts: opts, start: opts.Clock(), closed: make(chan struct{}), loop: newLoopState(t)}
 	p.reset()
 	return p
 }
@@ -71,6 +76,7 @@ func (p *Player) reset() {
 	}
 	p.hangGPU = make([]float64, n)
 	p.hangAll = 0
+	p.host = nil
 	p.pos = 0
 }
 
@@ -107,6 +113,12 @@ func (p *Player) advance() {
 		ep := int(math.Floor(el / d))
 		el -= float64(ep) * d
 		if ep != p.epoch {
+			// What the rest of the previous loop said happened; then the
+			// next loop starts from the state that loop ended in.
+			for ; p.pos < len(p.trace.Records); p.pos++ {
+				p.apply(&p.trace.Records[p.pos])
+			}
+			p.loop.carry(p.state)
 			p.epoch = ep
 			p.reset()
 		}
@@ -124,8 +136,10 @@ func (p *Player) apply(r *Record) {
 	case r.NVML != nil:
 		st := p.state[*r.GPU]
 		for k, a := range r.NVML {
-			st[k] = a
+			st[k] = p.loop.continued(*r.GPU, k, a, p.epoch)
 		}
+	case r.Host != nil:
+		p.host = r.Host
 	case r.Kmsg != "":
 		if p.opts.Kmsg != nil {
 			p.opts.Kmsg(r.Kmsg)
@@ -183,6 +197,9 @@ func (p *Player) answerOr(gpuIndex int, key string, dst any, missing nvml.Return
 func (p *Player) lookup(gpuIndex int, key string, dst any, missing nvml.Return) nvml.Return {
 	p.mu.Lock()
 	a, ok := p.state[gpuIndex][key]
+	if p.loop.lostBefore(gpuIndex) {
+		a, ok = Answer{R: "GPU_IS_LOST"}, true
+	}
 	p.mu.Unlock()
 	if !ok {
 		return missing

@@ -13,6 +13,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/attribution"
 	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/dkms"
 )
 
 // RecordScenario plays a Scenario on the simulated DGX H100 in simulated
@@ -24,6 +25,9 @@ func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
 	now := time.Unix(0, 0).UTC()
 	col := gpu.New(rec.Library(), gpu.Options{Clock: func() time.Time { return now }, Log: log, Timeout: time.Minute})
 	defer col.Close()
+	if sc.Host != nil {
+		rec.Host(0, sc.Host.record())
+	}
 	kmsgSeq := uint64(1000)
 	nextKmsg := 0
 	nextBPF := 0
@@ -76,6 +80,13 @@ func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Du
 	col := gpu.New(rec.Library(), gpu.Options{Log: log})
 	defer col.Close()
 	start := time.Now()
+	// The host's kernel, driver and DKMS state, read as the checks read it.
+	// NVML's side of it is the header's driver version and the GPUs' answers.
+	if h := HostFromFacts(dkms.NewGatherer(dkms.DefaultPaths(), nil, nil).Gather(ctx)); h.validate() == nil {
+		rec.Host(0, h)
+	} else {
+		log.Warn("host facts not recorded", "err", h.validate())
+	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	keepKernel := func() {

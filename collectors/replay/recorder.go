@@ -95,6 +95,14 @@ func (r *Recorder) Hang(t float64, gpuIndex int, seconds float64) {
 	r.records = append(r.records, rec)
 }
 
+// Host records the host's kernel, driver and DKMS facts at t seconds.
+func (r *Recorder) Host(t float64, h Host) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h.Version = HostVersion
+	r.records = append(r.records, Record{T: t, Host: &h})
+}
+
 // Trace returns what was recorded under h.
 func (r *Recorder) Trace(h Header) *Trace {
 	r.mu.Lock()

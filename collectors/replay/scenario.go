@@ -28,6 +28,10 @@ type Scenario struct {
 	Thermal  []Window  `yaml:"thermal"`
 	ECC      []ECCHit  `yaml:"ecc"`
 	Lost     []AtGPU   `yaml:"lost"`
+	// Memory is a GPU's framebuffer in use, in percent over time, from the
+	// curve's first point on; before it (and for the other GPUs) the used
+	// memory follows the load.
+	Memory map[int][][2]float64 `yaml:"memory"`
 	// NotSupported lists fields a GPU does not have, by dcgm-exporter name.
 	NotSupported []FieldsOff `yaml:"not_supported"`
 	Kmsg         []KmsgLine  `yaml:"kmsg"`
@@ -37,6 +41,8 @@ type Scenario struct {
 	// EBPF are records of the eBPF source's programs: OOM kills, PCIe
 	// AER, NVIDIA module loads and unloads.
 	EBPF []EBPFEvent `yaml:"ebpf"`
+	// Host is the node's kernel, driver and DKMS state (scenario_host.go).
+	Host *ScenarioHost `yaml:"host"`
 }
 
 // EBPFEvent is one record of the eBPF source's programs, as its kernel
@@ -155,6 +161,8 @@ type ECCHit struct {
 	At          float64 `yaml:"at"`
 	Corrected   uint64  `yaml:"corrected"`
 	Uncorrected uint64  `yaml:"uncorrected"`
+	// RemapFailure: the GPU had no spare row left for the failing one.
+	RemapFailure bool `yaml:"remap_failure"`
 }
 
 // AtGPU names a GPU and a time.
@@ -225,6 +233,16 @@ func (s *Scenario) validate() error {
 			return fmt.Errorf("ecc[%d]: gpu %d is not 0..7", i, e.GPU)
 		}
 	}
+	for g, c := range s.Memory {
+		if !gpuOK(g) || len(c) == 0 {
+			return fmt.Errorf("memory[%d]: want gpu 0..7 and at least one [seconds, percent] point", g)
+		}
+		for _, pt := range c {
+			if pt[1] < 0 || pt[1] > 100 {
+				return fmt.Errorf("memory[%d]: %v%% is not a percentage", g, pt[1])
+			}
+		}
+	}
 	for i, l := range s.Lost {
 		if !gpuOK(l.GPU) {
 			return fmt.Errorf("lost[%d]: gpu %d is not 0..7", i, l.GPU)
@@ -258,6 +276,11 @@ func (s *Scenario) validate() error {
 	for i, e := range s.EBPF {
 		if err := e.validate(); err != nil {
 			return fmt.Errorf("ebpf[%d]: %w", i, err)
+		}
+	}
+	if s.Host != nil {
+		if err := s.Host.validate(); err != nil {
+			return err
 		}
 	}
 	if len(s.BusIDs) != 0 && len(s.BusIDs) != 8 {

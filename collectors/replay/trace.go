@@ -17,6 +17,7 @@
 //	{"t":130,"hang_s":10}          every NVML call blocks for 10 s of trace time
 //	{"t":130,"gpu":2,"hang_s":-1}  GPU 2's calls block forever
 //	{"t":200,"ebpf":{"layout":1,"raw":"AQAAAH...","memcg":"/slurm/uid_1000/job_4242/step_0"}}
+//	{"t":0,"host":{"version":1,"kernel":"5.15.0-105-generic",...}}  the host's kernel, driver and DKMS facts (host.go)
 //
 // An "nvml" record holds answers that changed since the GPU's previous record
 // (the first holds them all): {"v": value} for a success, {"r": "NAME"} for an
@@ -110,7 +111,10 @@ type Record struct {
 	Kmsg  string            `json:"kmsg,omitempty"`
 	HangS float64           `json:"hang_s,omitempty"`
 	EBPF  *EBPFRecord       `json:"ebpf,omitempty"`
-	line  int
+	// Host is a host record (host.go): the recording host's kernel,
+	// driver and DKMS facts.
+	Host *Host `json:"host,omitempty"`
+	line int
 }
 
 // EBPFRecord is one eBPF ring-buffer record in a trace.
@@ -305,8 +309,17 @@ func parseRecord(b []byte, ngpu int) (Record, error) {
 			return r, err
 		}
 	}
+	if r.Host != nil {
+		kinds++
+		if r.GPU != nil {
+			return r, errHostWithGPU
+		}
+		if err := r.Host.validate(); err != nil {
+			return r, err
+		}
+	}
 	if kinds != 1 {
-		return r, errors.New("a record holds exactly one of nvml, kmsg, hang_s or ebpf")
+		return r, errors.New("a record holds exactly one of nvml, kmsg, hang_s, ebpf or host")
 	}
 	return r, nil
 }
