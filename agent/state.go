@@ -120,6 +120,14 @@ type XidCount struct {
 	Count    uint64
 }
 
+// alertedEventKeys are the gpuwarden_events_total series the shipped alert
+// rules take increase() of (GPUXidCritical, GPUXidWarning). They are
+// exported at 0 from the start: a counter that first appears at 1 shows
+// Prometheus no increase, and the node's first Xid would raise no alert.
+var alertedEventKeys = []EventKey{
+	{event.KindXid, event.Critical}, {event.KindXid, event.Warning}, {event.KindXid, event.Unknown},
+}
+
 // EventKey is one series of gpuwarden_events_total.
 type EventKey struct {
 	Kind     event.Kind
@@ -707,6 +715,9 @@ func (s *State) publish() {
 	})
 	for k, v := range s.kinds {
 		snap.KindCounts[k] = v
+	}
+	for _, k := range alertedEventKeys {
+		snap.EventCounts[k] = 0
 	}
 	for k, v := range s.events {
 		snap.EventCounts[k] = v
