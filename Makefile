@@ -60,7 +60,7 @@ bench:
 
 # Every fuzz target for FUZZTIME each (their seed corpora also run in make test).
 FUZZTIME ?= 30s
-FUZZ_TARGETS := ./collectors/replay:FuzzTraceRead ./collectors/kmsg:FuzzParseRecord ./collectors/kmsg:FuzzClassify \
+FUZZ_TARGETS := ./collectors/replay:FuzzTraceRead ./collectors/replay:FuzzReadTimeline ./collectors/kmsg:FuzzParseRecord ./collectors/kmsg:FuzzClassify \
 	./collectors/kmsg:FuzzStripWrapper ./collectors/kmsg:FuzzStreamSplit ./agent:FuzzRestoreCheckpoint \
 	./dkms:FuzzParseStatusLine ./dkms:FuzzParseDriverVersion ./remediation:FuzzMatch ./remediation:FuzzLedger \
 	./remediation/fleet:FuzzDecodeQuery ./remediation/fleet:FuzzLeaseAnswer ./collectors/attribution:FuzzParseCgroup \
