@@ -248,21 +248,33 @@ func (tl *Timeline) same(a, c change) bool {
 	return bytes.Equal(tl.vals[a.off:a.off+a.n], tl.vals[c.off:c.off+c.n])
 }
 
-// compactVals is the arena with only the values the changes kept, which it
-// points them at.
+// compactVals is the arena with only the values the changes kept, each
+// distinct value once (a value recurs: the same temperature an hour
+// later), which it points them at.
 func (tl *Timeline) compactVals() []byte {
+	at := map[string]uint32{}
 	n := 0
 	for _, c := range tl.changes {
-		n += int(c.n)
+		v := tl.vals[c.off : c.off+c.n]
+		if _, ok := at[string(v)]; !ok && c.n > 0 {
+			at[string(v)] = 0
+			n += len(v)
+		}
 	}
 	vals := make([]byte, 0, n)
+	clear(at)
 	for i := range tl.changes {
 		c := &tl.changes[i]
 		if c.n == 0 {
 			continue
 		}
-		off := uint32(len(vals))
-		vals = append(vals, tl.vals[c.off:c.off+c.n]...)
+		v := tl.vals[c.off : c.off+c.n]
+		off, ok := at[string(v)]
+		if !ok {
+			off = uint32(len(vals))
+			vals = append(vals, v...)
+			at[string(v)] = off
+		}
 		c.off = off
 	}
 	return vals
