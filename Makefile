@@ -85,3 +85,10 @@ clean:
 distclean: clean
 	rm -rf .toolchain
 include packaging/package.mk
+
+# What the binary is made of (docs/binary-size.md): an unstripped build, its
+# symbols summed by module and package.
+.PHONY: binary-size
+binary-size:
+	$(GO) build -trimpath -o bin/gpuwarden-syms ./cmd/gpuwarden
+	$(GO) run ./internal/binsize bin/gpuwarden-syms
