@@ -253,16 +253,7 @@ func (tl *Timeline) same(a, c change) bool {
 // later), which it points them at.
 func (tl *Timeline) compactVals() []byte {
 	at := map[string]uint32{}
-	n := 0
-	for _, c := range tl.changes {
-		v := tl.vals[c.off : c.off+c.n]
-		if _, ok := at[string(v)]; !ok && c.n > 0 {
-			at[string(v)] = 0
-			n += len(v)
-		}
-	}
-	vals := make([]byte, 0, n)
-	clear(at)
+	vals := make([]byte, 0, len(tl.vals))
 	for i := range tl.changes {
 		c := &tl.changes[i]
 		if c.n == 0 {
@@ -277,5 +268,5 @@ func (tl *Timeline) compactVals() []byte {
 		}
 		c.off = off
 	}
-	return vals
+	return slices.Clone(vals)
 }
