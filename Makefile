@@ -63,7 +63,8 @@ FUZZ_TARGETS := ./collectors/replay:FuzzTraceRead ./collectors/kmsg:FuzzParseRec
 	./dkms:FuzzParseStatusLine ./dkms:FuzzParseDriverVersion ./remediation:FuzzMatch ./remediation:FuzzLedger \
 	./remediation/fleet:FuzzDecodeQuery ./remediation/fleet:FuzzLeaseAnswer ./collectors/attribution:FuzzParseCgroup \
 	./dkms:FuzzInspectModule ./dkms:FuzzBootLoaderFiles ./collectors/kmsg/explain:FuzzExplainReport ./agent:FuzzConfig \
-	./remediation/audit:FuzzScanLines ./remediation/audit:FuzzRead ./collectors/ebpf:FuzzDecode
+	./remediation/audit:FuzzScanLines ./remediation/audit:FuzzRead ./collectors/ebpf:FuzzDecode \
+	./agent:FuzzAcceptsGzip ./agent:FuzzAppendFloat
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg)"; \

@@ -61,6 +61,7 @@ type GPUState struct {
 	Processes []ProcessState `json:"processes,omitempty"`
 	Sticky    []event.Event  `json:"-"`
 	labels    []string       // dcgm-exporter's label values, in gpuLabelNames order
+	lt        *labelText     // labels rendered, kept across snapshots (render.go)
 }
 
 // CollectorState is one source's own health.
@@ -157,6 +158,8 @@ type State struct {
 	snap atomic.Pointer[Snapshot]
 	// gzipWanted is set by the first scrape that accepts gzip.
 	gzipWanted atomic.Bool
+	// compressions counts the gzip members the metrics path made (render.go).
+	compressions atomic.Uint64
 }
 
 type xidKey struct {
@@ -625,6 +628,10 @@ func (s *State) publish() {
 		g := s.gpus[i]
 		g.Health = gpuHealth(&g, now, s.window)
 		g.Unsupported = append([]string(nil), g.Unsupported...)
+		if g.labels != nil {
+			g.lt = g.labelText()
+			s.gpus[i].lt = g.lt
+		}
 		snap.GPUs[i] = g
 		if g.Health.Level != event.OK {
 			host.merge(g.Health, fmt.Sprintf("GPU %d", i))
@@ -696,6 +703,7 @@ func (s *State) publish() {
 	for k, v := range s.events {
 		snap.EventCounts[k] = v
 	}
+	snap.render.counter = &s.compressions
 	s.snap.Store(snap)
 	if s.gzipWanted.Load() {
 		// Scrapes ask for gzip: render and compress the new snapshot now,
