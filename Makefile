@@ -8,7 +8,7 @@ REVISION  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS   := -s -w -X github.com/gpuwarden/gpuwarden/agent.Version=$(VERSION) -X github.com/gpuwarden/gpuwarden/agent.Revision=$(REVISION)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test deps bench fuzz lint clean demo-trace generate vmlinux-h
+.PHONY: all build run test deps bench bench-go bench-idle fuzz lint clean demo-trace generate vmlinux-h
 
 all: build
 
@@ -53,8 +53,16 @@ test: build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 
-bench:
+bench: bench-go bench-idle
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
+
+# Idle CPU of the built agent at the default interval, over a minute on each
+# backend (bench/idle-cpu.sh; IDLE_SECONDS, IDLE_WARMUP, IDLE_BACKENDS).
+IDLE_BACKENDS ?= replay nvml
+bench-idle: build
+	sh bench/idle-cpu.sh $(BIN) $(IDLE_BACKENDS)
 
 # Every fuzz target for FUZZTIME each (their seed corpora also run in make test).
 FUZZTIME ?= 30s
