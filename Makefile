@@ -8,7 +8,7 @@ REVISION  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS   := -s -w -X github.com/gpuwarden/gpuwarden/agent.Version=$(VERSION) -X github.com/gpuwarden/gpuwarden/agent.Revision=$(REVISION)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test deps bench bench-go bench-idle fuzz lint clean demo-trace generate vmlinux-h
+.PHONY: all build run test deps bench bench-go bench-idle bench-compare fuzz lint clean demo-trace generate vmlinux-h
 
 all: build
 
@@ -63,6 +63,12 @@ bench-go:
 IDLE_BACKENDS ?= replay nvml
 bench-idle: build
 	sh bench/idle-cpu.sh $(BIN) $(IDLE_BACKENDS)
+
+# The key benchmarks here and at REV, with benchstat's ratios
+# (bench/compare.sh; COUNT, BENCHTIME, BENCH_SET).
+REV ?= main
+bench-compare:
+	sh bench/compare.sh $(REV)
 
 # Every fuzz target for FUZZTIME each (their seed corpora also run in make test).
 FUZZTIME ?= 30s
