@@ -78,7 +78,7 @@ FUZZ_TARGETS := ./collectors/replay:FuzzTraceRead ./collectors/kmsg:FuzzParseRec
 	./remediation/fleet:FuzzDecodeQuery ./remediation/fleet:FuzzLeaseAnswer ./collectors/attribution:FuzzParseCgroup \
 	./dkms:FuzzInspectModule ./dkms:FuzzBootLoaderFiles ./collectors/kmsg/explain:FuzzExplainReport ./agent:FuzzConfig \
 	./remediation/audit:FuzzScanLines ./remediation/audit:FuzzRead ./collectors/ebpf:FuzzDecode \
-	./agent:FuzzAcceptsGzip ./agent:FuzzAppendFloat
+	./agent:FuzzAcceptsGzip ./agent:FuzzAppendFloat ./agent:FuzzAgesMember
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg)"; \

@@ -3,9 +3,7 @@ package agent
 import (
 	"bytes"
 	"compress/gzip"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"log/slog"
 	"math"
@@ -77,8 +75,8 @@ var gpuLabelNames = []string{"gpu", "UUID", "pci_bus_id", "device", "modelName",
 // When the client accepts gzip (Prometheus always does) the snapshot's text
 // is compressed once, as one gzip member, and sent as it is by every scrape
 // of that snapshot; the process's series are a second member, compressed
-// when they are gathered; the ages a third, in stored (uncompressed) deflate
-// blocks, so a scrape itself compresses nothing. Members one after another
+// when they are gathered; the ages a third, encoded from a plan made once per
+// snapshot (agesgzip.go), so a scrape itself compresses nothing. Members one after another
 // are one valid gzip stream (RFC 1952).
 
 // rendered is a Snapshot's exposition text.
@@ -90,7 +88,9 @@ type rendered struct {
 	ages     []ageLine
 	agesHead string
 	gzOnce   sync.Once
-	gz       []byte         // text as one gzip member, made once per snapshot
+	gz       []byte // text as one gzip member, made once per snapshot
+	planOnce sync.Once
+	plans    *agePlans      // how the age lines are encoded (agesgzip.go)
 	counter  *atomic.Uint64 // the State's compressions (nil: not counted)
 }
 
@@ -160,25 +160,6 @@ func (s *Snapshot) appendAges(b []byte, now time.Time) []byte {
 		b = append(b, '\n')
 	}
 	return b
-}
-
-// appendStoredMember appends data as one gzip member of stored
-// (uncompressed) deflate blocks: a few bytes of framing and a CRC, no
-// compression.
-func appendStoredMember(dst, data []byte) []byte {
-	sum, size := crc32.ChecksumIEEE(data), uint32(len(data))
-	dst = append(dst, 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff) // magic, deflate, no flags, no mtime, unknown OS
-	for first := true; first || len(data) > 0; first = false {
-		n := min(len(data), 0xffff)
-		final := byte(0)
-		if n == len(data) {
-			final = 1
-		}
-		dst = append(dst, final, byte(n), byte(n>>8), ^byte(n), ^byte(n>>8))
-		dst = append(dst, data[:n]...)
-		data = data[n:]
-	}
-	return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(dst, sum), size)
 }
 
 // family writes a metric family's HELP and TYPE lines.
@@ -522,10 +503,10 @@ func MetricsHandler(state *State, extra prometheus.Gatherer) http.Handler {
 		pt := proc.get(now)
 		bp := scrapeBufs.Get().(*scrapeBuf)
 		defer scrapeBufs.Put(bp)
-		bp.ages = snap.appendAges(bp.ages[:0], now)
 		h := w.Header()
 		h["Content-Type"] = textFormat
 		if !acceptsGzip(r) {
+			bp.ages = snap.appendAges(bp.ages[:0], now)
 			text := snap.text()
 			h["Content-Length"] = []string{strconv.Itoa(len(text) + len(bp.ages) + len(pt.text))}
 			w.Write(text)
@@ -535,7 +516,7 @@ func MetricsHandler(state *State, extra prometheus.Gatherer) http.Handler {
 		}
 		state.gzipWanted.Store(true)
 		gz := snap.gzipped()
-		bp.member = appendStoredMember(bp.member[:0], bp.ages)
+		bp.member, bp.ages = snap.appendAgesMember(bp.member[:0], bp.ages, now)
 		h["Content-Encoding"] = gzipEncoding
 		h["Vary"] = varyEncoding
 		h["Content-Length"] = []string{strconv.Itoa(len(gz) + len(bp.member) + len(pt.gz))}

@@ -75,8 +75,8 @@ func scrapeWith(t *testing.T, h http.Handler, enc string) scraped {
 
 // A second scrape of the same snapshot with Accept-Encoding: gzip
 // compresses nothing: it sends the snapshot's member made by the first,
-// the process's series compressed when they were gathered, and the ages in
-// stored blocks. Its body decompresses to exactly the identity body. A new
+// the process's series compressed when they were gathered, and the ages
+// encoded from the snapshot's plan. Its body decompresses to exactly the identity body. A new
 // snapshot is compressed once more, and only once.
 func TestASecondGzipScrapeOfASnapshotCompressesNothing(t *testing.T) {
 	st, now := demoWithStillClock(t)
@@ -227,22 +227,89 @@ func FuzzAppendFloat(f *testing.F) {
 	})
 }
 
-// A stored member is a gzip member: alone, after a compressed one, empty,
-// and longer than one stored block.
-func TestAStoredMemberIsGzip(t *testing.T) {
-	for _, n := range []int{0, 1, 65535, 65536, 200001} {
-		data := bytes.Repeat([]byte("gpuwarden "), n/10+1)[:n]
-		stream := append(compress([]byte("head\n"), nil), appendStoredMember(nil, data)...)
-		zr, err := gzip.NewReader(bytes.NewReader(stream))
-		if err != nil {
-			t.Fatal(err)
+// agesSnapshot is a Snapshot whose age lines are prefixes, sampled ago[i]
+// nanoseconds before now.
+func agesSnapshot(head string, prefixes []string, now time.Time, ago []int64) *Snapshot {
+	s := &Snapshot{}
+	s.render.once.Do(func() {})
+	s.render.agesHead = head
+	for i, p := range prefixes {
+		s.render.ages = append(s.render.ages, ageLine{prefix: p, at: now.Add(-time.Duration(ago[i%len(ago)]))})
+	}
+	return s
+}
+
+// checkAgesMember decompresses the ages member, after a compressed member
+// as a scrape sends it, and compares it with the plain text.
+func checkAgesMember(t *testing.T, s *Snapshot, now time.Time) int {
+	t.Helper()
+	member, text := s.appendAgesMember(nil, nil, now)
+	if want := s.appendAges(nil, now); string(text) != string(want) {
+		t.Fatalf("the member's text is not the plain ages")
+	}
+	if len(text) == 0 {
+		if len(member) != 0 {
+			t.Fatal("a member without ages")
 		}
-		got, err := io.ReadAll(zr)
-		if err != nil {
-			t.Fatalf("%d bytes: %v", n, err)
+		return 0
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(append(compress([]byte("head\n"), nil), member...)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("the ages member does not decompress: %v", err)
+	}
+	if string(got) != "head\n"+string(text) {
+		t.Fatalf("the ages member decompresses to\n%q\nwant\n%q", got, "head\n"+string(text))
+	}
+	return len(member)
+}
+
+// The ages member is the ages, for label sets that differ in length (index
+// 9 to 10), in their middle, not at all, or wholly, and for values of any
+// length; and it is smaller than the text.
+func TestTheAgesMemberIsTheAges(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var prefixes []string
+	for i := range 12 {
+		prefixes = append(prefixes, fmt.Sprintf(`%s{gpu="%d",UUID="GPU-%08x-1111-2222-3333-444444444444",pci_bus_id="00000000:%02X:00.0",device="nvidia%d",modelName="NVIDIA H100 80GB HBM3",Hostname="node-%d",DCGM_FI_DRIVER_VERSION="550.54.15"} `, ageName, i, i*7919, i+0x18, i, i/5))
+	}
+	prefixes = append(prefixes, prefixes[11], "x ", strings.Repeat("y", 300)+" ", "ab ", "abc ", prefixes[0])
+	ago := []int64{0, 1, 1500000000, 123456789012, 999, 7e15, 250e6}
+	size := checkAgesMember(t, agesSnapshot("# HELP a b\n# TYPE a gauge\n", prefixes, now, ago), now)
+	if text := agesSnapshot("# HELP a b\n# TYPE a gauge\n", prefixes, now, ago).appendAges(nil, now); size*3 > len(text)*2 {
+		t.Errorf("the ages member is %d bytes for %d of text", size, len(text))
+	}
+	checkAgesMember(t, agesSnapshot("", nil, now, ago), now)
+	checkAgesMember(t, agesSnapshot("h\n", []string{"only "}, now, ago), now)
+}
+
+// FuzzAgesMember: any two label sets and ages decompress to their text.
+func FuzzAgesMember(f *testing.F) {
+	f.Add(`a{gpu="9"} `, `a{gpu="10"} `, `a{gpu="11"} `, int64(5), int64(1e9))
+	f.Add("", "", "x", int64(0), int64(-1))
+	f.Add(strings.Repeat("ab", 200), strings.Repeat("ab", 201), "b", int64(1), int64(2))
+	f.Fuzz(func(t *testing.T, p0, p1, p2 string, a0, a1 int64) {
+		now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+		checkAgesMember(t, agesSnapshot("# h\n", []string{p0 + " ", p1 + " ", p2 + " ", p1 + " "}, now, []int64{a0, a1}), now)
+	})
+}
+
+// The match tables agree with deflate's: every length and distance maps to
+// the symbol whose range holds it.
+func TestMatchCodes(t *testing.T) {
+	for n := minMatch; n <= maxMatch; n++ {
+		i := lengthCode[n]
+		if n < int(lengthBase[i]) || n >= int(lengthBase[i])+1<<lengthExtra[i] && n != maxMatch {
+			t.Fatalf("length %d: symbol %d", n, 257+int(i))
 		}
-		if string(got) != "head\n"+string(data) {
-			t.Fatalf("%d bytes: got %d back", n, len(got))
+	}
+	for d := 1; d <= maxDist; d++ {
+		c := distCode(d)
+		if d < int(distBase[c]) || d >= int(distBase[c])+1<<distExtra[c] {
+			t.Fatalf("distance %d: code %d", d, c)
 		}
 	}
 }
