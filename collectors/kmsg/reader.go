@@ -446,8 +446,8 @@ func (r *Reader) Run(ctx context.Context) error {
 	}
 
 	// The backlog held at Open while the cursor was checked goes first.
-	for _, rec := range r.held {
-		r.take(rec)
+	for i := range r.held {
+		r.take(&r.held[i])
 	}
 	r.held = nil
 	r.flush()
@@ -714,10 +714,11 @@ func (r *Reader) parse(b []byte) {
 		r.held = append(r.held, rec)
 		return
 	}
-	r.take(rec)
+	r.take(&rec)
 }
 
-func (r *Reader) take(rec Record) {
+// take and add get the record by pointer: it is copied once, into the batch.
+func (r *Reader) take(rec *Record) {
 	if r.resuming && rec.Seq <= r.resume {
 		r.skipped.Add(1)
 		if r.cfg.RereadSeen {
@@ -735,14 +736,14 @@ func (r *Reader) take(rec Record) {
 }
 
 // add puts a record in the batch, handing the batch over when full.
-func (r *Reader) add(rec Record) {
+func (r *Reader) add(rec *Record) {
 	if r.batch == nil {
 		// Size the batch like the last one: one record at a time when the
 		// log is quiet, whole ring buffers after a restart or in a flood,
 		// without regrowing the slice record by record.
 		r.batch = make([]Record, 0, r.nextCap)
 	}
-	r.batch = append(r.batch, rec)
+	r.batch = append(r.batch, *rec)
 	if len(r.batch) >= r.cfg.BatchSize {
 		r.flush()
 	}
