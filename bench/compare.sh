@@ -4,6 +4,7 @@
 #
 #   bench/compare.sh REV        (make bench-compare REV=main)
 #   COUNT=6 BENCHTIME=1s BENCH_SET="./agent:^BenchmarkScrape$ ..."
+#   BENCH_OUT=DIR keeps the raw results (REV.txt, new.txt) in DIR
 #
 # Each benchmark binary is built once per tree, and the runs alternate
 # between the trees (COUNT times), so a change in the load of a shared
@@ -60,4 +61,9 @@ while [ "$i" -lt "$count" ]; do
 	echo "bench-compare: run $i of $count" >&2
 done
 cd "$here"
+if [ -n "${BENCH_OUT:-}" ]; then
+	mkdir -p "$BENCH_OUT"
+	cp "$work/old.txt" "$BENCH_OUT/$(echo "$rev" | tr / _).txt"
+	cp "$work/new.txt" "$BENCH_OUT/new.txt"
+fi
 go tool benchstat "$rev=$work/old.txt" "new=$work/new.txt"
