@@ -8,7 +8,7 @@ REVISION  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS   := -s -w -X github.com/gpuwarden/gpuwarden/agent.Version=$(VERSION) -X github.com/gpuwarden/gpuwarden/agent.Revision=$(REVISION)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test deps bench bench-go bench-idle bench-compare fuzz lint clean demo-trace generate vmlinux-h
+.PHONY: all build run test deps bench bench-go bench-idle bench-compare fuzz lint clean distclean demo-trace generate vmlinux-h
 
 all: build
 
@@ -41,13 +41,15 @@ vmlinux-h:
 run: build
 	./$(BIN) run --backend replay --replay.loop --collector.gpu.interval 1s --config packaging/gpuwarden.yaml --state.dir .state
 
-# Debian packages the tests need (listed in .ci/apt-packages.txt).
+# Debian packages the build and the tests need (listed in .ci/apt-packages.txt),
+# and the glibc 2.17 toolchain `make package` links with (packaging/package.mk).
 deps:
 	@pkgs=$$(grep -v '^#' .ci/apt-packages.txt | tr '\n' ' '); \
 	missing=$$(for p in $$pkgs; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	$(MAKE) toolchain
 
 test: build
 	$(GO) vet ./...
@@ -78,7 +80,7 @@ FUZZ_TARGETS := ./collectors/replay:FuzzTraceRead ./collectors/kmsg:FuzzParseRec
 	./remediation/fleet:FuzzDecodeQuery ./remediation/fleet:FuzzLeaseAnswer ./collectors/attribution:FuzzParseCgroup \
 	./dkms:FuzzInspectModule ./dkms:FuzzBootLoaderFiles ./collectors/kmsg/explain:FuzzExplainReport ./agent:FuzzConfig \
 	./remediation/audit:FuzzScanLines ./remediation/audit:FuzzRead ./collectors/ebpf:FuzzDecode \
-	./agent:FuzzAcceptsGzip ./agent:FuzzAppendFloat ./agent:FuzzAgesMember
+	./collectors/kubelet:FuzzDecodeList ./agent:FuzzAcceptsGzip ./agent:FuzzAppendFloat ./agent:FuzzAgesMember
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg)"; \
@@ -92,4 +94,8 @@ lint:
 
 clean:
 	rm -rf bin dist
+
+# The fetched toolchain too (make toolchain fetches it again).
+distclean: clean
+	rm -rf .toolchain
 include packaging/package.mk

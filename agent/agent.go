@@ -66,6 +66,9 @@ func New(cfg Config, lib gpu.Library, log *slog.Logger) *Agent {
 			a.state.ApplyEvent(event.StateCorrupt(time.Now(), "agent", corrupt.Path, corrupt.MovedTo, err))
 		}
 	}
+	// Pod labels come from the kubelet by GPU UUID, not from process ids,
+	// so they hold for a replayed node too when a kubelet serves its UUIDs.
+	a.state.LabelPods(cfg.GPUKubernetes)
 	if c := cfg.Counters(); c != nil {
 		a.state.SelectFields(c.Only)
 		for _, w := range c.Warnings {
@@ -292,17 +295,20 @@ func (a *Agent) interval() time.Duration {
 }
 
 // StatusLine is the one-line summary for systemd's STATUS= and logs:
-// "8 GPUs, 1 unhealthy: GPU 3 fell off the bus".
+// "8 GPUs, 1 unhealthy: GPU 3 fell off the bus". The GPU it names is the
+// first of the worst: a lost GPU before another's warning.
 func StatusLine(s *Snapshot) string {
 	if c := s.Collector("gpu"); c != nil && !c.Up {
 		return "GPU collector down: " + firstLine(c.Err)
 	}
 	bad := 0
 	first := ""
+	var firstLevel event.Level
 	for _, g := range s.GPUs {
 		if g.Health.Level == event.Critical || g.Health.Level == event.Warning {
 			bad++
-			if first == "" {
+			if first == "" || (g.Health.Level == event.Critical && firstLevel != event.Critical) {
+				firstLevel = g.Health.Level
 				why := g.Health.Level.String()
 				if len(g.Health.Reasons) > 0 {
 					why = g.Health.Reasons[0]

@@ -387,3 +387,31 @@ func TestGPUsViewListsMIGInstances(t *testing.T) {
 		t.Errorf("GPU 0 is not in MIG mode: %+v", v.GPUs[0].MIGInstances)
 	}
 }
+
+// The Xid event series the shipped alerts take increase() of are there at 0
+// before the first Xid: a counter that first appears at 1 is no increase to
+// Prometheus, and the node's first Xid would raise no alert.
+func TestTheAlertedXidSeriesStartAtZero(t *testing.T) {
+	st, _ := demoAt(t, 10*time.Second)
+	before := scrape(t, st)
+	for _, sev := range []string{"critical", "warning", "unknown"} {
+		if v, ok := metricValueIn(before, `gpuwarden_events_total{kind="xid",severity="`+sev+`"}`); !ok || v != "0" {
+			t.Errorf("before any Xid, the %s series is %q (present %v), want 0", sev, v, ok)
+		}
+	}
+	st.ApplyEvent(event.Event{Source: "kmsg", Kind: event.KindXid, Code: 79, Severity: event.Critical,
+		GPU: event.GPURef{Index: -1, PCIBusID: "0000:ba:00.0"}, Raw: "NVRM: Xid (PCI:0000:ba:00): 79, pid=0, GPU has fallen off the bus."})
+	if v, _ := metricValueIn(scrape(t, st), `gpuwarden_events_total{kind="xid",severity="critical"}`); v != "1" {
+		t.Errorf("after one critical Xid the series is %q, want 1", v)
+	}
+}
+
+// metricValueIn is the value of the series written exactly as series.
+func metricValueIn(body, series string) (string, bool) {
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			return v, true
+		}
+	}
+	return "", false
+}

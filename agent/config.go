@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/kubelet"
 	"github.com/spf13/pflag"
 
 	"github.com/spf13/viper"
@@ -44,10 +45,14 @@ type Config struct {
 	GPUInterval time.Duration
 	GPUTimeout  time.Duration
 	GPUJobLabel bool
-	GPUCounters string
-	counters    *gpu.Counters // GPUCounters, parsed at Load
-	GPUExpected int
-	EventWindow time.Duration
+	// GPUKubernetes puts dcgm-exporter's pod, namespace and container
+	// labels on GPU series, from the kubelet at PodResourcesSocket.
+	GPUKubernetes      bool
+	PodResourcesSocket string
+	GPUCounters        string
+	counters           *gpu.Counters // GPUCounters, parsed at Load
+	GPUExpected        int
+	EventWindow        time.Duration
 
 	KmsgEnabled  bool
 	KmsgPath     string
@@ -68,6 +73,8 @@ type Config struct {
 	Hostname string
 
 	explicit map[string]bool // keys given by flag, environment or file
+	// fileBytes is the config file as Load read it (see FileBytes).
+	fileBytes []byte
 }
 
 // Setting is one configuration key. Its row is the only place the key, its
@@ -131,6 +138,10 @@ var Settings = []Setting{
 		field: func(c *Config) any { return &c.GPUCounters }},
 	{Name: "collector.gpu.job-label", Default: false, Help: "Add dcgm-exporter's hpc_job label to every GPU series: the Slurm jobs using the GPU, from each process's cgroup (a live host only).",
 		field: func(c *Config) any { return &c.GPUJobLabel }},
+	{Name: "collector.gpu.kubernetes", Default: false, Help: "Add dcgm-exporter's pod, namespace and container labels to every GPU series: the containers the kubelet's pod-resources API says hold the GPU (GPUs by UUID, as NVIDIA's device plugin names them), asked every 15s off the scrape path and forgotten after 2m without an answer; a GPU shared by several containers lists them comma-separated, in the same order in all three labels. Processes whose pod is known by UID gain its name.",
+		field: func(c *Config) any { return &c.GPUKubernetes }},
+	{Name: "collector.gpu.pod-resources-socket", Default: kubelet.DefaultSocket, Help: "The kubelet's pod-resources socket for collector.gpu.kubernetes, under path.rootfs.",
+		field: func(c *Config) any { return &c.PodResourcesSocket }},
 	{Name: "collector.gpu.timeout", Default: 5 * time.Second, Help: "How long one GPU's sample may take before it is reported timed out.",
 		field: func(c *Config) any { return &c.GPUTimeout }},
 	{Name: "gpu.expected", Default: 0, Help: "GPUs this host must have; fewer visible is critical (0: every GPU it has had, kept in state.dir/gpus.json).", Reload: true,
@@ -185,6 +196,11 @@ func (s Setting) value(c *Config) any {
 // Sections are the config file's top-level sections that are not flag
 // keys: remediation's rules and hooks, read by package remediation.
 var Sections = []string{"remediation"}
+
+// FileBytes is the config file as Load read it, nil without one. The
+// sections other packages read (remediation's) are parsed from these bytes,
+// so that one load, or one reload, sees one version of the file.
+func (c Config) FileBytes() []byte { return c.fileBytes }
 
 // IsSet says whether key was given explicitly, by flag, environment
 // variable or config file, rather than left at its default.
@@ -266,10 +282,11 @@ func Load(fs *pflag.FlagSet, file string) (Config, error) {
 		}
 	}
 	if file != "" {
-		values, err := readFile(fs, file)
+		values, b, err := readFile(fs, file)
 		if err != nil {
 			return Config{}, err
 		}
+		c.fileBytes = b
 		if err := v.MergeConfigMap(values); err != nil {
 			return Config{}, fmt.Errorf("%s: %w", file, err)
 		}
@@ -412,6 +429,9 @@ func (c Config) validate() error {
 	if len(c.ListenAddresses) == 0 && !c.SystemdSocket {
 		bad("web.listen-address", "no address to listen on")
 	}
+	if c.GPUKubernetes && c.PodResourcesSocket == "" {
+		bad("collector.gpu.pod-resources-socket", "empty, and collector.gpu.kubernetes needs it")
+	}
 	if c.DKMSInterval < time.Second {
 		bad("collector.dkms.interval", "%s is below 1s", c.DKMSInterval)
 	}
@@ -423,26 +443,26 @@ func (c Config) validate() error {
 
 // readFile reads the config file as YAML and checks every leaf: its key
 // must be one of Settings, its value must parse as its flag's type. It returns the
-// leaves by their flat, dotted key.
-func readFile(fs *pflag.FlagSet, file string) (map[string]any, error) {
+// leaves by their flat, dotted key, and the bytes it read.
+func readFile(fs *pflag.FlagSet, file string) (map[string]any, []byte, error) {
 	values := map[string]any{}
 	b, err := ReadConfigFile(file)
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, nil, fmt.Errorf("config: %w", err)
 	}
 	var root yaml.Node
 	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
-			return values, nil // an empty file is a valid config
+			return values, b, nil // an empty file is a valid config
 		}
-		return nil, fmt.Errorf("%s: %w", file, err)
+		return nil, nil, fmt.Errorf("%s: %w", file, err)
 	}
 	if len(root.Content) == 0 {
-		return values, nil
+		return values, b, nil
 	}
 	top := root.Content[0]
 	if top.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("%s:%d: the config must be a mapping of keys to values", file, top.Line)
+		return nil, nil, fmt.Errorf("%s:%d: the config must be a mapping of keys to values", file, top.Line)
 	}
 	var errs []error
 	var walk func(prefix string, n *yaml.Node)
@@ -502,9 +522,9 @@ func readFile(fs *pflag.FlagSet, file string) (map[string]any, error) {
 	}
 	walk("", top)
 	if err := errors.Join(errs...); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return values, nil
+	return values, b, nil
 }
 
 // checkValue parses text as f's type without changing f.

@@ -185,3 +185,38 @@ func TestReloadAppliesReloadableKeysAndNamesTheOthers(t *testing.T) {
 		t.Errorf("restart warning %q, want state.dir and collector.gpu.timeout only", warn)
 	}
 }
+
+// A load reads the file once: the sections other packages read are parsed
+// from the bytes the settings came from, so a file rewritten in the middle
+// of a reload cannot give settings of one version and rules of another.
+func TestLoadKeepsTheBytesItReadTheSettingsFrom(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "gpuwarden.yaml")
+	first := "collector:\n  gpu:\n    interval: 7s\nremediation:\n  dry_run: true\n"
+	if err := os.WriteFile(file, []byte(first), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(runFlags(t), file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("collector:\n  gpu:\n    interval: 9s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c.GPUInterval != 7*time.Second || string(c.FileBytes()) != first {
+		t.Errorf("interval %s and bytes %q, want 7s and the file as it was read", c.GPUInterval, c.FileBytes())
+	}
+	if c, err := Load(runFlags(t), ""); err != nil || c.FileBytes() != nil {
+		t.Errorf("no file: bytes %q, err %v", c.FileBytes(), err)
+	}
+}
+
+func TestPodLabelsNeedASocket(t *testing.T) {
+	_, err := Load(runFlags(t, "--collector.gpu.kubernetes", "--collector.gpu.pod-resources-socket="), "")
+	if err == nil || !strings.Contains(err.Error(), "collector.gpu.pod-resources-socket") {
+		t.Fatalf("Load = %v, want the empty socket named", err)
+	}
+	c, err := Load(runFlags(t, "--collector.gpu.kubernetes"), "")
+	if err != nil || !c.GPUKubernetes || c.PodResourcesSocket != "/var/lib/kubelet/pod-resources/kubelet.sock" {
+		t.Fatalf("Load = %+v, %v; want the kubelet's default socket", c.PodResourcesSocket, err)
+	}
+}

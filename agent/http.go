@@ -15,6 +15,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/kubelet"
 )
 
 // NewRegistry returns a registry of what /metrics serves besides the
@@ -95,6 +96,12 @@ type GPUView struct {
 	LastXidText string             `json:"last_xid_msg,omitempty"`
 	// MIGInstances are the GPU's MIG GPU instances with profiling values.
 	MIGInstances []InstanceView `json:"mig_instances,omitempty"`
+	// Owners are the Slurm jobs and Kubernetes pods of the processes on
+	// the GPU, as an event on it names them (at most 4).
+	Owners []string `json:"owners,omitempty"`
+	// Pods are the containers the kubelet gave the GPU to
+	// (collector.gpu.kubernetes).
+	Pods []kubelet.Ref `json:"pods,omitempty"`
 }
 
 // InstanceView is one MIG GPU instance in /v1/gpus.
@@ -117,7 +124,8 @@ func ViewGPUs(s *Snapshot, now time.Time) GPUsView {
 	v := GPUsView{Hostname: s.Hostname, DriverVersion: s.DriverVersion, GPUs: []GPUView{}, Collector: s.Collector("gpu")}
 	for _, g := range s.GPUs {
 		gv := GPUView{Info: g.Info, Lost: g.Lost, Health: g.Health, LastXid: g.LastXid, LastXidText: g.LastXidMsg,
-			SampleAge: now.Sub(g.SampleTime).Seconds(), Values: map[string]float64{}, Missing: map[string]string{}}
+			SampleAge: now.Sub(g.SampleTime).Seconds(), Values: map[string]float64{}, Missing: map[string]string{},
+			Owners: withKubeletPods(ownersOn(g.Processes), &g), Pods: g.Pods}
 		if g.Sample != nil {
 			gv.Error = g.Sample.Err
 			for i, f := range gpu.Fields {

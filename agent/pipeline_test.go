@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -301,6 +302,36 @@ func TestAnAERFromBothSourcesIsOneEvent(t *testing.T) {
 	st.ApplyEvents([]event.Event{aer("kmsg", now.Add(10*time.Second)), aer("kmsg", now.Add(10*time.Second))}, nil)
 	if n := st.Snapshot().EventCounts[EventKey{event.KindAER, event.Warning}]; n != 3 {
 		t.Errorf("%d AER events counted, want 3 (one from both sources, two from the kernel log)", n)
+	}
+	if snap := st.Snapshot(); snap.JoinedAER != 1 || snap.JoinedXid != 0 {
+		t.Errorf("joined: aer %d, xid %d; want the eBPF copy joined once", snap.JoinedAER, snap.JoinedXid)
+	}
+	if body := scrape(t, st); !strings.Contains(body, `gpuwarden_events_joined_total{kind="aer"} 1`) {
+		t.Errorf("no joined AER series:\n%s", grepLines(body, "gpuwarden_events_joined"))
+	}
+}
+
+// An OOM kill names no GPU; when its victim was a GPU process, it names
+// the job that process belonged to (the demo's Slurm job on GPUs 0 and 1),
+// as /v1/gpus names the owners of each GPU. A victim on no GPU names none.
+func TestAnOOMKillOfAJobsGPUProcessNamesTheJob(t *testing.T) {
+	st, _ := demoWithClock(t)
+	oom := func(pid string) event.Event {
+		return st.ApplyEvent(event.Event{Source: "ebpf", Kind: event.KindOOMKill, Time: time.Now(), GPU: event.GPURef{Index: -1},
+			Fields: map[string]string{"pid": pid, "process_name": "python3", "gpu_process": "true"}, Raw: "oom/mark_victim"})
+	}
+	if got := oom("31338").Fields[FieldOwners]; got != "slurm job 4242.0 (demo)" {
+		t.Errorf("the OOM kill of the job's process on GPU 1 names %q, want the job", got)
+	}
+	if got, ok := oom("777").Fields[FieldOwners]; ok {
+		t.Errorf("the OOM kill of a process on no GPU names %q", got)
+	}
+	if got := oom("not-a-pid").Fields[FieldOwners]; got != "" {
+		t.Errorf("an OOM kill without a pid names %q", got)
+	}
+	v := ViewGPUs(st.Snapshot(), time.Now())
+	if len(v.GPUs) != 8 || !slices.Equal(v.GPUs[0].Owners, []string{"slurm job 4242.0 (demo)"}) || len(v.GPUs[2].Owners) != 0 {
+		t.Errorf("owners in /v1/gpus: GPU 0 %v, GPU 2 %v", v.GPUs[0].Owners, v.GPUs[2].Owners)
 	}
 }
 

@@ -252,17 +252,15 @@ func gpuLabels(l []string, extra ...string) string {
 	for i, n := range gpuLabelNames {
 		kv = append(kv, n, l[i])
 	}
-	kv = appendJobLabel(kv, l)
+	kv = appendOptional(kv, l)
 	return labelSet(append(kv, extra...)...)
 }
 
-// appendJobLabel adds dcgm-exporter's hpc_job label when the GPU's labels
-// carry one (collector.gpu.job-label): the Slurm jobs on the GPU.
-func appendJobLabel(kv, l []string) []string {
-	if len(l) > len(gpuLabelNames) {
-		kv = append(kv, "hpc_job", l[len(gpuLabelNames)])
-	}
-	return kv
+// appendOptional adds the GPU's optional labels, the name and value pairs
+// after dcgm-exporter's: hpc_job (collector.gpu.job-label), then container,
+// namespace and pod (collector.gpu.kubernetes), as dcgm-exporter adds them.
+func appendOptional(kv, l []string) []string {
+	return append(kv, l[len(gpuLabelNames):]...)
 }
 
 // instanceLabels renders a MIG GPU instance's label set: the GPU's, with
@@ -276,7 +274,7 @@ func instanceLabels(l []string, in *gpu.Instance) string {
 			kv = append(kv, "GPU_I_PROFILE", in.Profile, "GPU_I_ID", strconv.Itoa(in.ID))
 		}
 	}
-	return labelSet(appendJobLabel(kv, l)...)
+	return labelSet(appendOptional(kv, l)...)
 }
 
 func shortGPULabels(l []string) string {
@@ -450,6 +448,9 @@ func writeSnapshot(b *textBuf, s *Snapshot) {
 	writeSourceStats(b, s.SourceStats)
 	family(b, "gpuwarden_events_truncated_total", "Events whose text or fields were cut to gpuwarden's size limits (8 KiB of text, 1 KiB a field).", "counter")
 	sample(b, "gpuwarden_events_truncated_total", "", float64(s.TruncatedEvents))
+	family(b, "gpuwarden_events_joined_total", "Second reports of one error from another source, joined into the event of the first (an Xid from the kernel log and NVML, a PCIe AER from the kernel log and the eBPF tracepoint), by kind.", "counter")
+	sample(b, "gpuwarden_events_joined_total", labelSet("kind", "aer"), float64(s.JoinedAER))
+	sample(b, "gpuwarden_events_joined_total", labelSet("kind", "xid"), float64(s.JoinedXid))
 	if len(s.Subscribers) > 0 {
 		family(b, "gpuwarden_subscriber_notices_total", "Events and health changes queued for a subscriber (remediation), by subscriber.", "counter")
 		for _, sub := range s.Subscribers {
@@ -661,7 +662,9 @@ func writeSourceStats(b *textBuf, stats []SourceStats) {
 // writeProcesses renders gpuwarden_gpu_process_memory_bytes: one series per
 // process on a GPU (at most gpu.MaxProcesses a GPU, so GPUs x 16 in all),
 // with whose it is where that is known. Every label value has a strict
-// shape (digits, a UUID, hex): nothing a workload names itself.
+// shape (digits, a UUID, hex, a DNS-1123 name checked by package kubelet):
+// nothing a workload names itself. namespace and pod appear only where the
+// kubelet's answer names the process's pod UID without doubt.
 func writeProcesses(b *textBuf, s *Snapshot) {
 	headed := false
 	for i := range s.GPUs {
@@ -675,8 +678,13 @@ func writeProcesses(b *textBuf, s *Snapshot) {
 				headed = true
 			}
 			o := p.Owner
-			sample(b, "gpuwarden_gpu_process_memory_bytes", labelSet("gpu", g.labels[0], "UUID", g.labels[1], "pci_bus_id", g.labels[2],
-				"pid", strconv.FormatUint(uint64(p.PID), 10), "hpc_job", o.SlurmJob, "pod_uid", o.PodUID, "container_id", o.ContainerID), float64(p.UsedMemory))
+			kv := []string{"gpu", g.labels[0], "UUID", g.labels[1], "pci_bus_id", g.labels[2],
+				"pid", strconv.FormatUint(uint64(p.PID), 10), "hpc_job", o.SlurmJob, "pod_uid", o.PodUID, "container_id", o.ContainerID}
+			if o.PodName != "" {
+				// Names from the kubelet, checked to be DNS-1123 names there.
+				kv = append(kv, "namespace", o.PodNamespace, "pod", o.PodName)
+			}
+			sample(b, "gpuwarden_gpu_process_memory_bytes", labelSet(kv...), float64(p.UsedMemory))
 		}
 	}
 }

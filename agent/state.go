@@ -14,6 +14,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/attribution"
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/kubelet"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
 	"github.com/gpuwarden/gpuwarden/collectors/xid"
 )
@@ -36,8 +37,12 @@ type Snapshot struct {
 	EventCounts map[EventKey]uint64
 	// TruncatedEvents counts events whose text was cut to MaxEventText.
 	TruncatedEvents uint64
-	Subscribers     []SubscriberStats
-	fieldMask       []bool // fields exported, from a counters file; nil: all
+	// JoinedXid and JoinedAER count second reports of one error from
+	// another source (an Xid from the kernel log and NVML, an AER from the
+	// kernel log and the eBPF tracepoint), joined into the first's event.
+	JoinedXid, JoinedAER uint64
+	Subscribers          []SubscriberStats
+	fieldMask            []bool // fields exported, from a counters file; nil: all
 	// SourceStats are the sources' own series, by source name.
 	SourceStats []SourceStats
 
@@ -59,9 +64,12 @@ type GPUState struct {
 	// Processes are who uses the GPU, with the Slurm job or pod each
 	// belongs to (on a live host; a replayed node's pids are not ours).
 	Processes []ProcessState `json:"processes,omitempty"`
-	Sticky    []event.Event  `json:"-"`
-	labels    []string       // dcgm-exporter's label values, in gpuLabelNames order
-	lt        *labelText     // labels rendered, kept across snapshots (render.go)
+	// Pods are the containers the kubelet gave the GPU to
+	// (collector.gpu.kubernetes), while its answer is fresh.
+	Pods   []kubelet.Ref `json:"pods,omitempty"`
+	Sticky []event.Event `json:"-"`
+	labels []string      // dcgm-exporter's label values, in gpuLabelNames order
+	lt     *labelText    // labels rendered, kept across snapshots (render.go)
 }
 
 // CollectorState is one source's own health.
@@ -113,6 +121,14 @@ type XidCount struct {
 	Count    uint64
 }
 
+// alertedEventKeys are the gpuwarden_events_total series the shipped alert
+// rules take increase() of (GPUXidCritical, GPUXidWarning). They are
+// exported at 0 from the start: a counter that first appears at 1 shows
+// Prometheus no increase, and the node's first Xid would raise no alert.
+var alertedEventKeys = []EventKey{
+	{event.KindXid, event.Critical}, {event.KindXid, event.Warning}, {event.KindXid, event.Unknown},
+}
+
 // EventKey is one series of gpuwarden_events_total.
 type EventKey struct {
 	Kind     event.Kind
@@ -139,9 +155,14 @@ type State struct {
 	ring       *EventRing
 	hostSticky []event.Event // events that weigh on the host rather than one GPU
 	truncated  uint64        // events whose text or fields were cut to the limits
+	joinedXid  uint64        // second-source reports joined into an event
+	joinedAER  uint64
 	subs       []*Subscription
 	attr       *attribution.Reader          // nil: processes are not attributed (a replay)
 	jobLabel   bool                         // GPU series carry hpc_job
+	podLabel   bool                         // GPU series carry container, namespace, pod
+	pods       kubelet.Assignments          // the kubelet's last answer
+	podsAt     time.Time                    // when it was had
 	fieldMask  []bool                       // fields exported (nil: all)
 	owners     map[uint32]attribution.Owner // by pid
 	lastLevels map[string]event.Level       // health per GPU UUID and "" for the host, as last published
@@ -310,9 +331,7 @@ func (s *State) ApplyRound(r gpu.Round) {
 		}
 		g.Sample = smp
 		g.Processes = s.owned(smp.Processes)
-		if s.jobLabel {
-			g.labels = withJob(g.labels, jobsOn(g.Processes))
-		}
+		s.relabel(g)
 		g.SampleTime = smp.Time
 		g.Lost = smp.Lost
 		g.Unsupported = g.Unsupported[:0]
@@ -322,6 +341,7 @@ func (s *State) ApplyRound(r gpu.Round) {
 			}
 		}
 	}
+	s.namePods()
 	if s.inventory != nil {
 		infos := make([]gpu.Info, len(r.Samples))
 		for i, smp := range r.Samples {
@@ -401,6 +421,7 @@ func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
 		k := xidKey{gpu: ev.GPU.Index, xid: ev.Code}
 		if last, ok := s.lastXid[k]; ok && last.source != ev.Source && absDuration(s.clock().Sub(last.at)) < xidDedupWindow {
 			delete(s.lastXid, k) // matched: the next report is a new error
+			s.joinedXid++
 			return ev, false
 		}
 		s.lastXid[k] = xidSeen{at: s.clock(), source: ev.Source}
@@ -412,6 +433,7 @@ func (s *State) applyEvent(ev event.Event) (event.Event, bool) {
 		k := aerKey{bus: gpu.ShortBusID(ev.GPU.PCIBusID), severity: ev.Fields[aerSeverityField]}
 		if last, ok := s.lastAER[k]; ok && last.source != ev.Source && absDuration(ev.Time.Sub(last.at)) < aerDedupWindow {
 			delete(s.lastAER, k)
+			s.joinedAER++
 			return ev, false
 		}
 		if len(s.lastAER) > 4096 {
@@ -679,6 +701,7 @@ func (s *State) publish() {
 	}
 	snap.Health = host
 	snap.TruncatedEvents = s.truncated
+	snap.JoinedXid, snap.JoinedAER = s.joinedXid, s.joinedAER
 	snap.fieldMask = s.fieldMask
 	s.transitions(snap)
 	for _, sub := range s.subs {
@@ -699,6 +722,9 @@ func (s *State) publish() {
 	})
 	for k, v := range s.kinds {
 		snap.KindCounts[k] = v
+	}
+	for _, k := range alertedEventKeys {
+		snap.EventCounts[k] = 0
 	}
 	for k, v := range s.events {
 		snap.EventCounts[k] = v

@@ -2,6 +2,7 @@ package dkms
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -33,6 +34,32 @@ type Finding struct {
 	// NotRun says why the check did not run (its Level is then OK, or
 	// Unknown when the caller asked for it to run). Empty when it ran.
 	NotRun string `json:"not_run,omitempty"`
+}
+
+// StatusSkipped is the status of a check that did not run and was not
+// asked to: one word for it in the table and in the JSON.
+const StatusSkipped = "skipped"
+
+// Skipped reports a check that did not run and was not required to.
+func (f Finding) Skipped() bool { return f.NotRun != "" && f.Level == event.OK }
+
+// Status is the word shown for the check: its level, or "skipped".
+func (f Finding) Status() string {
+	if f.Skipped() {
+		return StatusSkipped
+	}
+	return f.Level.String()
+}
+
+// MarshalJSON adds "status", the word the table prints: a skipped check
+// keeps "level": "ok" (it counts as ok in the verdict) and says
+// "status": "skipped", as the table does.
+func (f Finding) MarshalJSON() ([]byte, error) {
+	type plain Finding
+	return json.Marshal(struct {
+		plain
+		Status string `json:"status"`
+	}{plain(f), f.Status()})
 }
 
 // ExtraCheck is a check another package contributes (the GPU checks: every
@@ -293,6 +320,9 @@ func (e evaluator) nvml() Finding {
 	switch {
 	case !n.Probed:
 		c.NotRun = "NVML is not wired into this check"
+		if n.NotAsked != "" {
+			c.NotRun = n.NotAsked
+		}
 		c.Summary = "not run: " + c.NotRun
 	case n.Mismatch:
 		c.Level = event.Critical

@@ -68,6 +68,9 @@ type NVMLState struct {
 	DriverVersion string `json:"driver_version,omitempty"`
 	Mismatch      bool   `json:"mismatch"`
 	Err           string `json:"error,omitempty"`
+	// NotAsked, when not probed, says why (empty: this build or caller
+	// has no NVML to ask).
+	NotAsked string `json:"not_asked,omitempty"`
 }
 
 // NVMLProbe returns NVML's driver version (nvmlSystemGetDriverVersion), or
@@ -560,6 +563,14 @@ func (g *Gatherer) readReboot(f *Facts) {
 			}
 		}
 	}
+	f.judgeReboot()
+}
+
+// judgeReboot adds to the pending-reboot state what the facts themselves
+// say: a next boot kernel other than the running one, a driver that differs
+// from the loaded module, and the packages that asked for the reboot.
+func (f *Facts) judgeReboot() {
+	r := &f.Reboot
 	if f.RunningKernel != "" {
 		target := f.NextBoot.Kernel
 		if f.Family == "rpm" && len(f.Kernels) > 0 {

@@ -82,6 +82,15 @@ type Config struct {
 	Modules []string
 	// NVML, when set, is asked for NVML's driver version on every pass.
 	NVML NVMLProbe
+	// NVMLNotAsked says why NVML is not asked when NVML is nil (a fixture
+	// root, say); the nvml_version check gives it as its reason.
+	NVMLNotAsked string
+	// Recorded, when set, gives the facts of the host a replayed trace was
+	// recorded on, as of the trace's current time: every pass judges them
+	// instead of reading Paths (this host is not the replayed node), and
+	// nothing under Paths is watched. NVML is still asked. ok is false
+	// while the trace holds no host facts: the checks then say unknown.
+	Recorded func() (f Facts, ok bool)
 	// Extra checks run after the built-in ones (the GPU checks).
 	Extra []ExtraCheck
 	// Now is the clock (default time.Now); replays and tests pass their own.
@@ -143,7 +152,15 @@ func NewChecker(cfg Config) *Checker {
 // Check reads the facts and runs every check once.
 func (c *Checker) Check(ctx context.Context) Report {
 	start := c.cfg.Now()
-	f := c.g.Gather(ctx)
+	var f Facts
+	if c.cfg.Recorded != nil {
+		f = c.recordedFacts(ctx)
+	} else {
+		f = c.g.Gather(ctx)
+	}
+	if c.cfg.NVML == nil {
+		f.NVML.NotAsked = c.cfg.NVMLNotAsked
+	}
 	checks := Evaluate(&f, c.g.IsNVIDIAModule)
 	for _, x := range c.cfg.Extra {
 		checks = append(checks, x(ctx)...)

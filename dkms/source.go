@@ -21,6 +21,9 @@ func init() {
 	})
 }
 
+// firstRoundWait bounds the wait for the GPU collector's first round.
+const firstRoundWait = 15 * time.Second
+
 // Source runs the checks as a source of the agent: findings that change
 // become events, every pass's health is the source's finding and its series
 // the source's stats.
@@ -68,6 +71,10 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 		sink.Ran(r.Duration)
 	}
 	sink.Report(source.Finding{Level: event.Unknown, Reasons: []string{"first check not finished"}})
+	// The first pass asks NVML's view, which is the sampler's first round:
+	// waiting for it (briefly) keeps the first report from saying unknown
+	// for NVML until the next pass, minutes later.
+	sink.GPUs().WaitFirstRound(ctx, firstRoundWait)
 	w := NewWatcher(cfg)
 	s.mu.Lock()
 	s.watcher = w

@@ -107,11 +107,15 @@ func (w *Watcher) SetInterval(d time.Duration) {
 // Run checks once, then keeps checking until ctx is done. Without inotify
 // (no permission, watch limit reached) it logs why once and keeps the timer.
 func (w *Watcher) Run(ctx context.Context) error {
-	fsw, err := fsnotify.NewWatcher()
+	var fsw *fsnotify.Watcher
+	var err error
+	if w.cfg.Recorded == nil { // recorded facts: this host's files are not the node's
+		fsw, err = fsnotify.NewWatcher()
+	}
 	if err != nil {
 		w.log.Warn("file watch unavailable, checking on the timer only",
 			"err", err, "interval", w.cfg.Interval, "fix", "raise fs.inotify.max_user_instances")
-	} else {
+	} else if fsw != nil {
 		w.fsw = fsw
 		defer fsw.Close()
 	}

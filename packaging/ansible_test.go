@@ -29,11 +29,17 @@ var recap = regexp.MustCompile(`localhost\s*:\s*ok=\d+\s+changed=(\d+)\s+unreach
 func TestAnsibleRoleInstallsConfiguresAndGates(t *testing.T) {
 	needRoot(t)
 	needTool(t, "ansible-playbook", "dpkg-query")
-	deb, _ := packages(t)
-	if s := debStatus(t); s != "" && !strings.Contains(s, "not-installed") {
-		t.Skipf("gpuwarden is already installed on this machine (%s); not touching it", s)
+	if !inThrowawayRoot(t, func(t *testing.T, upper string) {
+		// The role's copy of the package landed in the throwaway /var/tmp:
+		// the play ran there, not on the host.
+		if copies := upperHas(upper, "/var", "tmp/gpuwarden_*.deb"); len(copies) != 1 {
+			t.Errorf("the throwaway root's /var/tmp holds %v, want the play's copy of the package", copies)
+		}
+	}) {
+		return
 	}
-	t.Cleanup(func() { runErr(t, "dpkg", "--purge", "gpuwarden") })
+	deb, _ := packages(t)
+	freshRoot(t)
 	pkg := "gpuwarden_package_file=" + deb
 
 	out, err := playbook(t, "--check", "-e", pkg)

@@ -248,11 +248,9 @@ func TestDashboardQueriesReturnDataFromReplayedDemo(t *testing.T) {
 	args := []string{"run", "--config", filepath.Join(root, "packaging", "gpuwarden.yaml"),
 		"--backend", "replay", "--replay.loop", "--replay.speed", "20",
 		"--web.listen-address", agentAddr, "--collector.gpu.interval", "200ms",
-		"--state.dir", t.TempDir()}
-	// A fixture root gives the DKMS panels facts to show (this machine has
-	// no driver); a replay runs the host checks only when asked by name.
-	args = append(args, "--collector.dkms=true", "--path.rootfs", filepath.Join(root, "testdata", "rootfs", "healthy"),
-		"--path.procfs", "proc", "--path.sysfs", "sys")
+		"--state.dir", t.TempDir(), "--control.socket", filepath.Join(t.TempDir(), "control.sock")}
+	// No DKMS flag and no fixture root: the DKMS, kernel and driver panels
+	// show the facts of the host the demo trace was recorded on.
 	start(t, "agent.log", bin, args...)
 	if !waitFor(20*time.Second, func() bool {
 		resp, err := http.Get("http://" + agentAddr + "/metrics")

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -78,6 +79,11 @@ func packages(t *testing.T) (deb, rpm string) {
 	t.Helper()
 	needTool(t, "make", "gzip")
 	pkgOnce.Do(func() {
+		// A test re-run in a throwaway root takes the packages its parent built.
+		if paths := strings.Split(os.Getenv(packagesEnv), "\n"); len(paths) == 2 {
+			pkgDeb, pkgRpm = paths[0], paths[1]
+			return
+		}
 		root := repoRoot(t)
 		cmd := exec.Command("make", "package")
 		cmd.Dir = root
@@ -100,11 +106,46 @@ func packages(t *testing.T) (deb, rpm string) {
 	return pkgDeb, pkgRpm
 }
 
-// binary returns bin/gpuwarden, building the packages (and so the binary) first.
+// binary returns the binary the packages ship (dist/stage/bin/gpuwarden,
+// linked against glibc 2.17), building the packages first.
 func binary(t *testing.T) string {
 	t.Helper()
 	packages(t)
-	return filepath.Join(repoRoot(t), "bin", "gpuwarden")
+	return filepath.Join(repoRoot(t), "dist", "stage", "bin", "gpuwarden")
+}
+
+// sysroot is the glibc 2.17 sysroot of the toolchain `make package` links
+// with (packaging/package.mk), fetched by it into .toolchain/.
+func sysroot(t *testing.T) string {
+	t.Helper()
+	packages(t)
+	dir := filepath.Join(repoRoot(t), ".toolchain", "x86_64-unknown-linux-gnu", "x86_64-unknown-linux-gnu", "sysroot")
+	if _, err := os.Stat(filepath.Join(dir, "lib", "ld-linux-x86-64.so.2")); err != nil {
+		t.Fatalf("make package built without the glibc 2.17 toolchain's sysroot: %v", err)
+	}
+	return dir
+}
+
+// underSysroot returns a command that runs name under the sysroot's own
+// dynamic loader and C library, not the host's.
+func underSysroot(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	s := sysroot(t)
+	cmd := exec.Command(filepath.Join(s, "lib", "ld-linux-x86-64.so.2"),
+		append([]string{"--library-path", filepath.Join(s, "lib") + ":" + filepath.Join(s, "usr", "lib"), name}, args...)...)
+	cmd.Dir = repoRoot(t)
+	return cmd
+}
+
+// sysrootGlibc is the glibc version of the sysroot, as its libc.so.6 prints it.
+func sysrootGlibc(t *testing.T) string {
+	t.Helper()
+	out, err := underSysroot(t, filepath.Join(sysroot(t), "lib", "libc.so.6")).CombinedOutput()
+	m := regexp.MustCompile(`release version (\d+\.\d+)[,.\s]`).FindSubmatch(out)
+	if err != nil || m == nil {
+		t.Fatalf("the sysroot's libc.so.6 did not print its version: %v\n%s", err, out)
+	}
+	return string(m[1])
 }
 
 // waitFor polls cond until it holds or the deadline passes.

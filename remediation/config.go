@@ -187,7 +187,8 @@ func LoadConfig(file string) (*Config, error) {
 	return ParseConfig(b, file)
 }
 
-// ParseConfig is LoadConfig on the file's bytes.
+// ParseConfig is LoadConfig on the file's bytes (the agent passes the
+// bytes its own load read: agent.Config.FileBytes).
 func ParseConfig(b []byte, file string) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.NewDecoder(bytes.NewReader(b)).Decode(&root); err != nil {

@@ -465,6 +465,9 @@ func TestTheFleetGuardHoldsADrain(t *testing.T) {
 	g.allow, g.reason = true, ""
 	e.Handle(ctx, xidNotice(t, st, "NVRM: Xid (PCI:0000:5d:00): 79, pid=1, GPU has fallen off the bus."))
 	waitFor(t, func() bool { return a.outcomes()[OutcomeRan] == 1 })
+	// The worker audits and saves the ledger under the engine's lock: once
+	// Recent has the lock, the save is done and the state dir can go.
+	e.Recent()
 	if g.released != 2 {
 		t.Errorf("released %d slots, want both drains' back", g.released)
 	}

@@ -32,6 +32,11 @@ type checkOptions struct {
 	expected int
 	backend  string
 	replay   string
+	colour   string
+	colours  explain.Colours
+	// rootSet: --path.rootfs was given, so a replay's checks read that
+	// tree rather than the trace's recorded host facts.
+	rootSet bool
 }
 
 func newCheckCmd() *cobra.Command {
@@ -47,11 +52,20 @@ signatures, and, where NVML is wired in, the GPU checks.
 Exit codes (Nagios): 0 all good, 1 warning, 2 critical, 3 could not tell.
 The output is printed before exiting, so an Ansible task or a person sees why.
 
+With --backend replay the kernel, driver and DKMS facts are the trace's own,
+those of the host it was recorded on (unless --path.rootfs names a tree).
+
 On a fixture tree: gpuwarden check --path.rootfs testdata/rootfs/healthy
 --path.procfs proc --path.sysfs sys (relative procfs/sysfs are taken under
 the rootfs).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			paint, err := colours(o.colour, cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			o.colours = paint
+			o.rootSet = cmd.Flags().Changed("path.rootfs")
 			return runCheck(cmd.Context(), cmd.OutOrStdout(), o)
 		},
 	}
@@ -77,6 +91,7 @@ the rootfs).`,
 	f.IntVar(&o.expected, "gpu.expected", 0, "GPUs this host must have; fewer visible is critical (0: any number but none)")
 	f.StringVar(&o.backend, "backend", "nvml", "where the GPU checks read GPUs from: nvml, or replay (a trace standing in for the driver)")
 	f.StringVar(&o.replay, "replay", "", "trace for --backend replay (default: the embedded demo)")
+	addColourFlag(cmd, &o.colour)
 	return cmd
 }
 
@@ -117,13 +132,18 @@ func runCheck(ctx context.Context, w io.Writer, o checkOptions) error {
 			lib, player, _ := backendLibrary("replay", tr, replay.PlayerOptions{}, newLogger(nopWriter{}, "error", "logfmt"))
 			defer player.Close()
 			probe.lib = lib
+			if tr.HasHost() && !o.rootSet {
+				// The trace's node, not this host: its recorded facts.
+				cfg.Recorded = player.HostFacts
+			}
 		} else {
 			probe.lib = liveNVML()
 		}
 		cfg.NVML = probe.nvmlVersion
 		cfg.Extra = append(cfg.Extra, probe.gpuChecks(o.gpu))
 	default:
-		cfg.Extra = append(cfg.Extra, gpuNotWired(o.gpu))
+		cfg.NVMLNotAsked = notThisRoot(o.paths.RootFS)
+		cfg.Extra = append(cfg.Extra, gpuNotAsked(o.paths.RootFS, o.gpu))
 	}
 	r := dkms.NewChecker(cfg).Check(ctx)
 
@@ -133,7 +153,7 @@ func runCheck(ctx context.Context, w io.Writer, o checkOptions) error {
 		enc.SetIndent("", "  ")
 		err = enc.Encode(checkOutput{Level: r.Level, ExitCode: r.Level.ExitCode(), Health: r.Health(), Checks: r.Checks, Facts: r.Facts, Time: r.Time})
 	} else {
-		err = writeCheckTable(w, &r)
+		err = writeCheckTable(w, &r, o.colours)
 	}
 	if err != nil {
 		return &exitError{code: event.Unknown.ExitCode(), err: fmt.Errorf("writing the check output: %w", err)}
@@ -144,11 +164,16 @@ func runCheck(ctx context.Context, w io.Writer, o checkOptions) error {
 	return nil
 }
 
-// gpuNotWired reports the GPU checks as not run; with --gpu that is
-// Unknown, since the caller asked for them.
-func gpuNotWired(required bool) dkms.ExtraCheck {
+// notThisRoot is why NVML is not asked on a --path.rootfs other than /.
+func notThisRoot(rootfs string) string {
+	return "--path.rootfs is " + rootfs + ", not /, and NVML answers for this host, not for that tree"
+}
+
+// gpuNotAsked reports the GPU checks as not run on a fixture tree; with
+// --gpu that is Unknown, since the caller asked for them.
+func gpuNotAsked(rootfs string, required bool) dkms.ExtraCheck {
 	return func(context.Context) []dkms.Finding {
-		f := dkms.Finding{Check: checkGPUName, NotRun: "NVML is not wired into this build of gpuwarden check"}
+		f := dkms.Finding{Check: checkGPUName, NotRun: notThisRoot(rootfs)}
 		if required {
 			f.Level = event.Unknown
 			f.Summary = "could not run: " + f.NotRun
@@ -159,35 +184,28 @@ func gpuNotWired(required bool) dkms.ExtraCheck {
 	}
 }
 
-func writeCheckTable(out io.Writer, r *dkms.Report) error {
-	// File names, versions and evidence come from the host's files.
-	w := explain.Terminal(out)
+func writeCheckTable(out io.Writer, r *dkms.Report, paint explain.Colours) error {
+	// File names, versions and evidence come from the host's files: the
+	// text is escaped as a whole (explain.Terminal) before the levels are
+	// painted, so the only escape sequences that reach the terminal are
+	// ours.
 	f := &r.Facts
 	var b strings.Builder
 	fmt.Fprintf(&b, "gpuwarden check: %s\n", strings.ToUpper(r.Level.String()))
-	fmt.Fprintf(&b, "kernel: running %s, next boot %s (%s)\n", checkOrDash(f.RunningKernel), checkOrDash(f.NextBoot.Kernel), checkOrDash(f.NextBoot.Source))
-	loaded, lib := "not loaded", "not found"
-	if f.Loaded != nil {
-		loaded = f.Loaded.Version + " (" + checkOrDash(f.Loaded.Flavor) + ")"
-	}
-	if f.Library != nil {
-		lib = f.Library.Version
-	}
-	fmt.Fprintf(&b, "driver: loaded %s, userspace library %s, Secure Boot %s\n", loaded, lib, f.SecureBoot)
+	fmt.Fprintf(&b, "kernel: running %s; %s\n", orUnknown(f.RunningKernel), nextBootLine(f.NextBoot))
+	fmt.Fprintf(&b, "driver: %s; %s; Secure Boot %s\n", loadedLine(f.Loaded), libraryLine(f.Library), f.SecureBoot)
 	for _, p := range f.Problems {
 		fmt.Fprintf(&b, "could not read: %s\n", p)
 	}
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATUS\tCHECK\tSUMMARY")
+	statuses := make([]string, 0, len(r.Checks))
 	for _, c := range r.Checks {
-		status := c.Level.String()
-		if c.NotRun != "" && c.Level == event.OK {
-			status = "skipped"
-		}
-		// Evidence quotes make.log lines and file contents: escaped, they cannot
-		// drive the reader's terminal.
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", status, c.Check, explain.Printable(c.Summary))
+		statuses = append(statuses, c.Status())
+		// Evidence quotes make.log lines and file contents: escaped
+		// cell by cell, a tab or newline in them cannot break the table.
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Status(), c.Check, explain.Printable(c.Summary))
 		if c.Level == event.OK {
 			continue
 		}
@@ -201,13 +219,78 @@ func writeCheckTable(out io.Writer, r *dkms.Report) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := io.WriteString(w, b.String())
+	var safe strings.Builder
+	if _, err := io.WriteString(explain.Terminal(&safe), b.String()); err != nil {
+		return err
+	}
+	_, err := io.WriteString(out, paintCheckTable(safe.String(), r, statuses, paint))
 	return err
 }
 
-func checkOrDash(s string) string {
+// paintCheckTable colours the verdict in the first line and the STATUS word
+// that starts each check's row (rows are in r.Checks' order; evidence and
+// fix lines start with blanks and are left alone).
+func paintCheckTable(text string, r *dkms.Report, statuses []string, paint explain.Colours) string {
+	if !paint {
+		return text
+	}
+	lines := strings.SplitAfter(text, "\n")
+	verdict := strings.ToUpper(r.Level.String())
+	lines[0] = strings.Replace(lines[0], verdict, paint.Level(r.Level, verdict), 1)
+	row := -1
+	for i, l := range lines {
+		if row < 0 {
+			if strings.HasPrefix(l, "STATUS") {
+				row = 0
+			}
+			continue
+		}
+		if row >= len(r.Checks) || !strings.HasPrefix(l, statuses[row]) {
+			continue
+		}
+		c := r.Checks[row]
+		word := statuses[row]
+		painted := paint.Level(c.Level, word)
+		if c.Skipped() {
+			painted = paint.Skipped(word)
+		}
+		lines[i] = painted + l[len(word):]
+		row++
+	}
+	return strings.Join(lines, "")
+}
+
+func orUnknown(s string) string {
 	if s == "" {
-		return "-"
+		return "unknown"
 	}
 	return s
+}
+
+func nextBootLine(nb dkms.NextBoot) string {
+	if nb.Kernel == "" {
+		return "next boot kernel unknown (no boot loader entry or /boot/vmlinuz link read)"
+	}
+	if nb.Source == "" {
+		return "next boot " + nb.Kernel
+	}
+	return "next boot " + nb.Kernel + " (from " + nb.Source + ")"
+}
+
+func loadedLine(l *dkms.LoadedDriver) string {
+	if l == nil {
+		return "no NVIDIA module loaded"
+	}
+	s := "module " + orUnknown(l.Version) + " loaded"
+	if l.Flavor != "" {
+		s += " (" + l.Flavor + ")"
+	}
+	return s
+}
+
+func libraryLine(l *dkms.Library) string {
+	if l == nil {
+		return "no userspace library (libnvidia-ml) found"
+	}
+	return "userspace library " + orUnknown(l.Version)
 }

@@ -146,7 +146,7 @@ func firstLine(s string) string {
 	return l
 }
 
-func TestCheckWithGPURequiredButNVMLNotWiredIsUnknown(t *testing.T) {
+func TestCheckWithGPURequiredOnAFixtureRootIsUnknown(t *testing.T) {
 	out, code := runCheckBinary(t, gpuwardenBinary(t), "healthy", "--gpu", "--output", "json")
 	if code != 3 {
 		t.Fatalf("exit code %d, want 3 (could not tell)\n%s", code, out)
@@ -156,7 +156,7 @@ func TestCheckWithGPURequiredButNVMLNotWiredIsUnknown(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range doc.Checks {
-		if c.Check == checkGPUName && (c.Level != "unknown" || !strings.Contains(c.Summary, "could not run: NVML is not wired")) {
+		if c.Check == checkGPUName && (c.Level != "unknown" || !strings.Contains(c.Summary, "could not run: --path.rootfs is")) {
 			t.Errorf("%s = %+v", checkGPUName, c)
 		}
 	}

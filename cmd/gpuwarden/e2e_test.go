@@ -8,30 +8,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/agent"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/internal/testenv"
 )
 
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freePort(t testing.TB) string { return testenv.FreeAddr(t) }
 
 // agentProc is a running gpuwarden.
 type agentProc struct {
@@ -40,22 +31,7 @@ type agentProc struct {
 	log  *syncBuffer
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testenv.SyncBuffer
 
 // startAgent runs `gpuwarden run` with args plus a free listen address and
 // waits until it serves /metrics.
@@ -366,7 +342,7 @@ func TestStatusPrintsOneRowPerGPU(t *testing.T) {
 func TestStatusEscapesWhatTheAgentSays(t *testing.T) {
 	var b strings.Builder
 	v := agent.GPUsView{GPUs: []agent.GPUView{{Info: gpu.Info{Index: 0, Name: "H100\x1b]0;pwned\x07", PCIBusID: "0000:3b:00.0\x1b[2J"}}}}
-	if err := printStatus(&b, v); err != nil {
+	if err := printStatus(&b, v, false); err != nil {
 		t.Fatal(err)
 	}
 	if strings.ContainsAny(b.String(), "\x1b\x07") || !strings.Contains(b.String(), `0000:3b:00.0\x1b[2J`) {

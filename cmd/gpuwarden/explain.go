@@ -2,8 +2,15 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,8 +20,9 @@ import (
 
 func newExplainCmd() *cobra.Command {
 	var (
-		output string
-		lines  bool
+		output, agentURL string
+		lines            bool
+		colour           string
 	)
 	cmd := &cobra.Command{
 		Use:   "explain [FILE|-]",
@@ -26,56 +34,146 @@ happened, what it means and what to do.
 
 --output json prints the events as JSON Lines. --lines prints one JSON object per
 input line, in order, each line classified on its own, with the keys line, kind,
-pci_bus_id, xid, pid and process_name.`,
-		Args: cobra.MaximumNArgs(1),
+pci_bus_id, xid, pid and process_name.
+
+Exit codes, as check's (Nagios): 0 nothing wrong found, 1 warning, 2 critical,
+by the report's overall verdict (with --output json too); 3 a usage error or
+input that could not be read. An input that ends early (a truncated .gz) is
+3, unless what was read before the cut is a warning (1) or critical (2).
+--lines exits 0 once every line is printed.
+
+--agent URL explains a running agent's recent events (/v1/events, every source:
+the kernel log, eBPF, NVML, the driver checks) instead, with the Slurm jobs and
+pods each event hit, and exits by their verdict as above.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if agentURL != "" {
+				if len(args) > 0 || lines || output != "text" {
+					return usageError(errors.New("--agent takes no FILE, --lines or --output"))
+				}
+				paint, err := colours(colour, cmd.OutOrStdout())
+				if err != nil {
+					return err
+				}
+				return explainAgent(cmd.Context(), cmd.OutOrStdout(), agentURL, paint)
+			}
 			path := "-"
 			if len(args) == 1 {
 				path = args[0]
 			}
 			if output != "text" && output != "json" {
-				return fmt.Errorf("--output %q: want text or json", output)
+				return usageError(fmt.Errorf("--output %q: want text or json", output))
+			}
+			out := cmd.OutOrStdout()
+			paint, err := colours(colour, out)
+			if err != nil {
+				return err
+			}
+			if path == "-" && isTerminal(cmd.InOrStdin()) {
+				// A person typed `gpuwarden explain` alone: say what it waits for.
+				fmt.Fprintln(cmd.ErrOrStderr(), "gpuwarden explain: reading kernel-log text from standard input; paste it and end with Ctrl-D, or give a FILE (gpuwarden explain --help)")
 			}
 			in, err := explain.Open(path, cmd.InOrStdin())
 			if err != nil {
-				return fmt.Errorf("explain: %w", err)
+				return &exitError{code: event.Unknown.ExitCode(), err: fmt.Errorf("explain: %w", err)}
 			}
 			defer in.Close()
-			out := cmd.OutOrStdout()
 			if lines {
 				if err := explain.Lines(in, out); err != nil {
-					return fmt.Errorf("explain %s: %w", path, err)
+					return &exitError{code: event.Unknown.ExitCode(), err: fmt.Errorf("explain %s: %w", path, err)}
 				}
 				return nil
 			}
 			// Streamed: memory does not grow with the log; a report (or
 			// the JSON) of what was read is written even when the input
-			// ends early, and the command then fails saying where.
+			// ends early, and the command then fails saying where. The
+			// report, bounded, also gives the JSON its verdict.
+			rep := explain.NewReport()
+			rep.Colours = paint
+			var n int
+			var readErr error
 			if output == "json" {
 				bw := bufio.NewWriter(out)
 				enc := json.NewEncoder(bw)
 				enc.SetEscapeHTML(false)
-				n, err := explain.Each(in, func(ev event.Event) error { return enc.Encode(&ev) })
+				n, readErr = explain.Each(in, func(ev event.Event) error { rep.Add(ev); return enc.Encode(&ev) })
 				if ferr := bw.Flush(); ferr != nil {
-					return ferr
+					return &exitError{code: event.Unknown.ExitCode(), err: ferr}
 				}
-				if err != nil {
-					return fmt.Errorf("explain %s: the input ended early after line %d: %w", path, n, err)
+			} else {
+				n, readErr = explain.Each(in, func(ev event.Event) error { rep.Add(ev); return nil })
+				if werr := rep.Write(out, n, readErr); werr != nil {
+					return &exitError{code: event.Unknown.ExitCode(), err: werr}
 				}
-				return nil
 			}
-			rep := explain.NewReport()
-			n, err := explain.Each(in, func(ev event.Event) error { rep.Add(ev); return nil })
-			if werr := rep.Write(out, n, err); werr != nil {
-				return werr
+			level := rep.Level()
+			if readErr != nil {
+				level = event.Worse(level, event.Unknown)
+				return &exitError{code: level.ExitCode(), err: fmt.Errorf("explain %s: the input ended early after line %d: %w", path, n, readErr)}
 			}
-			if err != nil {
-				return fmt.Errorf("explain %s: the input ended early after line %d: %w", path, n, err)
+			if level != event.OK {
+				return &exitError{code: level.ExitCode()}
 			}
 			return nil
 		},
 	}
+	cmd.Args = func(c *cobra.Command, args []string) error {
+		if err := cobra.MaximumNArgs(1)(c, args); err != nil {
+			return usageError(err)
+		}
+		return nil
+	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "Output format: text or json (JSON Lines of events).")
 	cmd.Flags().BoolVar(&lines, "lines", false, "Print one JSON object per input line, each classified on its own.")
+	addColourFlag(cmd, &colour)
+	cmd.Flags().StringVar(&agentURL, "agent", "", "Explain the recent events of the agent at this URL (host:port alone means http://host:port) instead of kernel-log text.")
 	return cmd
+}
+
+// usageError is a command-line mistake: exit 3 (UNKNOWN), never 1, which
+// NRPE and Ansible read as a warning about the node.
+func usageError(err error) error {
+	return &exitError{code: event.Unknown.ExitCode(), err: err}
+}
+
+// explainAgent writes the explain report of a running agent's recent
+// events, oldest first, as they name the jobs and pods they hit, and exits
+// by its verdict; an agent that cannot be asked is exit 3.
+func explainAgent(ctx context.Context, w io.Writer, base string, paint explain.Colours) error {
+	unknown := func(err error) error { return &exitError{code: event.Unknown.ExitCode(), err: err} }
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/events?limit=1000", nil)
+	if err != nil {
+		return usageError(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return unknown(fmt.Errorf("explain --agent: %w (is the agent running?)", err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return unknown(fmt.Errorf("explain --agent: %s: %s", req.URL, resp.Status))
+	}
+	var evs []event.Event
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&evs); err != nil {
+		return unknown(fmt.Errorf("explain --agent: %s: %w", req.URL, err))
+	}
+	slices.Reverse(evs) // the agent lists the newest first
+	rep := explain.NewReport()
+	rep.Colours = paint
+	rep.From("the agent at " + base)
+	for _, ev := range evs {
+		rep.Add(ev)
+	}
+	if err := rep.Write(w, 0, nil); err != nil {
+		return unknown(err)
+	}
+	if level := rep.Level(); level != event.OK {
+		return &exitError{code: level.ExitCode()}
+	}
+	return nil
 }

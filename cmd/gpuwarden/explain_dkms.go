@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg/explain"
@@ -39,17 +41,35 @@ func dkmsEvent(line string) (event.Event, bool) {
 	case dkms.LineDKMSError:
 		ev.Kind, ev.Severity, ev.Mnemonic = event.KindFinding, event.Critical, "DKMS_ERROR"
 		ev.Action = event.ActionContactSupport
-		ev.Explanation = "dkms reported an error: a module did not build or install for a kernel, so that kernel comes up without it."
-		ev.Fix = "read the make.log dkms names, fix its cause (missing headers or compiler), then dkms autoinstall -k <kernel>"
+		kernel := kernelNamed(line)
+		if kernel == "" {
+			ev.Explanation = "dkms reported an error: a module did not build or install for a kernel, so that kernel comes up without it: if the next boot starts it, the node has no GPUs after the reboot."
+			kernel = "<kernel>"
+		} else {
+			ev.Explanation = "dkms could not build or install a module for kernel " + kernel + ", so " + kernel + " comes up without it: if the next boot starts it (gpuwarden check says which kernel it starts), the node has no GPUs after the reboot."
+		}
+		ev.Fix = "read the make.log dkms names, fix its cause (missing headers for " + kernel + ", no compiler, a driver too old for the kernel), then dkms autoinstall -k " + kernel + "; do not reboot into " + kernel + " until dkms status says installed"
 	case dkms.LineDKMSStatus:
 		ev.Kind, ev.Mnemonic = event.KindFinding, "DKMS_STATUS"
 		switch {
 		case fields["state"] == "installed" && fields["warning"] == "":
 			return event.Event{}, false // the normal state says nothing wrong
-		default:
+		case fields["state"] == "installed":
+			// Installed, with a warning of dkms's own (a module from
+			// another package took precedence, say).
 			ev.Severity, ev.Action = event.Warning, event.ActionNone
-			ev.Explanation = "dkms lists " + fields["module"] + "/" + fields["module_version"] + " as " + fields["state"] + " for " + fields["kernel"] +
-				": not installed for that kernel, which would come up without it."
+			ev.Explanation = "dkms lists " + fields["module"] + "/" + fields["module_version"] + " as installed for " + fields["kernel"] + ", and warns: " + fields["warning"]
+		case fields["kernel"] == "":
+			// "added": the source is registered, built for no kernel.
+			ev.Severity, ev.Action = event.Warning, event.ActionNone
+			ev.Explanation = "dkms has the source of " + fields["module"] + "/" + fields["module_version"] + " (" + fields["state"] + ") but has built it for no kernel: every kernel comes up without it until it is built."
+			ev.Fix = "dkms autoinstall, then dkms status shows installed for each kernel"
+		default:
+			mod := fields["module"] + "/" + fields["module_version"]
+			ev.Severity, ev.Action = event.Warning, event.ActionNone
+			ev.Explanation = "dkms lists " + mod + " as " + fields["state"] + " for " + fields["kernel"] +
+				": not installed for that kernel, so if the next boot starts " + fields["kernel"] + " it comes up without the module and without GPUs."
+			ev.Fix = "dkms install " + mod + " -k " + fields["kernel"] + "; gpuwarden check says which kernel the next boot starts"
 			if w := fields["warning"]; w != "" {
 				ev.Explanation += " dkms warns: " + w
 			}
@@ -70,4 +90,24 @@ func classifyDKMSLine(line string) (map[string]any, bool) {
 		out[k] = v
 	}
 	return out, true
+}
+
+// kernelNamed is the kernel release a dkms error names ("... on kernel:
+// 6.1.0-20-amd64 (x86_64)"), or "" when it names none.
+func kernelNamed(line string) string {
+	_, rest, ok := strings.Cut(line, "kernel: ")
+	if !ok {
+		return ""
+	}
+	k, _, _ := strings.Cut(strings.TrimSpace(rest), " ")
+	k = strings.TrimRight(k, ".,;:)")
+	for _, c := range k {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._+-~", c)) {
+			return ""
+		}
+	}
+	if len(k) > 128 {
+		return ""
+	}
+	return k
 }

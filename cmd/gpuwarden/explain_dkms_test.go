@@ -60,8 +60,8 @@ func TestExplainReportNamesUserSpaceDriverTrouble(t *testing.T) {
 		{"nvidia/535.104.05, 6.1.0-20-amd64, x86_64: built\n", "warning", "DKMS_STATUS"},
 	} {
 		out, err := runExplain(t, tc.in)
-		if err != nil {
-			t.Fatal(err)
+		if want := map[string]int{"warning": 1, "critical": 2}[tc.level]; exitCodeOf(err) != want {
+			t.Errorf("explain of %q: exit %d (%v), want %d", tc.in, exitCodeOf(err), err, want)
 		}
 		if !strings.Contains(out, "Overall: "+tc.level) || !strings.Contains(out, tc.says) {
 			t.Errorf("explain of %q:\n%s", tc.in, out)
@@ -70,5 +70,40 @@ func TestExplainReportNamesUserSpaceDriverTrouble(t *testing.T) {
 	out, _ := runExplain(t, "nvidia/535.104.05, 6.1.0-20-amd64, x86_64: installed\n")
 	if !strings.Contains(out, "Overall: ok") {
 		t.Errorf("an installed module is not a problem:\n%s", out)
+	}
+}
+
+// A version mismatch says which side is older and how to fix it without a
+// reboot; a DKMS entry says which kernel it concerns and what that means for
+// the next boot.
+func TestExplainSaysWhichSideIsOlderAndWhichKernel(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"the kernel's two-line API mismatch",
+			"NVRM: API mismatch: the client has the version 550.54.15, but\nNVRM: this kernel module has the version 535.154.05.  Please\n",
+			"kernel module 535.154.05, user-space library 550.54.15: the module is older"},
+		{"nvidia-smi beside the version banner",
+			"NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.124.06  Wed Feb 26 19:41:04 UTC 2025\nFailed to initialize NVML: Driver/library version mismatch\nNVML library version: 550.54\n",
+			"kernel module 570.124.06, user-space library 550.54: the library is older"},
+		{"nvidia-smi alone", "Failed to initialize NVML: Driver/library version mismatch\nNVML library version: 570.124\n",
+			"user-space library 570.124; the loaded module's version is not in the input"},
+		{"a failed build", "Error! Bad return status for module build on kernel: 6.1.0-20-amd64 (x86_64)\n",
+			"dkms autoinstall -k 6.1.0-20-amd64"},
+		{"built, not installed", "nvidia/535.104.05, 6.1.0-20-amd64, x86_64: built\n",
+			"if the next boot starts 6.1.0-20-amd64 it comes up without the module and without GPUs"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _ := runExplain(t, tc.in)
+			if !strings.Contains(out, tc.want) {
+				t.Errorf("the report does not say %q:\n%s", tc.want, out)
+			}
+			if strings.Contains(tc.name, "mismatch") && !strings.Contains(out, "rmmod nvidia_uvm") {
+				t.Errorf("no reload without a reboot:\n%s", out)
+			}
+		})
+	}
+	// Two entries of one module are two findings, not one counted twice.
+	out, _ := runExplain(t, "nvidia/550.54.15, 6.1.0-28-amd64, x86_64: built\nnvidia/550.54.15, 6.1.0-29-amd64, x86_64: built\n")
+	if strings.Count(out, "DKMS_STATUS [warning], once") != 2 {
+		t.Errorf("two DKMS entries:\n%s", out)
 	}
 }

@@ -19,6 +19,7 @@ import (
 func runExplain(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
 	cmd := newExplainCmd()
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true // as under the root command
 	var out bytes.Buffer
 	cmd.SetIn(strings.NewReader(stdin))
 	cmd.SetOut(&out)
@@ -65,8 +66,8 @@ func TestExplainCommandReportAndJSONFromGzipFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err := runExplain(t, "", p)
-	if err != nil {
-		t.Fatal(err)
+	if code := exitCodeOf(err); code != 2 {
+		t.Fatalf("exit code %d (%v), want 2 for a critical report", code, err)
 	}
 	for _, s := range []string{"GPU 0000:3b:00.0 (GPU-b6c3b2be-c55b-d076-fa0e-d464e4c7e08b): critical", "what to do now: reboot", "what it means:"} {
 		if !strings.Contains(out, s) {
@@ -74,8 +75,8 @@ func TestExplainCommandReportAndJSONFromGzipFile(t *testing.T) {
 		}
 	}
 	out, err = runExplain(t, "", "--output", "json", p)
-	if err != nil {
-		t.Fatal(err)
+	if code := exitCodeOf(err); code != 2 {
+		t.Fatalf("--output json: exit code %d (%v), want 2", code, err)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[1], `"kind":"xid"`) || !strings.Contains(lines[1], `"severity":"critical"`) {
@@ -162,8 +163,8 @@ func TestExplainStreamsALargeLogAndReportsACutOne(t *testing.T) {
 
 	cmd := exec.Command(gpuwardenBinary(t), "explain", big)
 	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("explain: %v\n%s", err, out)
+	if code := exitCodeOf(err); code != 1 {
+		t.Fatalf("explain: %v, want exit 1 for a report of warnings\n%s", err, out)
 	}
 	maxRSS := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss / 1024 // KiB to MiB
 	if !strings.Contains(string(out), "2000000 lines read, 1000000 events, 4 devices named") || !strings.Contains(string(out), "250000 times") {
@@ -179,11 +180,26 @@ func TestExplainStreamsALargeLogAndReportsACutOne(t *testing.T) {
 	cut := filepath.Join(dir, "cut.log.gz")
 	os.WriteFile(cut, b[:len(b)/2], 0o644)
 	out, err = exec.Command(gpuwardenBinary(t), "explain", cut).Output()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		t.Fatalf("a cut .gz: %v, want a failure after the report", err)
+	if code := exitCodeOf(err); code != 1 {
+		t.Fatalf("a cut .gz of warnings: %v, want exit 1 after the report", err)
 	}
 	if !strings.Contains(string(out), "The input ended early after line") || !strings.Contains(string(out), "GPU 0000:01:00") {
 		t.Errorf("report of a cut file:\n%s", out)
 	}
+}
+
+// exitCodeOf is the exit code an error from a command (run in-process or as
+// the binary) stands for: 0 for none, 1 for a plain error.
+func exitCodeOf(err error) int {
+	var ee *exitError
+	var pe *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &pe):
+		return pe.ExitCode()
+	}
+	return 1
 }

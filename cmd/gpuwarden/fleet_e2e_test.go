@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,38 +18,11 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gpuwarden/gpuwarden/fleet"
+	"github.com/gpuwarden/gpuwarden/internal/testenv"
 )
 
 // promWithConfig runs Debian's prometheus with the given configuration.
-func promWithConfig(t *testing.T, cfg string) string {
-	t.Helper()
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Skip("prometheus not installed (make deps installs it)")
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := freePort(t)
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--log.level=warn")
-	log := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	eventually(t, 20*time.Second, "prometheus ready", func() bool {
-		resp, err := http.Get("http://" + addr + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	return addr
-}
+func promWithConfig(t *testing.T, cfg string) string { return testenv.Prometheus(t, cfg) }
 
 func shardConfig(targets ...string) string {
 	return fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: gpuwarden\n    static_configs:\n      - targets: [%s]\n",
@@ -113,9 +85,11 @@ func startFleet(t *testing.T, extra string) ([]*agentProc, []string) {
 	}
 	var agents []*agentProc
 	for i := 1; i <= 6; i++ {
-		agents = append(agents, startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "30",
-			// The 300 s demo lasts 10 s: sample often enough to see GPU 3
-			// lost for its last 2 s.
+		agents = append(agents, startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "100",
+			// At 100x the 35-minute demo loops every 21 s: GPU 3 falls off
+			// the bus after 2.4 s and stays off, and the second loop's
+			// Xids are the increase the report counts (a counter's first
+			// sample is not one).
 			"--collector.gpu.interval", "250ms", "--hostname", fmt.Sprintf("node%d", i), "--state.dir", t.TempDir(),
 			"--collector.kmsg=false", "--collector.dkms=false"))
 	}
@@ -173,7 +147,7 @@ func TestFleetReportFromVictoriaMetrics(t *testing.T) {
 func checkFleetReport(t *testing.T, server string, agents []*agentProc) {
 	t.Helper()
 	args := []string{"--prometheus", server, "--window", "5m", "--stale-after", "5s", "--top", "50", "-o", "json"}
-	// Two loops of the 10 s demo, then node2 stops.
+	// Past the demo's first Xid 79 (2.4 s at 100x), then node2 stops.
 	time.Sleep(12 * time.Second)
 	agents[1].stop()
 
@@ -298,15 +272,16 @@ func TestFleetSaysUnknownWhenPrometheusIsUnreachable(t *testing.T) {
 // The series one 8-GPU demo node exports, the base of docs/fleet.md's sizing:
 // run with -v to see the count by family.
 func TestDemoNodeSeriesCountForFleetSizing(t *testing.T) {
-	a := startAgent(t, nil, "--backend", "replay", "--replay.loop", "--replay.speed", "30", "--collector.gpu.interval", "250ms",
+	a := startAgent(t, nil, "--backend", "replay", "--replay.speed", "10", "--collector.gpu.interval", "250ms",
 		"--state.dir", t.TempDir(), "--collector.kmsg=false", "--collector.dkms=false")
 	var body string
-	// Counted on a whole node: after the demo's Xids, once the loop has
-	// brought GPU 3 back and every GPU's profiling has warmed up (a lost GPU
-	// or a warming one exports fewer series, which is not what a node has).
-	eventually(t, 40*time.Second, "the demo's Xids counted on a whole node", func() bool {
+	// Counted on a whole node: after the demo's first Xids, once every
+	// GPU's profiling has warmed up, and before GPU 3 falls off the bus at
+	// 240 s (a lost GPU or a warming one exports fewer series, which is not
+	// what a node has). At 10x that is from 9 s to 24 s.
+	eventually(t, 30*time.Second, "the demo's Xids counted on a whole node", func() bool {
 		body = a.mustGet(t, "/metrics")
-		_, ok := metricValue(body, "gpuwarden_xid_errors_total", `xid="79"`)
+		_, ok := metricValue(body, "gpuwarden_xid_errors_total", `xid="48"`)
 		lost, _ := metricValue(body, "gpuwarden_gpu_lost", `gpu="3"`)
 		return ok && lost == "0" && strings.Count(body, "\nDCGM_FI_PROF_SM_ACTIVE{") == 10
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
@@ -21,7 +22,7 @@ import (
 
 func newRecordCmd() *cobra.Command {
 	var backend, scenario, out string
-	var withKmsg bool
+	var withKmsg, withEBPF bool
 	var interval, duration time.Duration
 	cmd := &cobra.Command{
 		Use:   "record --out FILE",
@@ -29,6 +30,9 @@ func newRecordCmd() *cobra.Command {
 		Long: `record samples GPUs through the same collector the agent runs and writes every
 NVML answer (values and error returns) into a trace that 'gpuwarden run
 --backend replay --replay FILE' plays back. A name ending in .gz is gzipped.
+The trace starts with the host's kernel, driver and DKMS facts (a scenario
+declares its node's): a replay's kernel and driver checks judge those, so it
+shows the findings of the host it was recorded on.
 
   gpuwarden record --backend nvml --interval 1s --duration 10m --out h100-idle.trace.jsonl.gz
   gpuwarden record --backend mock --scenario testdata/scenarios/dgx-h100-demo.yaml --out demo.trace.jsonl.gz`,
@@ -62,7 +66,11 @@ NVML answer (values and error returns) into a trace that 'gpuwarden run
 				if withKmsg {
 					kernel = recordKernel(ctx, log)
 				}
-				if tr, err = replay.RecordLive(ctx, liveNVML(), interval, duration, kernel, log); err != nil {
+				var bpf <-chan ebpf.Captured
+				if withEBPF {
+					bpf = recordEBPF(ctx, log)
+				}
+				if tr, err = replay.RecordLive(ctx, liveNVML(), interval, duration, kernel, bpf, log); err != nil {
 					return err
 				}
 			default:
@@ -84,7 +92,20 @@ NVML answer (values and error returns) into a trace that 'gpuwarden run
 	f.DurationVar(&interval, "interval", time.Second, "sampling interval for --backend nvml")
 	f.DurationVar(&duration, "duration", time.Minute, "how long to record for --backend nvml")
 	f.BoolVar(&withKmsg, "kmsg", true, "with --backend nvml: also record the NVIDIA-related kernel-log records that appear while recording")
+	f.BoolVar(&withEBPF, "ebpf", true, "with --backend nvml: also record the eBPF source's records (OOM kills, PCIe AER, NVIDIA module loads) that appear while recording")
 	return cmd
+}
+
+// recordEBPF runs the eBPF source's programs while recording and passes on
+// their records. Without them (no BTF, no privilege) it says so and the
+// trace has no eBPF records.
+func recordEBPF(ctx context.Context, log *slog.Logger) <-chan ebpf.Captured {
+	c, err := ebpf.Capture(ctx, hostfs.DefaultPaths(), log)
+	if err != nil {
+		log.Warn("eBPF records not recorded", "err", err)
+		return nil
+	}
+	return c
 }
 
 // recordKernel reads /dev/kmsg while recording and passes on the records

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -16,6 +17,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
+	"github.com/gpuwarden/gpuwarden/collectors/kubelet"
 	"github.com/gpuwarden/gpuwarden/collectors/profiling"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
@@ -49,7 +51,7 @@ func newRunCmd() *cobra.Command {
 					return err
 				}
 			}
-			rcfg, err := remediation.LoadConfig(configFile)
+			rcfg, err := remediation.ParseConfig(cfg.FileBytes(), configFile)
 			if err != nil {
 				return fmt.Errorf("config: %w", err)
 			}
@@ -99,7 +101,15 @@ func newRunCmd() *cobra.Command {
 // this host.
 func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log *slog.Logger) (*agent.Agent, error) {
 	feed := replay.NewKernelFeed(log)
-	opts := replay.PlayerOptions{Speed: cfg.ReplaySpeed, Loop: cfg.ReplayLoop, Kmsg: feed.Push}
+	// The trace's eBPF records go to the eBPF source, when it runs: it
+	// decodes them as it decodes its ring buffer's.
+	var bpf atomic.Pointer[ebpf.Source]
+	opts := replay.PlayerOptions{Speed: cfg.ReplaySpeed, Loop: cfg.ReplayLoop, Kmsg: feed.Push,
+		EBPF: func(raw []byte, memcg string) {
+			if s := bpf.Load(); s != nil {
+				s.Push(raw, memcg)
+			}
+		}}
 	lib, player, err := backendLibrary(cfg.Backend, trace, opts, log)
 	if err != nil {
 		return nil, err
@@ -110,12 +120,16 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 			<-ctx.Done()
 			player.Close() // releases a sample blocked in a replayed hang
 		}()
-		go player.Run(ctx)
 		a.AddSource("replay_kmsg", feed)
 	}
 	env := source.Env{Paths: hostPaths(cfg), StateDir: cfg.StateDir, Replay: cfg.Backend == "replay", Setting: cfg.Get, Log: log}
+	recorded := recordedHost(cfg, trace, player)
 	for _, reg := range source.Registered() {
-		if !cfg.SourceOn(reg.Name, reg.Host) {
+		host := reg.Host
+		if reg.Name == "dkms" && recorded != nil {
+			host = false // the trace's node speaks: on unless turned off
+		}
+		if !cfg.SourceOn(reg.Name, host) {
 			continue
 		}
 		s, err := reg.New(env)
@@ -124,10 +138,28 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 		}
 		a.AddSource(reg.Name, s)
 		if d, ok := s.(*dkms.Source); ok {
+			d.Config.Recorded = recorded
 			w := d
 			a.OnReload(func(c agent.Config) { w.SetInterval(c.DKMSInterval) })
-			a.Go(func(ctx context.Context) { recheckOnModuleEvents(ctx, a.State(), w) })
+			a.Go(func(ctx context.Context) { recheckOnModuleEvents(ctx, a.State(), w, log) })
 		}
+		if e, ok := s.(*ebpf.Source); ok && player != nil {
+			bpf.Store(e)
+		}
+	}
+	if player != nil {
+		if n := countEBPF(trace); n > 0 && bpf.Load() == nil {
+			log.Info("the trace's eBPF records are not played: the ebpf source is off in a replay unless named", "records", n, "fix", "--collector.ebpf")
+		}
+		// Started once every source that takes the trace's records is in
+		// place, so that none of them is missed.
+		go player.Run(ctx)
+	}
+	if cfg.GPUKubernetes {
+		// Pod labels on GPU series: the kubelet's pod-resources answer,
+		// asked on its own interval; a scrape only reads it.
+		a.AddSource("kubelet", &kubelet.Source{Client: &kubelet.Client{Socket: hostPaths(cfg).Root(cfg.PodResourcesSocket)},
+			Apply: a.State().SetPods, Log: log})
 	}
 	// gpuwarden_profiling_paused, whichever source (if any) serves profiling.
 	a.Go(func(ctx context.Context) {
@@ -136,10 +168,22 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 	return a, nil
 }
 
+// recordedHost is where the kernel, driver and DKMS checks read a replayed
+// node's facts: the host records of its trace, as of the trace's time, so a
+// replay shows the findings of the host it was recorded on. Nil (this
+// host's files) without a replay, for a trace without host records, and
+// when --path.rootfs points the checks at a tree on purpose.
+func recordedHost(cfg agent.Config, trace *replay.Trace, player *replay.Player) func() (dkms.Facts, bool) {
+	if player == nil || trace == nil || !trace.HasHost() || cfg.IsSet("path.rootfs") {
+		return nil
+	}
+	return player.HostFacts
+}
+
 // recheckOnModuleEvents runs the DKMS checks at once when an NVIDIA module
 // is loaded or removed (the eBPF source sees both), instead of at the next
 // timer tick or file change.
-func recheckOnModuleEvents(ctx context.Context, state *agent.State, d *dkms.Source) {
+func recheckOnModuleEvents(ctx context.Context, state *agent.State, d *dkms.Source, log *slog.Logger) {
 	sub := state.Subscribe("dkms-recheck", 64)
 	defer sub.Close()
 	for {
@@ -148,10 +192,24 @@ func recheckOnModuleEvents(ctx context.Context, state *agent.State, d *dkms.Sour
 			return
 		case n := <-sub.C():
 			if n.Event != nil && (n.Event.Kind == event.KindDriverLoaded || n.Event.Kind == ebpf.KindDriverUnloaded) {
+				log.Info("NVIDIA driver module event: checking the driver now", "kind", string(n.Event.Kind), "source", n.Event.Source, "module", n.Event.Fields[ebpf.FieldModule])
 				d.CheckNow()
 			}
 		}
 	}
+}
+
+// countEBPF is the number of eBPF records in trace.
+func countEBPF(trace *replay.Trace) int {
+	n := 0
+	if trace != nil {
+		for i := range trace.Records {
+			if trace.Records[i].EBPF != nil {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // hostPaths is the one view of --path.rootfs, --path.procfs and
@@ -185,7 +243,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cmd *cobra.Command, 
 			}
 			// The rules are checked before anything changes: a bad rule
 			// keeps the running rules and the running settings.
-			rcfg, err := remediation.LoadConfig(file)
+			rcfg, err := remediation.ParseConfig(cfg.FileBytes(), file)
 			if err != nil {
 				a.ReloadRefused(err)
 				continue

@@ -22,7 +22,7 @@ import (
 func newStatusCmd() *cobra.Command {
 	var url, backend, replayFile string
 	var once bool
-	var output string
+	var output, colour string
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Print one row per GPU: model, temperature, power, utilisation, memory, health",
@@ -53,7 +53,11 @@ replay) without an agent.`,
 					return err
 				}
 			case "table":
-				if err := printStatus(cmd.OutOrStdout(), view); err != nil {
+				paint, err := colours(colour, cmd.OutOrStdout())
+				if err != nil {
+					return err
+				}
+				if err := printStatus(cmd.OutOrStdout(), view, paint); err != nil {
 					return err
 				}
 			default:
@@ -72,6 +76,7 @@ replay) without an agent.`,
 	f.BoolVar(&once, "once", false, "sample the GPUs once here instead of asking an agent")
 	f.StringVar(&backend, "backend", "nvml", "with --once: nvml or replay")
 	f.StringVar(&replayFile, "replay", "", "with --once --backend replay: trace file (default: the embedded demo)")
+	addColourFlag(cmd, &colour)
 	return cmd
 }
 
@@ -141,10 +146,11 @@ func statusLevel(v agent.GPUsView) event.Level {
 	return lvl
 }
 
-func printStatus(w io.Writer, v agent.GPUsView) error {
-	// Everything in the view came from an agent or a trace: printable only.
-	tw := tabwriter.NewWriter(explain.Terminal(w), 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "GPU\tMODEL\tBUS\tTEMP\tPOWER\tUTIL\tMEMORY\tHEALTH\n")
+func printStatus(w io.Writer, v agent.GPUsView, paint explain.Colours) error {
+	// Everything in the view came from an agent or a trace: each cell is
+	// made printable, and only then is the last (HEALTH) cell painted.
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "GPU\tMODEL\tBUS\tTEMP\tPOWER\tUTIL\tMEMORY\tOWNERS\tHEALTH\n")
 	for _, g := range v.GPUs {
 		val := func(name, format string, scale float64) string {
 			x, ok := g.Values[name]
@@ -158,16 +164,24 @@ func printStatus(w io.Writer, v agent.GPUsView) error {
 			total := used + g.Values["DCGM_FI_DEV_FB_FREE"] + g.Values["DCGM_FI_DEV_FB_RESERVED"]
 			mem = fmt.Sprintf("%.1f/%.0f GiB", used/1024, total/1024)
 		}
-		health := g.Health.Level.String()
+		level := g.Health.Level
+		health := level.String()
 		if len(g.Health.Reasons) > 0 {
 			health += ": " + g.Health.Reasons[0]
 		}
 		if g.Lost {
 			health = "LOST: " + health
+			level = event.Worse(level, event.Critical)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Index, explain.Printable(g.Name), g.PCIBusID,
+		// Whose work is on the GPU: the Slurm jobs and pods of its
+		// processes, as its events name them.
+		owners := "-"
+		if len(g.Owners) > 0 {
+			owners = strings.Join(g.Owners, "; ")
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.Index, explain.Printable(g.Name), explain.Printable(g.PCIBusID),
 			val("DCGM_FI_DEV_GPU_TEMP", "%.0f C", 1), val("DCGM_FI_DEV_POWER_USAGE", "%.0f W", 1),
-			val("DCGM_FI_DEV_GPU_UTIL", "%.0f %%", 1), mem, explain.Printable(health))
+			val("DCGM_FI_DEV_GPU_UTIL", "%.0f %%", 1), mem, explain.Printable(owners), paint.Level(level, explain.Printable(health)))
 	}
 	if len(v.GPUs) == 0 {
 		fmt.Fprintln(tw, "no GPUs")

@@ -34,6 +34,11 @@ type Owner struct {
 	ContainerID string `json:"container_id,omitempty"` // the container runtime's id (hex)
 	Runtime     string `json:"runtime,omitempty"`      // containerd, cri-o, docker, when the path says
 	QOS         string `json:"qos_class,omitempty"`    // guaranteed, burstable, besteffort
+	// The pod's namespace and name, from the kubelet's pod-resources API
+	// where the agent could join them to PodUID without doubt (the API
+	// names pods, not UIDs; see agent.State.SetPods).
+	PodNamespace string `json:"pod_namespace,omitempty"`
+	PodName      string `json:"pod_name,omitempty"`
 }
 
 // Scheduler names who scheduled the process: "slurm", "kubernetes" or "".
@@ -47,7 +52,8 @@ func (o Owner) Scheduler() string {
 	return ""
 }
 
-// String is a short human name: "slurm job 1234 (alice)", "pod 6b1c... container 3f2a...".
+// String is a short human name: "slurm job 1234 (alice)", "pod 6b1c... container 3f2a...",
+// "pod ml/train-0 container 3f2a..." once the pod's name is known.
 func (o Owner) String() string {
 	switch o.Scheduler() {
 	case "slurm":
@@ -63,6 +69,9 @@ func (o Owner) String() string {
 		return s
 	case "kubernetes":
 		s := "pod " + o.PodUID
+		if o.PodName != "" {
+			s = "pod " + o.PodNamespace + "/" + o.PodName
+		}
 		if o.ContainerID != "" {
 			s += " container " + short(o.ContainerID)
 		}

@@ -60,13 +60,27 @@ type Record struct {
 // binding's, which is the C struct's.
 const recordSize = int(unsafe.Sizeof(gpuwardenGwRecord{}))
 
+// RecordSize is the size of one record, in the ring buffer and in a trace.
+const RecordSize = recordSize
+
+// Layout numbers the record's layout (struct gw_record in
+// bpf/gpuwarden.bpf.c) as traces keep it: a trace says which layout its
+// records have, and one of another layout is refused, not misread. Change
+// the struct, change this.
+const Layout = 1
+
 // Decode reads one ring-buffer record (host byte order, as the kernel wrote
 // it). A short record is an error: the object and this decoder disagree.
-func Decode(b []byte) (Record, error) {
+func Decode(b []byte) (Record, error) { return decode(b, binary.NativeEndian) }
+
+// DecodeTrace reads one record as a trace keeps it (little-endian, as on
+// x86-64 and arm64): the same decoder as the ring buffer's.
+func DecodeTrace(b []byte) (Record, error) { return decode(b, binary.LittleEndian) }
+
+func decode(b []byte, e binary.ByteOrder) (Record, error) {
 	if len(b) < recordSize {
 		return Record{}, fmt.Errorf("ebpf record of %d bytes, want %d", len(b), recordSize)
 	}
-	e := binary.NativeEndian
 	r := Record{
 		Kind:     e.Uint32(b[0:]),
 		PID:      e.Uint32(b[4:]),
@@ -87,9 +101,13 @@ func Decode(b []byte) (Record, error) {
 }
 
 // Encode is Decode's inverse, for replayed records in tests.
-func (r Record) Encode() []byte {
+func (r Record) Encode() []byte { return r.encode(binary.NativeEndian) }
+
+// EncodeTrace is DecodeTrace's inverse: the record as a trace keeps it.
+func (r Record) EncodeTrace() []byte { return r.encode(binary.LittleEndian) }
+
+func (r Record) encode(e binary.ByteOrder) []byte {
 	b := make([]byte, recordSize)
-	e := binary.NativeEndian
 	e.PutUint32(b[0:], r.Kind)
 	e.PutUint32(b[4:], r.PID)
 	e.PutUint32(b[8:], r.TID)

@@ -99,7 +99,7 @@ func TestARepeatedAERWithinTheWindowIsOneEvent(t *testing.T) {
 	}
 	var evs []event.Event
 	for _, r := range recs {
-		evs = s.events(r, m, evs)
+		evs = s.events(item{r: r}, m, evs)
 	}
 	if len(evs) != 4 || s.dedup.suppressed != 1 {
 		t.Fatalf("%d events, %d suppressed; want 4 and 1", len(evs), s.dedup.suppressed)

@@ -42,4 +42,17 @@
 //
 // Records stamp CLOCK_BOOTTIME; an event's time is the wall time of boot
 // plus that stamp.
+//
+// Traces keep records too, so that what a production kernel's tracepoints
+// report (this machine's kernel has no ras/aer_event and no module/*) is
+// tested on replays: `gpuwarden record` keeps what Capture reads from the
+// programs, a scenario's ebpf entries are written as the programs would
+// write them, both in EncodeTrace's layout (Layout, little-endian, with
+// the OOM victim's memory cgroup path as the recording host found it). In
+// a replay, with the source switched on, the agent gives the trace's
+// records to Push: DecodeTrace is the ring buffer's decoder with the
+// trace's byte order, and the records take the ring buffer's path from
+// there (counters, queue, AER de-duplication, events). A replayed record
+// happens now, on the replayed node: no boot stamp, no boot id, and its
+// memory cgroup is the trace's path, never looked up on this host.
 package ebpf

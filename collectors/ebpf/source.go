@@ -24,7 +24,11 @@ func init() {
 		Default: true,
 		Host:    true,
 		New: func(env source.Env) (source.Source, error) {
-			return &Source{Paths: env.Paths, Log: env.Log}, nil
+			s := &Source{Paths: env.Paths, Log: env.Log}
+			if env.Replay {
+				s.PlayTrace()
+			}
+			return s, nil
 		},
 	})
 }
@@ -38,6 +42,9 @@ type Source struct {
 
 	gpuPIDs atomic.Pointer[map[int]struct{}]
 
+	// replayed queues a trace's records (Push); nil unless PlayTrace.
+	replayed chan item
+
 	// Outlive a Run ended by an error and started again.
 	mu         sync.Mutex
 	records    [kindMax]uint64 // read from the ring buffer, by kind
@@ -46,6 +53,16 @@ type Source struct {
 	dropBase   [kindMax]uint64 // ring-buffer drops of earlier loads (the map starts at zero each load)
 	dedup      aerDedup
 	logged     bool
+	loggedHost bool
+}
+
+// item is one decoded record on its way to become an event. A replayed one
+// is from a trace: another host's, so its memory cgroup is the trace's
+// word (memcg), never looked up in this host's hierarchy.
+type item struct {
+	r        Record
+	replayed bool
+	memcg    string
 }
 
 // queueLen bounds the records read but not yet turned into events; the
@@ -83,90 +100,160 @@ func (s *Source) gpuProcess(pid int) (open, known bool) {
 	return open, true
 }
 
-// Run loads and attaches the programs and reads their records until ctx
-// ends.
+// PlayTrace makes the source play a replayed trace's records (Push) beside
+// what this host's programs see, and run on those alone when the host's
+// programs cannot load: the agent calls it in replay mode.
+func (s *Source) PlayTrace() {
+	if s.replayed == nil {
+		s.replayed = make(chan item, queueLen)
+	}
+}
+
+// Push gives the source one record from a trace, as the trace keeps it
+// (DecodeTrace's layout), with the memory cgroup path the recording host
+// found for it (or ""). It is decoded, counted and queued as a record read
+// from the ring buffer is, and never blocks: a full queue drops and counts.
+// Without PlayTrace it does nothing.
+func (s *Source) Push(raw []byte, memcg string) {
+	if s.replayed == nil {
+		return
+	}
+	r, err := DecodeTrace(raw)
+	s.accept(item{r: r, replayed: true, memcg: memcg}, err, s.replayed)
+}
+
+// Run loads and attaches the programs and reads their records, and a
+// trace's when PlayTrace was called, until ctx ends.
 func (s *Source) Run(ctx context.Context, sink source.Sink) error {
-	o, err := Load()
+	o, err := s.load()
 	if err != nil {
-		return source.WithFix(err, "run on a kernel with BTF (5.8 or later) with CAP_BPF and CAP_PERFMON, or turn the source off with --no-collector.ebpf")
+		return err
 	}
-	defer o.Close()
-	s.logStates(o.States)
-	if len(o.Progs) == 0 {
-		var errs []error
-		for _, st := range o.States {
-			errs = append(errs, st.Err)
+	records := make(chan item, queueLen)
+	if o != nil {
+		defer o.Close()
+		rd, err := ringbuf.NewReader(o.Events)
+		if err != nil {
+			return fmt.Errorf("read the BPF ring buffer: %w", err)
 		}
-		return fmt.Errorf("no eBPF program could attach: %w", errors.Join(errs...))
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.read(rd, records)
+		}()
+		defer func() {
+			rd.Close()
+			<-done
+			sink.Stats(s.metrics(o, false))
+			s.mu.Lock()
+			for _, p := range programs {
+				s.dropBase[p.Kind] += o.dropped(p.Kind)
+			}
+			s.mu.Unlock()
+		}()
 	}
-	rd, err := ringbuf.NewReader(o.Events)
-	if err != nil {
-		return fmt.Errorf("read the BPF ring buffer: %w", err)
-	}
-	records := make(chan Record, queueLen)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.read(rd, records)
-	}()
-	defer func() {
-		rd.Close()
-		<-done
-		sink.Stats(s.metrics(o, false))
-		s.mu.Lock()
-		for _, p := range programs {
-			s.dropBase[p.Kind] += o.dropped(p.Kind)
-		}
-		s.mu.Unlock()
-	}()
 	meta := s.meta()
 	sink.Stats(s.metrics(o, true))
 	sink.Ran(0)
 	tick := time.NewTicker(statsInterval)
 	defer tick.Stop()
 	var batch []event.Event
+	// next is a queued record of either input, without waiting.
+	next := func() (item, bool) {
+		select {
+		case it := <-records:
+			return it, true
+		case it := <-s.replayed:
+			return it, true
+		default:
+			return item{}, false
+		}
+	}
 	for {
+		var it item
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
 			sink.Stats(s.metrics(o, true))
-		case r := <-records:
-			start := time.Now()
-			// Who had a GPU open, as of the GPU collector's last round: an
-			// OOM victim is dead when its record is read.
-			// Without GPUs seen it stays unknown.
-			if v := sink.GPUs(); v != nil {
-				if gpus := v.GPUs(); len(gpus) > 0 {
-					var pids []int
-					for _, g := range gpus {
-						pids = append(pids, g.PIDs...)
-					}
-					s.SetGPUProcesses(pids)
-				}
-			}
-			batch = s.events(r, meta, batch[:0])
-		more:
-			for len(batch) < maxBatch {
-				select {
-				case r := <-records:
-					batch = s.events(r, meta, batch)
-				default:
-					break more
-				}
-			}
-			if len(batch) > 0 {
-				sink.Events(batch, nil)
-			}
-			sink.Stats(s.metrics(o, true))
-			sink.Ran(time.Since(start))
+			continue
+		case it = <-records:
+		case it = <-s.replayed: // nil unless PlayTrace: never ready
 		}
+		start := time.Now()
+		// Who had a GPU open, as of the GPU collector's last round: an
+		// OOM victim is dead when its record is read.
+		// Without GPUs seen it stays unknown.
+		if v := sink.GPUs(); v != nil {
+			if gpus := v.GPUs(); len(gpus) > 0 {
+				var pids []int
+				for _, g := range gpus {
+					pids = append(pids, g.PIDs...)
+				}
+				s.SetGPUProcesses(pids)
+			}
+		}
+		batch = s.events(it, meta, batch[:0])
+		for len(batch) < maxBatch {
+			it, ok := next()
+			if !ok {
+				break
+			}
+			batch = s.events(it, meta, batch)
+		}
+		if len(batch) > 0 {
+			sink.Events(batch, nil)
+		}
+		sink.Stats(s.metrics(o, true))
+		sink.Ran(time.Since(start))
 	}
+}
+
+// fixLoad is what an operator does about programs that cannot load at all.
+const fixLoad = "run on a kernel with BTF (5.8 or later) with CAP_BPF and CAP_PERFMON, or turn the source off with --no-collector.ebpf"
+
+// load loads and attaches the programs. With none running the source is
+// down, unless it plays a trace: then it runs on the trace's records alone
+// (nil Objects), having said once why this host's programs are not there.
+func (s *Source) load() (*Objects, error) {
+	o, err := Load()
+	if err == nil {
+		s.logStates(o.States)
+		if len(o.Progs) > 0 {
+			return o, nil
+		}
+		var errs []error
+		for _, st := range o.States {
+			errs = append(errs, st.Err)
+		}
+		o.Close()
+		err = fmt.Errorf("no eBPF program could attach: %w", errors.Join(errs...))
+	} else {
+		err = source.WithFix(err, fixLoad)
+	}
+	if s.replayed == nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	first := !s.loggedHost
+	s.loggedHost = true
+	s.mu.Unlock()
+	if first {
+		s.log().Info("ebpf: this host's programs are not attached; the trace's eBPF records play", "err", err)
+	}
+	return nil, nil
+}
+
+func (s *Source) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.Default()
+	}
+	return s.Log
 }
 
 // read is the one reader of the ring buffer. It never blocks on the
 // consumer: a record that finds the queue full is counted and dropped.
-func (s *Source) read(rd *ringbuf.Reader, out chan<- Record) {
+func (s *Source) read(rd *ringbuf.Reader, out chan<- item) {
 	var raw ringbuf.Record
 	for {
 		if err := rd.ReadInto(&raw); err != nil {
@@ -178,27 +265,43 @@ func (s *Source) read(rd *ringbuf.Reader, out chan<- Record) {
 			continue
 		}
 		r, err := Decode(raw.RawSample)
-		s.mu.Lock()
-		if err != nil {
-			s.malformed++
-			s.mu.Unlock()
-			continue
-		}
-		s.records[r.Kind]++
-		s.mu.Unlock()
-		select {
-		case out <- r:
-		default:
-			s.mu.Lock()
-			s.queueDrops++
-			s.mu.Unlock()
-		}
+		s.accept(item{r: r}, err, out)
 	}
 }
 
-// events appends r's event, unless it repeats an AER within its window.
-func (s *Source) events(r Record, m Meta, out []event.Event) []event.Event {
+// accept counts a decoded record (or its failure) and queues it without
+// blocking: the one path of the ring buffer's records and a trace's.
+func (s *Source) accept(it item, err error, out chan<- item) {
+	s.mu.Lock()
+	if err != nil {
+		s.malformed++
+		s.mu.Unlock()
+		return
+	}
+	s.records[it.r.Kind]++
+	s.mu.Unlock()
+	select {
+	case out <- it:
+	default:
+		s.mu.Lock()
+		s.queueDrops++
+		s.mu.Unlock()
+	}
+}
+
+// events appends the record's event, unless it repeats an AER within its
+// window. A replayed record happens now, on the replayed node: its boot
+// stamp and boot id are another host's, and its memory cgroup is the
+// trace's path (or the record's leaf name).
+func (s *Source) events(it item, m Meta, out []event.Event) []event.Event {
+	r := it.r
+	if it.replayed {
+		m = Meta{GPUProcess: m.GPUProcess, Memcg: func(uint64) string { return it.memcg }}
+	}
 	ev := r.Event(m)
+	if it.replayed {
+		ev.Time = time.Now()
+	}
 	if r.Kind == kindAER {
 		s.mu.Lock()
 		fresh := s.dedup.fresh(aerKey{dev: ev.GPU.PCIBusID, status: r.Status, sev: r.Severity}, ev.Time)
@@ -239,10 +342,7 @@ func (s *Source) logStates(states []ProgramState) {
 		return
 	}
 	s.logged = true
-	log := s.Log
-	if log == nil {
-		log = slog.Default()
-	}
+	log := s.log()
 	for _, st := range states {
 		switch {
 		case st.Up():
@@ -263,8 +363,12 @@ func (s *Source) metrics(o *Objects, running bool) []source.Metric {
 	var out []source.Metric
 	for _, p := range programs {
 		up := 0.0
-		if _, ok := o.Progs[p.Name]; ok && running {
-			up = 1
+		var dropped uint64
+		if o != nil {
+			if _, ok := o.Progs[p.Name]; ok && running {
+				up = 1
+			}
+			dropped = o.dropped(p.Kind)
 		}
 		out = append(out,
 			source.Metric{Name: "gpuwarden_ebpf_program_up", Help: "Whether the eBPF program on this tracepoint is attached (1) or not (0).",
@@ -272,7 +376,7 @@ func (s *Source) metrics(o *Objects, running bool) []source.Metric {
 			source.Metric{Name: "gpuwarden_ebpf_events_total", Help: "Records the eBPF program on this tracepoint sent to gpuwarden.", Counter: true,
 				Labels: []string{"program", p.Name}, Value: float64(s.records[p.Kind])},
 			source.Metric{Name: "gpuwarden_ebpf_ringbuf_dropped_total", Help: "Records the eBPF program on this tracepoint lost because the ring buffer was full.", Counter: true,
-				Labels: []string{"program", p.Name}, Value: float64(s.dropBase[p.Kind] + o.dropped(p.Kind))},
+				Labels: []string{"program", p.Name}, Value: float64(s.dropBase[p.Kind] + dropped)},
 		)
 	}
 	return append(out,

@@ -120,7 +120,7 @@ type GPURef struct {
 
 // Event is one thing that happened, from any source.
 type Event struct {
-	Time   time.Time         `json:"time"`
+	Time   time.Time         `json:"time,omitzero"`
 	BootID string            `json:"boot_id,omitempty"`
 	Seq    uint64            `json:"seq,omitempty"` // kernel log sequence number, when from /dev/kmsg
 	Source string            `json:"source"`        // kmsg, nvml, replay, ebpf, dkms

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,6 +90,17 @@ type Collector struct {
 	// host buffers (it cannot hang on a GPU), and running it for several GPUs
 	// at once has been reported to crash in cgo (unverified here).
 	gpmCompute sync.Mutex
+
+	// unsupported collects the fields each GPU's sample first found not
+	// supported, logged at the end of a round as one line per distinct set
+	// (one line for a node of identical GPUs), not one per GPU.
+	unsupportedMu sync.Mutex
+	unsupported   []unsupportedNote
+}
+
+type unsupportedNote struct {
+	index  int
+	fields []string
 }
 
 type gpuState struct {
@@ -335,9 +347,11 @@ func (c *Collector) Sample(ctx context.Context) Round {
 			// may start at once, must find this GPU free.
 			g.busy.Unlock()
 			if len(s.newlyUnsupported) > 0 {
-				// Once per GPU and field, in one line per GPU.
-				c.log.Info("fields not supported on this GPU; they are absent from /metrics",
-					"gpu", g.info.Index, "uuid", g.info.UUID, "fields", s.newlyUnsupported)
+				// A sample that comes too late for its round is logged
+				// with the next one.
+				c.unsupportedMu.Lock()
+				c.unsupported = append(c.unsupported, unsupportedNote{g.info.Index, s.newlyUnsupported})
+				c.unsupportedMu.Unlock()
 			}
 			done <- result{i, s}
 		}()
@@ -360,8 +374,43 @@ func (c *Collector) Sample(ctx context.Context) Round {
 		}
 	}
 	r.Xids = c.drainXids()
+	c.logUnsupported()
 	r.Duration = c.clock().Sub(start)
 	return r
+}
+
+// logUnsupported logs the fields found not supported since the last round,
+// once per GPU and field, in one line: each field named once, with the GPUs
+// it concerns when not all of them ("DCGM_FI_DEV_MEMORY_TEMP (GPU 4)").
+func (c *Collector) logUnsupported() {
+	c.unsupportedMu.Lock()
+	notes := c.unsupported
+	c.unsupported = nil
+	c.unsupportedMu.Unlock()
+	if len(notes) == 0 {
+		return
+	}
+	sort.Slice(notes, func(i, j int) bool { return notes[i].index < notes[j].index })
+	var order []string
+	gpusOf := map[string][]int{}
+	var gpus []int
+	for _, n := range notes {
+		gpus = append(gpus, n.index)
+		for _, f := range n.fields {
+			if _, ok := gpusOf[f]; !ok {
+				order = append(order, f)
+			}
+			gpusOf[f] = append(gpusOf[f], n.index)
+		}
+	}
+	fields := make([]string, 0, len(order))
+	for _, f := range order {
+		if on := gpusOf[f]; len(on) < len(notes) {
+			f += " (GPU " + strings.Trim(fmt.Sprint(on), "[]") + ")"
+		}
+		fields = append(fields, f)
+	}
+	c.log.Info("fields not supported; they are absent from /metrics", "gpus", gpus, "fields", fields)
 }
 
 func (c *Collector) timedOut(g *gpuState, t time.Time, why string) *Sample {

@@ -164,3 +164,25 @@ func TestBackToBackRoundsNeverFindAGPUBusy(t *testing.T) {
 		}
 	}
 }
+
+// Fields a node's GPUs do not have are logged once, in one line for the
+// whole node, naming the GPUs of a field only where not all have it.
+func TestUnsupportedFieldsAreOneLogLineForTheNode(t *testing.T) {
+	sim := replay.NewSimulation(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}},
+		NotSupported: []replay.FieldsOff{{GPU: 2, Fields: []string{"DCGM_FI_DEV_MEMORY_TEMP"}}}})
+	var log strings.Builder
+	col := gpu.New(sim.Library(), gpu.Options{Log: slog.New(slog.NewTextHandler(&log, nil))})
+	defer col.Close()
+	for range 3 {
+		if r := col.Sample(context.Background()); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	lines := strings.Count(log.String(), "fields not supported")
+	if lines != 1 {
+		t.Fatalf("%d log lines for the unsupported fields, want 1:\n%s", lines, log.String())
+	}
+	if !strings.Contains(log.String(), "DCGM_FI_DEV_MEMORY_TEMP (GPU 2)") {
+		t.Errorf("the one GPU without memory temperature is not named:\n%s", log.String())
+	}
+}

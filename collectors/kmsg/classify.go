@@ -180,6 +180,14 @@ func classifyNVRM(m string) Class {
 			c.DriverVersion = firstVersion(body[i:])
 			return c
 		}
+	case strings.HasPrefix(body, "version: NVIDIA UNIX"):
+		// /proc/driver/nvidia/version's first line, pasted beside a log:
+		// the loaded module's version, as the load banner gives it.
+		if i := strings.Index(body, "Kernel Module"); i >= 0 {
+			c := Class{Kind: event.KindDriverLoaded}
+			c.DriverVersion = firstVersion(body[i:])
+			return c
+		}
 	case strings.HasPrefix(body, "API mismatch"):
 		c := Class{Kind: event.KindAPIMismatch}
 		if i := strings.Index(body, "has the version "); i >= 0 {
@@ -190,6 +198,11 @@ func classifyNVRM(m string) Class {
 				c.DriverVersion = firstVersion(body[i+16+j:])
 			}
 		}
+		return c
+	case strings.HasPrefix(body, "this kernel module has the version "):
+		// The second line of a two-line API mismatch: the module's side.
+		c := other(m)
+		c.DriverVersion = firstVersion(body)
 		return c
 	case strings.HasPrefix(body, "RmInitAdapter failed! "):
 		if parenCodes(body[len("RmInitAdapter failed! "):]) {

@@ -66,6 +66,7 @@ var classifyCases = []classifyCase{
 
 	// Driver banners and mismatches.
 	{"aarch64 open module banner", "NVRM: loading NVIDIA UNIX Open Kernel Module for aarch64  570.133.20  Release Build  (dvs-builder@U16-I2-C03-12-4)  Wed Mar  5 08:34:33 UTC 2025", event.KindDriverLoaded, "", "", "", ""},
+	{"/proc/driver/nvidia/version pasted", "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.124.06  Wed Feb 26 19:41:04 UTC 2025", event.KindDriverLoaded, "", "", "", ""},
 	{"probe routine failed", "[    5.1] NVRM: The NVIDIA probe routine failed for 1 device(s).", event.KindRmInitFailed, "", "", "", ""},
 
 	// Other wrappers.
@@ -76,6 +77,9 @@ var classifyCases = []classifyCase{
 	{"dmesg -x with -T", "kern  :warn  : [Tue May 14 10:21:33 2024] NVRM: GPU at PCI:0000:3b:00: GPU-11111111-2222-3333-4444-555555555555", event.KindGPUIdentity, "0000:3b:00.0", "", "", ""},
 	{"dmesg -H", "[May14 10:21] NVRM: Xid (PCI:0000:3b:00): 79, pid=0, GPU has fallen off the bus.", event.KindXid, "0000:3b:00.0", "79", "0", ""},
 	{"dmesg -r", "<3>[ 1234.567890] NVRM: Xid (PCI:0000:3b:00): 62, pid='<unknown>', name=<unknown>, 0000ccfc", event.KindXid, "0000:3b:00.0", "62", "", ""},
+	{"timestamp elided in a bug report", "[...] NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python, GPU has fallen off the bus.", event.KindXid, "0000:3b:00.0", "79", "1234", "python"},
+	{"timestamp elided, padded", "[  ...  ] NVRM: Xid (PCI:0000:3b:00): 48, pid=7, name=b, An uncorrectable double bit error", event.KindXid, "0000:3b:00.0", "48", "7", "b"},
+	{"timestamp elided as an ellipsis", "[…] NVRM: GPU 0000:3b:00.0: GPU has fallen off the bus.", event.KindFallenOffBus, "0000:3b:00.0", "", "", ""},
 	{"rsyslog RFC 3339 with CRLF", "2025-01-02T03:04:05.678901+01:00 node kernel: NVRM: Xid (PCI:0000:3b:00): 45, pid=7, name=b, Ch 00000008\r\n", event.KindXid, "0000:3b:00.0", "45", "7", "b"},
 
 	// Near misses: NVIDIA named, not an NVIDIA kernel event.

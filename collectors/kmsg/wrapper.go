@@ -151,6 +151,9 @@ func cutBracketStamp(m string) (string, bool) {
 		return "", false
 	}
 	in := trimBlank(m[1:end])
+	if elidedStamp(strings.TrimRight(in, " \t")) {
+		return m[end+1:], true
+	}
 	digits, sep := 0, false
 	for i := 0; i < len(in); i++ {
 		c := in[i]
@@ -173,6 +176,15 @@ func cutBracketStamp(m string) (string, bool) {
 		r = r[1:]
 	}
 	return r, true
+}
+
+// elidedStamp reports a timestamp a person cut from a pasted log: "[...]",
+// "[ ... ]" or "[…]", as bug reports and issue threads print them.
+func elidedStamp(in string) bool {
+	if in == "…" {
+		return true
+	}
+	return len(in) >= 3 && strings.Trim(in, ".") == ""
 }
 
 // cutFacilityLevel removes dmesg --decode's "kern  :err   : " and

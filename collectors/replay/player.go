@@ -16,14 +16,22 @@ import (
 
 // PlayerOptions tunes playback.
 type PlayerOptions struct {
-	Speed float64          // trace seconds per real second; default 1
-	Loop  bool             // start again at the end
+	Speed float64 // trace seconds per real second; default 1
+	// Loop starts again at the end. The next loop is the same boot of the
+	// recorded node (loop.go): its counters go on from where the previous
+	// loop left them, and a GPU the trace lost stays lost.
+	Loop  bool
 	Clock func() time.Time // default time.Now
 	// Kmsg receives each kernel-log record as its time comes, raw as the
 	// trace holds it (up to MaxLineBytes): kmsg.ParseRecord bounds the
 	// message it becomes to kmsg.MaxMessageBytes. It is called with the
 	// player's lock held: it must not block or call the player.
 	Kmsg func(raw string)
+	// EBPF receives each eBPF record as its time comes: the record as the
+	// trace keeps it (validated on read: ebpf.Layout, ebpf.RecordSize
+	// bytes) and the memory cgroup path the trace gives it. The same rules
+	// as Kmsg: called with the lock held, it must not block.
+	EBPF func(raw []byte, memcg string)
 }
 
 // Player plays a trace as an NVML library.
@@ -39,6 +47,8 @@ type Player struct {
 	state   []map[string]Answer
 	hangAll float64 // trace time the global hang ends; 0 none
 	hangGPU []float64
+	host    *Host // the latest host record applied; nil none yet
+	loop    loopState
 	closed  chan struct{}
 	once    sync.Once
 	// polled: the clock is the caller's (PlayerOptions.Clock), which no
@@ -63,7 +73,7 @@ func NewPlayer(t *Trace, opts PlayerOptions) *Player {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	p := &Player{trace: t, opts: opts, start: opts.Clock(), closed: make(chan struct{}), polled: polled}
+	p := &Player{trace: t, opts: opts, start: opts.Clock(), closed: make(chan struct{}), loop: newLoopState(t), polled: polled}
 	p.reset()
 	return p
 }
@@ -76,6 +86,7 @@ func (p *Player) reset() {
 	}
 	p.hangGPU = make([]float64, n)
 	p.hangAll = 0
+	p.host = nil
 	p.pos = 0
 }
 
@@ -159,6 +170,12 @@ func (p *Player) advance() {
 		ep := int(math.Floor(el / d))
 		el -= float64(ep) * d
 		if ep != p.epoch {
+			// What the rest of the previous loop said happened; then the
+			// next loop starts from the state that loop ended in.
+			for ; p.pos < len(p.trace.Records); p.pos++ {
+				p.apply(&p.trace.Records[p.pos])
+			}
+			p.loop.carry(p.state)
 			p.epoch = ep
 			p.reset()
 		}
@@ -176,11 +193,17 @@ func (p *Player) apply(r *Record) {
 	case r.NVML != nil:
 		st := p.state[*r.GPU]
 		for k, a := range r.NVML {
-			st[k] = a
+			st[k] = p.loop.continued(*r.GPU, k, a, p.epoch)
 		}
+	case r.Host != nil:
+		p.host = r.Host
 	case r.Kmsg != "":
 		if p.opts.Kmsg != nil {
 			p.opts.Kmsg(r.Kmsg)
+		}
+	case r.EBPF != nil:
+		if p.opts.EBPF != nil {
+			p.opts.EBPF(r.EBPF.Raw, r.EBPF.Memcg)
 		}
 	case r.HangS != 0:
 		end := r.T + r.HangS
@@ -257,6 +280,9 @@ func (p *Player) answerOr(gpuIndex int, key string, dst any, missing nvml.Return
 func (p *Player) lookup(gpuIndex int, key string, dst any, missing nvml.Return) nvml.Return {
 	p.mu.Lock()
 	a, ok := p.state[gpuIndex][key]
+	if p.loop.lostBefore(gpuIndex) {
+		a, ok = Answer{R: "GPU_IS_LOST"}, true
+	}
 	p.mu.Unlock()
 	if !ok {
 		return missing

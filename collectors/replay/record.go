@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/collectors/attribution"
+	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/dkms"
 )
 
 // RecordScenario plays a Scenario on the simulated DGX H100 in simulated
@@ -23,8 +25,12 @@ func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
 	now := time.Unix(0, 0).UTC()
 	col := gpu.New(rec.Library(), gpu.Options{Clock: func() time.Time { return now }, Log: log, Timeout: time.Minute})
 	defer col.Close()
+	if sc.Host != nil {
+		rec.Host(0, sc.Host.record())
+	}
 	kmsgSeq := uint64(1000)
 	nextKmsg := 0
+	nextBPF := 0
 	hangs := 0
 	for t := 0.0; t < sc.Duration; t += sc.Interval {
 		now = time.Unix(0, 0).UTC().Add(time.Duration(t * float64(time.Second)))
@@ -46,6 +52,11 @@ func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
 			rec.Kmsg(k.At, fmt.Sprintf("%d,%d,%d,-;%s", pri, kmsgSeq, int64(k.At*1e6), text))
 			kmsgSeq++
 		}
+		for ; nextBPF < len(sc.EBPF) && sc.EBPF[nextBPF].At < t+sc.Interval; nextBPF++ {
+			e := sc.EBPF[nextBPF]
+			r, memcg := e.record(sim.BusID(e.GPU))
+			rec.EBPF(e.At, r.EncodeTrace(), memcg)
+		}
 		for ; hangs < len(sc.Hangs) && sc.Hangs[hangs].At < t+sc.Interval; hangs++ {
 			h := sc.Hangs[hangs]
 			rec.Hang(h.At, h.GPU, h.Seconds)
@@ -56,8 +67,9 @@ func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
 
 // RecordLive samples lib every interval for duration and returns the trace.
 // Kernel-log records (in /dev/kmsg's format) that arrive on kernel while it
-// records are kept at their arrival time; kernel may be nil.
-func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Duration, kernel <-chan string, log *slog.Logger) (*Trace, error) {
+// records are kept at their arrival time, and so are the eBPF source's
+// records that arrive on bpf (ebpf.Capture); either may be nil.
+func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Duration, kernel <-chan string, bpf <-chan ebpf.Captured, log *slog.Logger) (*Trace, error) {
 	rec := NewRecorder(lib)
 	// Whose each GPU process is, from this host's /proc, kept in the trace.
 	proc := attribution.Reader{}
@@ -68,6 +80,13 @@ func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Du
 	col := gpu.New(rec.Library(), gpu.Options{Log: log})
 	defer col.Close()
 	start := time.Now()
+	// The host's kernel, driver and DKMS state, read as the checks read it.
+	// NVML's side of it is the header's driver version and the GPUs' answers.
+	if h := HostFromFacts(dkms.NewGatherer(dkms.DefaultPaths(), nil, nil).Gather(ctx)); h.validate() == nil {
+		rec.Host(0, h)
+	} else {
+		log.Warn("host facts not recorded", "err", h.validate())
+	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	keepKernel := func() {
@@ -75,6 +94,12 @@ func RecordLive(ctx context.Context, lib gpu.Library, interval, duration time.Du
 			select {
 			case raw := <-kernel:
 				rec.Kmsg(time.Since(start).Seconds(), raw)
+			case c, ok := <-bpf:
+				if !ok {
+					bpf = nil // capture ended: nothing more to keep
+					continue
+				}
+				rec.EBPF(time.Since(start).Seconds(), c.Raw, c.Memcg)
 			default:
 				return
 			}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,7 +84,7 @@ func TestLiveRecordingKeepsKernelRecords(t *testing.T) {
 	kernel := make(chan string, 4)
 	const line = "3,77,123456,-;NVRM: Xid (PCI:0000:18:00): 13, pid=1, name=x, Graphics Exception"
 	kernel <- line
-	tr, err := RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 300*time.Millisecond, kernel, quiet)
+	tr, err := RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 300*time.Millisecond, kernel, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,5 +103,36 @@ func TestLiveRecordingKeepsKernelRecords(t *testing.T) {
 	}
 	if len(tr.Header.GPUs) != 8 || rounds == 0 {
 		t.Errorf("%d GPUs, %d records for GPU 0", len(tr.Header.GPUs), rounds)
+	}
+}
+
+// A live recording starts with this host's kernel, driver and DKMS facts,
+// as the checks read them: a replay of it shows this host's findings.
+func TestALiveRecordingKeepsThisHostsFacts(t *testing.T) {
+	want, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := NewSimulation(demoScenario(t))
+	tr, err := RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 200*time.Millisecond, nil, nil, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tr.Records) == 0 || tr.Records[0].Host == nil {
+		t.Fatal("the live trace does not start with a host record")
+	}
+	var buf bytes.Buffer
+	if err := tr.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Read(&buf, "live")
+	if err != nil {
+		t.Fatalf("the live trace does not read back: %v", err)
+	}
+	p := NewPlayer(back, PlayerOptions{})
+	defer p.Close()
+	f, ok := p.HostFacts()
+	if !ok || f.RunningKernel != strings.TrimSpace(string(want)) {
+		t.Errorf("replayed running kernel %q (ok %v), this host runs %q", f.RunningKernel, ok, strings.TrimSpace(string(want)))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
 	"github.com/gpuwarden/gpuwarden/collectors/attribution"
+	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 )
 
@@ -74,6 +75,15 @@ func (r *Recorder) Kmsg(t float64, raw string) {
 	r.records = append(r.records, Record{T: t, Kmsg: raw})
 }
 
+// EBPF records an eBPF ring-buffer record at t seconds: raw in the trace's
+// layout (ebpf.Record.EncodeTrace), memcg the victim's memory cgroup path
+// where known.
+func (r *Recorder) EBPF(t float64, raw []byte, memcg string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, Record{T: t, EBPF: &EBPFRecord{Layout: ebpf.Layout, Raw: append([]byte(nil), raw...), Memcg: memcg}})
+}
+
 // Hang records an NVML hang at t seconds (gpuIndex -1: every call).
 func (r *Recorder) Hang(t float64, gpuIndex int, seconds float64) {
 	r.mu.Lock()
@@ -83,6 +93,14 @@ func (r *Recorder) Hang(t float64, gpuIndex int, seconds float64) {
 		rec.GPU = &gpuIndex
 	}
 	r.records = append(r.records, rec)
+}
+
+// Host records the host's kernel, driver and DKMS facts at t seconds.
+func (r *Recorder) Host(t float64, h Host) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h.Version = HostVersion
+	r.records = append(r.records, Record{T: t, Host: &h})
 }
 
 // Trace returns what was recorded under h.

@@ -44,6 +44,8 @@ type simGPU struct {
 	remapCorr    int
 	remapUnc     int
 	remapPending bool
+	remapFailed  bool
+	memPct       float64 // framebuffer in use, percent; < 0: follows the load
 	nvlinkFlit   float64
 	nvlinkBytes  float64
 	off          map[string]bool
@@ -133,6 +135,10 @@ func (s *Simulation) Step(t float64) {
 			curve = c
 		}
 		g.util = clamp(interpolate(curve, t)+s.rng.NormFloat64()*2.5, 0, 100)
+		g.memPct = -1
+		if c, ok := s.sc.Memory[i]; ok && t >= c[0][0] {
+			g.memPct = interpolate(c, t)
+		}
 		for k := range g.mig {
 			in := &g.mig[k]
 			c := in.curve
@@ -183,9 +189,21 @@ func (s *Simulation) Step(t float64) {
 				if e.Corrected > 0 {
 					g.remapCorr++
 				}
+				if e.RemapFailure {
+					g.remapFailed = true
+				}
 			}
 		}
 	}
+}
+
+// usedMB is the framebuffer in use, in MiB: the scenario's memory curve
+// where it has one, else a base plus what the load holds.
+func (g *simGPU) usedMB() uint64 {
+	if g.memPct >= 0 {
+		return uint64(g.memPct / 100 * (81559 - 573))
+	}
+	return uint64(1200 + g.util*720)
 }
 
 func interpolate(pts [][2]float64, t float64) float64 {
@@ -254,9 +272,7 @@ func (s *Simulation) wire(i int, d *server.Device) {
 		return g.smClock, ret("DCGM_FI_DEV_SM_CLOCK")
 	}
 	d.GetMemoryInfo_v2Func = func() (nvml.Memory_v2, nvml.Return) {
-		total := uint64(81559) << 20
-		reserved := uint64(573) << 20
-		used := uint64(1200+g.util*720) << 20
+		total, reserved, used := uint64(81559)<<20, uint64(573)<<20, g.usedMB()<<20
 		return nvml.Memory_v2{Total: total, Reserved: reserved, Used: used, Free: total - reserved - used}, ret("DCGM_FI_DEV_FB_USED")
 	}
 	d.GetTotalEccErrorsFunc = func(t nvml.MemoryErrorType, _ nvml.EccCounterType) (uint64, nvml.Return) {
@@ -266,7 +282,7 @@ func (s *Simulation) wire(i int, d *server.Device) {
 		return g.eccUnc, ret("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL")
 	}
 	d.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) {
-		return g.remapCorr, g.remapUnc, g.remapPending, false, ret("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS")
+		return g.remapCorr, g.remapUnc, g.remapPending, g.remapFailed, ret("DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS")
 	}
 	d.GetCurrentClocksEventReasonsFunc = func() (uint64, nvml.Return) {
 		return g.reasons, ret("DCGM_FI_DEV_CLOCKS_EVENT_REASONS")
@@ -289,7 +305,7 @@ func (s *Simulation) wire(i int, d *server.Device) {
 		if i > 1 {
 			return nil, nvml.SUCCESS
 		}
-		return []nvml.ProcessInfo{{Pid: uint32(31337 + i), UsedGpuMemory: uint64(1200+g.util*720) << 20}}, nvml.SUCCESS
+		return []nvml.ProcessInfo{{Pid: uint32(31337 + i), UsedGpuMemory: g.usedMB() << 20}}, nvml.SUCCESS
 	}
 	d.GetGraphicsRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
 		if g.lost {

@@ -16,11 +16,23 @@
 //	{"t":240,"kmsg":"3,1234,240000000,-;NVRM: Xid (PCI:0000:18:00): 79, ..."}
 //	{"t":130,"hang_s":10}          every NVML call blocks for 10 s of trace time
 //	{"t":130,"gpu":2,"hang_s":-1}  GPU 2's calls block forever
+//	{"t":200,"ebpf":{"layout":1,"raw":"AQAAAH...","memcg":"/slurm/uid_1000/job_4242/step_0"}}
+//	{"t":0,"host":{"version":1,"kernel":"5.15.0-105-generic",...}}  the host's kernel, driver and DKMS facts (host.go)
 //
 // An "nvml" record holds answers that changed since the GPU's previous record
 // (the first holds them all): {"v": value} for a success, {"r": "NAME"} for an
 // error return (NOT_SUPPORTED, GPU_IS_LOST, TIMEOUT, UNKNOWN, ...). A call the
 // trace never answered replays as NOT_SUPPORTED.
+//
+// An "ebpf" record is one record of the eBPF source's ring buffer (an OOM
+// kill, a PCIe AER, an NVIDIA module load or unload), kept as the kernel
+// wrote it: raw is the record's ebpf.RecordSize bytes, little-endian, in
+// base64; layout numbers the record's layout (ebpf.Layout), and a record of
+// another layout, size or an unknown kind is refused on read. memcg is the
+// OOM victim's memory cgroup path as the recording host found it. On
+// replay, the eBPF source (when switched on) decodes raw with the same
+// decoder as its ring buffer's records. Traces without eBPF records are
+// read as before: the header's version stays 1.
 //
 // # Adding an NVML method
 //
@@ -54,6 +66,7 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 
+	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 )
 
@@ -69,6 +82,7 @@ const (
 	MaxTraceBytes = 128 << 20 // decompressed
 	MaxRecords    = 500_000
 	MaxGPUs       = 1024
+	MaxMemcgBytes = 4096 // an eBPF record's memcg path (PATH_MAX)
 )
 
 // Header is a trace's first line.
@@ -96,7 +110,35 @@ type Record struct {
 	NVML  map[string]Answer `json:"nvml,omitempty"`
 	Kmsg  string            `json:"kmsg,omitempty"`
 	HangS float64           `json:"hang_s,omitempty"`
-	line  int
+	EBPF  *EBPFRecord       `json:"ebpf,omitempty"`
+	// Host is a host record (host.go): the recording host's kernel,
+	// driver and DKMS facts.
+	Host *Host `json:"host,omitempty"`
+	line int
+}
+
+// EBPFRecord is one eBPF ring-buffer record in a trace.
+type EBPFRecord struct {
+	Layout int    `json:"layout"`
+	Raw    []byte `json:"raw"` // base64 in the trace
+	Memcg  string `json:"memcg,omitempty"`
+}
+
+// validate refuses a record this gpuwarden would misread.
+func (e *EBPFRecord) validate() error {
+	if e.Layout != ebpf.Layout {
+		return fmt.Errorf("ebpf record of layout %d (this gpuwarden reads layout %d)", e.Layout, ebpf.Layout)
+	}
+	if len(e.Raw) != ebpf.RecordSize {
+		return fmt.Errorf("ebpf record of %d bytes, want %d", len(e.Raw), ebpf.RecordSize)
+	}
+	if _, err := ebpf.DecodeTrace(e.Raw); err != nil {
+		return err
+	}
+	if len(e.Memcg) > MaxMemcgBytes {
+		return fmt.Errorf("ebpf record's memcg of %d bytes, more than %d", len(e.Memcg), MaxMemcgBytes)
+	}
+	return nil
 }
 
 // Trace is a whole trace in memory. Traces are small (a demo is tens of KB).
@@ -258,8 +300,26 @@ func parseRecord(b []byte, ngpu int) (Record, error) {
 			return r, fmt.Errorf("field hang_s: %v (want seconds > 0, or -1 for forever)", r.HangS)
 		}
 	}
+	if r.EBPF != nil {
+		kinds++
+		if r.GPU != nil {
+			return r, errors.New("field ebpf takes no gpu")
+		}
+		if err := r.EBPF.validate(); err != nil {
+			return r, err
+		}
+	}
+	if r.Host != nil {
+		kinds++
+		if r.GPU != nil {
+			return r, errHostWithGPU
+		}
+		if err := r.Host.validate(); err != nil {
+			return r, err
+		}
+	}
 	if kinds != 1 {
-		return r, errors.New("a record holds exactly one of nvml, kmsg or hang_s")
+		return r, errors.New("a record holds exactly one of nvml, kmsg, hang_s, ebpf or host")
 	}
 	return r, nil
 }

@@ -7,6 +7,9 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
+	"github.com/gpuwarden/gpuwarden/dkms"
 )
 
 const goodHeader = `{"format":"gpuwarden-trace","version":1,"duration_s":10,"gpus":[{"index":0,"uuid":"GPU-0","name":"H100","pci_bus_id":"00000000:18:00.0","minor":0}]}`
@@ -22,7 +25,7 @@ func TestTraceErrorsNameTheLine(t *testing.T) {
 		{"gpu out of range", goodHeader + "\n{\"t\":1,\"gpu\":5,\"nvml\":{\"a\":{\"v\":1}}}", "x:2: field gpu: 5 is not a GPU"},
 		{"unknown return", goodHeader + "\n{\"t\":1,\"gpu\":0,\"nvml\":{\"a\":{\"r\":\"SOMETIMES\"}}}", `x:2: nvml answer "a": unknown return "SOMETIMES"`},
 		{"negative time", goodHeader + "\n{\"t\":-1,\"kmsg\":\"x\"}", "x:2: field t: -1"},
-		{"two kinds", goodHeader + "\n{\"t\":1,\"kmsg\":\"x\",\"hang_s\":3}", "x:2: a record holds exactly one"},
+		{"two kinds", goodHeader + "\n{\"t\":1,\"kmsg\":\"x\",\"hang_s\":3}", "x:2: a record holds exactly one of nvml, kmsg, hang_s, ebpf or host"},
 		{"empty", "", "x:1: empty trace"},
 	}
 	for _, c := range cases {
@@ -101,6 +104,15 @@ func TestDemoTraceIsReproducibleFromItsScenario(t *testing.T) {
 func FuzzTraceRead(f *testing.F) {
 	f.Add([]byte(goodHeader + "\n{\"t\":1,\"gpu\":0,\"nvml\":{\"GetPowerUsage()\":{\"v\":71000}}}\n{\"t\":2,\"kmsg\":\"3,1,2,-;NVRM: Xid\"}\n{\"t\":3,\"hang_s\":-1}\n"))
 	f.Add([]byte(goodHeader))
+	// eBPF records: good ones of each kind, and one of another layout.
+	f.Add([]byte(goodHeader + "\n" +
+		ebpfLine(1, ebpf.Layout, ebpf.Record{Kind: ebpf.RecordOOM, PID: 31337, Comm: "python3", CgroupID: 7, Name: "step_0"}.EncodeTrace(), "/slurm/uid_1000/job_4242/step_0") + "\n" +
+		ebpfLine(2, ebpf.Layout, ebpf.Record{Kind: ebpf.RecordAER, Name: "0000:18:00.0", Severity: 1, Status: 0x20}.EncodeTrace(), "") + "\n" +
+		ebpfLine(3, ebpf.Layout, ebpf.Record{Kind: ebpf.RecordModuleFree, Name: "nvidia_uvm"}.EncodeTrace(), "") + "\n" +
+		ebpfLine(4, ebpf.Layout+1, ebpf.Record{Kind: ebpf.RecordModuleLoad, Name: "nvidia"}.EncodeTrace(), "") + "\n"))
+	f.Add([]byte(goodHeader + "\n" + goodHost + "\n"))
+	f.Add([]byte(goodHeader + "\n" + strings.Replace(goodHost, `"state":"installed"`, `"state":"build-failed","make_log":"/var/lib/dkms/nvidia/535.104.05/build/make.log","make_log_tail":["error: x"]`, 1) + "\n"))
+	f.Add([]byte(goodHeader + "\n" + `{"t":0,"host":{"version":1,"kernel":"","unreadable":{"dkms":"permission denied"},"reboot_required":{}}}` + "\n"))
 	f.Add([]byte("\x1f\x8b\x08\x00"))
 	if b, err := os.ReadFile("demo/traces/dgx-h100-demo.trace.jsonl.gz"); err == nil {
 		zr, _ := gzip.NewReader(bytes.NewReader(b))
@@ -114,10 +126,19 @@ func FuzzTraceRead(f *testing.F) {
 			return
 		}
 		// What was accepted must play without panicking.
-		p := NewPlayer(tr, PlayerOptions{Speed: 1e6})
+		// eBPF records reach the source's decoder, which must take them.
+		p := NewPlayer(tr, PlayerOptions{Speed: 1e6, EBPF: func(raw []byte, _ string) {
+			if _, err := ebpf.DecodeTrace(raw); err != nil {
+				t.Fatalf("a record accepted on read does not decode: %v", err)
+			}
+		}})
 		// Closed first: a call into a recorded hang returns at once instead
 		// of blocking the fuzzer; every other call is answered as usual.
 		p.Close()
+		// Accepted host facts convert and judge without panicking.
+		if f, ok := p.HostFacts(); ok {
+			dkms.Evaluate(&f, func(string) bool { return true })
+		}
 		lib := p.Library()
 		n, _ := lib.DeviceGetCount()
 		for i := 0; i < n && i < 4; i++ {

@@ -42,6 +42,9 @@ func (c *Catalog) Enrich(ev *event.Event) {
 			ev.HealthDuration = durationFor(sev, a)
 		}
 	}
+	if ev.Kind == event.KindAPIMismatch && ev.Fix == "" {
+		ev.Fix = MismatchFix
+	}
 	// The NVSwitch driver says itself whether an SXid was fatal; a
 	// non-fatal report of a potentially fatal code is a warning.
 	if ev.Kind == event.KindSXid && ev.Fields[FieldSXidSeverity] == "non-fatal" && ev.Severity == event.Critical {
@@ -49,6 +52,12 @@ func (c *Catalog) Enrich(ev *event.Event) {
 		ev.HealthDuration = event.DurationWindow
 	}
 }
+
+// MismatchFix is what to do about a driver/library version mismatch, from
+// the kernel log or from NVML: the module loaded is not the one the
+// libraries were installed with.
+const MismatchFix = "if no process has a GPU open (fuser -v /dev/nvidia*), stop what holds the driver (nvidia-persistenced, nvidia-fabricmanager, nvidia-dcgm), " +
+	"rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia and modprobe nvidia to load the installed module; otherwise drain the node and reboot"
 
 // variant is the severity a kernel line states itself, which picks the
 // row of its kind: an AER's "Uncorrected (Fatal)", an MCE's "uncorrected".

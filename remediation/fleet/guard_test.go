@@ -1,6 +1,8 @@
 package fleet
 
 import (
+	"github.com/gpuwarden/gpuwarden/internal/testenv"
+
 	"context"
 	"errors"
 	"reflect"
@@ -80,7 +82,7 @@ func TestAllAllowsWhenEveryGuardDoesAndReleasesInReverse(t *testing.T) {
 // given back when the query holds.
 func TestAllWithALeaseAndAHoldingPrometheus(t *testing.T) {
 	api := newFakeAPI(t)
-	prom := &Prometheus{URL: "http://" + freeAddr(t), Query: "up", Limit: 1}
+	prom := &Prometheus{URL: "http://" + testenv.FreeAddr(t), Query: "up", Limit: 1}
 	d, _, err := All(api.guard("node-a", 1), prom).Check(context.Background(), "drain")
 	if err != nil || d.Allowed || !strings.Contains(d.Reason, "unreachable") {
 		t.Fatalf("got %+v, %v", d, err)

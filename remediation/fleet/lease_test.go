@@ -1,6 +1,8 @@
 package fleet
 
 import (
+	"github.com/gpuwarden/gpuwarden/internal/testenv"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -197,7 +199,7 @@ func TestTheAPIServerFailingHoldsTheAction(t *testing.T) {
 	ctx := context.Background()
 
 	g := api.guard("node-a", 1)
-	g.Server = "https://" + freeAddr(t)
+	g.Server = "https://" + testenv.FreeAddr(t)
 	if d := mustHold(t, g, "drain"); !strings.Contains(d.Reason, "fail closed") || !strings.Contains(d.Reason, "unreachable") || !strings.Contains(d.Reason, g.Server) {
 		t.Fatalf("reason %q", d.Reason)
 	}

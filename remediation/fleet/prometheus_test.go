@@ -1,82 +1,25 @@
 package fleet
 
 import (
+	"github.com/gpuwarden/gpuwarden/internal/testenv"
+
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-const prometheusBinary = "/usr/bin/prometheus"
-
-// syncBuffer collects a child's output for the failure message.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // realPrometheus starts Debian's Prometheus scraping target every second
-// and returns its base URL. It skips the test only when the binary is
-// absent.
+// and returns its base URL.
 func realPrometheus(t *testing.T, target string) string {
 	t.Helper()
-	if _, err := os.Stat(prometheusBinary); err != nil {
-		t.Skipf("%s absent (Debian's prometheus package installs it): %v", prometheusBinary, err)
-	}
-	dir := t.TempDir()
 	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: fleet\n    static_configs:\n      - targets: [%q]\n", target)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := freeAddr(t)
-	cmd := exec.Command(prometheusBinary, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr, "--log.level=warn")
-	log := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("prometheus output:\n%s", log.String())
-		}
-	})
-	return "http://" + addr
+	return "http://" + testenv.Prometheus(t, cfg)
 }
 
 // queryValue asks base for expr the way a person would with curl; "" until
@@ -165,7 +108,7 @@ func TestPrometheusGuardAgainstARealPrometheus(t *testing.T) {
 		}
 	})
 
-	closed := "http://" + freeAddr(t)
+	closed := "http://" + testenv.FreeAddr(t)
 	t.Run("unreachable fails closed", func(t *testing.T) {
 		d, _, err := (&Prometheus{URL: closed, Query: query, Limit: 3}).Check(ctx, "drain")
 		if err != nil || d.Allowed || d.FailedOpen {

@@ -327,3 +327,66 @@ func TestLenientRedactedXid(t *testing.T) {
 		t.Errorf("forged Xid: %+v", r)
 	}
 }
+
+// An event the agent has named owners in (the jobs and pods on the GPU, or
+// an OOM victim's job) says whose work it hit, each owner once, escaped.
+func TestAReportNamesWhoseWorkAnEventHit(t *testing.T) {
+	xid := func(owners string) event.Event {
+		return event.Event{Kind: event.KindXid, Code: 79, GPU: event.GPURef{PCIBusID: "0000:18:00.0"}, Severity: event.Critical,
+			Raw: "NVRM: Xid (PCI:0000:18:00): 79", Fields: map[string]string{FieldLine: "1", "owners": owners}}
+	}
+	evs := []event.Event{
+		xid("slurm job 4242.0 (demo); pod 6b1c container 3f2a"),
+		xid("slurm job 4242.0 (demo)"),
+		xid("slurm job 99 (\x1b[2Jmallory)"),
+		{Kind: event.KindOOMKill, GPU: event.GPURef{Index: -1}, Severity: event.Warning, Raw: `oom/mark_victim pid=31337 comm="python3"`,
+			Fields: map[string]string{"pid": "31337", "process_name": "python3", "owners": "slurm job 4242.0 (demo)"}},
+	}
+	var b strings.Builder
+	if err := WriteReport(&b, evs, 4); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if !strings.Contains(out, "    owners:        slurm job 4242.0 (demo); pod 6b1c container 3f2a; slurm job 99 (\\x1b[2Jmallory)\n") {
+		t.Errorf("the Xid's owners are not listed once each, escaped:\n%s", out)
+	}
+	if strings.Count(out, "owners:") != 2 || strings.ContainsRune(out, 0x1b) {
+		t.Errorf("want an owners line for the Xid and one for the OOM kill, nothing raw:\n%s", out)
+	}
+	if !strings.Contains(out, "Host (lines that name no device)") || !strings.Contains(out[strings.Index(out, "Host ("):], "owners:        slurm job 4242.0 (demo)") {
+		t.Errorf("the OOM kill does not name its job:\n%s", out)
+	}
+}
+
+// A report of an agent's events says where they came from, lists the GPU an
+// event located as a GPU, keeps the driver checks' findings apart, and
+// shows no line numbers the events do not have.
+func TestAReportOfAnAgentsEvents(t *testing.T) {
+	finding := func(check string, lvl event.Level) event.Event {
+		return event.Event{Kind: "finding", Mnemonic: check, GPU: event.GPURef{Index: -1}, Severity: lvl, Raw: check}
+	}
+	evs := []event.Event{
+		{Kind: event.KindAER, GPU: event.GPURef{Index: 2, PCIBusID: "0000:3a:00.0", UUID: "GPU-2"}, Severity: event.Warning, Raw: "ras/aer_event"},
+		finding("driver_library_mismatch", event.Critical),
+		finding("reboot_pending", event.Warning),
+	}
+	r := NewReport()
+	r.From("the agent at http://h:9400")
+	for _, ev := range evs {
+		r.Add(ev)
+	}
+	var b strings.Builder
+	if err := r.Write(&b, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"gpuwarden explain: 3 events from the agent at http://h:9400, 1 devices named.", "\nGPU 0000:3a:00.0 (GPU-2): warning",
+		"  - driver_library_mismatch [critical], once\n", "  - reboot_pending [warning], once\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "line") || !strings.Contains(out, "\nHost (events that name no device): critical") {
+		t.Errorf("line numbers the events do not have:\n%s", out)
+	}
+}

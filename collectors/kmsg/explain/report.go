@@ -18,10 +18,13 @@ import (
 type finding struct {
 	kind      event.Kind
 	code      int
+	mnemonic  string // findings of one kind are told apart by it (DKMS_STATUS, DKMS_ERROR)
+	detail    string // and a finding (a DKMS entry) by what it says
 	first     event.Event
 	count     int
 	lines     []string // first few line numbers
 	processes []string // distinct "name (pid N)", first few
+	owners    []string // distinct jobs and pods the events name, first few
 	worst     event.Level
 }
 
@@ -31,15 +34,24 @@ type device struct {
 	isGPU    bool
 	findings []*finding
 	others   int // other_nvrm lines, summarized
+	unlisted int // events of findings past maxFindings, counted
 	worst    event.Level
 }
 
 const (
 	maxListedLines     = 5
 	maxListedProcesses = 5
+	maxListedOwners    = 5
 	maxShownTextBytes  = 400
 	maxShownNameBytes  = 64
+	// maxFindings bounds the findings listed per device: a log of many
+	// distinct DKMS entries is counted past it, not kept.
+	maxFindings = 256
 )
+
+// fieldOwners is the field in which the agent names the Slurm jobs and
+// Kubernetes pods an event hit (agent.FieldOwners), "; "-separated.
+const fieldOwners = "owners"
 
 // maxDevices bounds the devices a report tracks: a log naming more bus
 // ids than a host can have is counted, not kept.
@@ -49,12 +61,23 @@ const maxDevices = 1024
 // does not grow with the log: per device and finding it keeps a count,
 // the first event and a few line numbers and processes.
 type Report struct {
+	// Colours paints the levels (for a terminal).
+	Colours        Colours
 	devs           map[string]*device
 	order          []string
 	driverVersions []string
-	events         int
-	dropped        int // events of devices past maxDevices
+	// libraryVersions are the user-space driver versions the input names:
+	// NVML's "NVML library version:", the kernel's API mismatch "client".
+	libraryVersions []string
+	events          int
+	dropped         int    // events of devices past maxDevices
+	from            string // where the events came from, when not lines read
 }
+
+// From says where the events came from when they are not lines of a log
+// ("the agent at http://..."): the report's first line names it instead
+// of a count of lines read.
+func (r *Report) From(where string) { r.from = where }
 
 // NewReport returns an empty report.
 func NewReport() *Report { return &Report{devs: map[string]*device{}} }
@@ -89,6 +112,14 @@ func (r *Report) Add(ev event.Event) {
 		r.dropped++
 		return
 	}
+	// An event from the agent names the GPU it located (the kernel log's
+	// name a bus id only).
+	if ev.GPU.Index >= 0 && ev.GPU.PCIBusID != "" {
+		d.isGPU = true
+		if d.uuid == "" {
+			d.uuid = ev.GPU.UUID
+		}
+	}
 	switch ev.Kind {
 	case event.KindGPUIdentity:
 		d.isGPU = true
@@ -102,31 +133,52 @@ func (r *Report) Add(ev event.Event) {
 		}
 		return
 	case event.KindOtherNVRM:
-		d.isGPU = true
+		if v := ev.Fields[kmsg.FieldDriverVersion]; v != "" && !slices.Contains(r.driverVersions, v) && len(r.driverVersions) < 8 {
+			// "NVRM: this kernel module has the version ...", the module's
+			// half of a two-line API mismatch.
+			r.driverVersions = append(r.driverVersions, v)
+		}
+		if ev.GPU.PCIBusID != "" {
+			d.isGPU = true
+		}
 		d.others++
 		return
 	case event.KindXid, event.KindFallenOffBus, event.KindRmInitFailed:
 		d.isGPU = true
 	}
+	for _, v := range []string{ev.Fields[fieldNVMLVersion], ev.Fields[kmsg.FieldClientVersion]} {
+		if v != "" && !slices.Contains(r.libraryVersions, v) && len(r.libraryVersions) < 8 {
+			r.libraryVersions = append(r.libraryVersions, v)
+		}
+	}
+	if ev.Kind == event.KindAPIMismatch {
+		if v := ev.Fields[kmsg.FieldDriverVersion]; v != "" && !slices.Contains(r.driverVersions, v) && len(r.driverVersions) < 8 {
+			r.driverVersions = append(r.driverVersions, v)
+		}
+	}
 	d.worst = event.Worse(d.worst, ev.Severity)
 	var f *finding
 	for _, x := range d.findings {
-		if x.kind == ev.Kind && x.code == ev.Code {
+		if x.kind == ev.Kind && x.code == ev.Code && x.mnemonic == ev.Mnemonic && x.detail == detailOf(ev) {
 			f = x
 			break
 		}
+	}
+	if f == nil && len(d.findings) >= maxFindings {
+		d.unlisted++
+		return
 	}
 	if f == nil {
 		// Only what the report shows of the first event is kept.
 		first := ev
 		first.Raw = truncate(strings.TrimSpace(ev.Raw), maxShownTextBytes)
-		f = &finding{kind: ev.Kind, code: ev.Code, first: first}
+		f = &finding{kind: ev.Kind, code: ev.Code, mnemonic: ev.Mnemonic, detail: detailOf(ev), first: first}
 		d.findings = append(d.findings, f)
 	}
 	f.count++
 	f.worst = event.Worse(f.worst, ev.Severity)
-	if len(f.lines) < maxListedLines {
-		f.lines = append(f.lines, ev.Fields[FieldLine])
+	if l := ev.Fields[FieldLine]; l != "" && len(f.lines) < maxListedLines {
+		f.lines = append(f.lines, l)
 	}
 	if name := ev.Fields[kmsg.FieldProcessName]; name != "" || ev.Fields[kmsg.FieldPID] != "" {
 		p := truncate(name, maxShownNameBytes)
@@ -136,6 +188,11 @@ func (r *Report) Add(ev event.Event) {
 		p = strings.TrimSpace(p)
 		if !slices.Contains(f.processes, p) && len(f.processes) < maxListedProcesses {
 			f.processes = append(f.processes, p)
+		}
+	}
+	for _, o := range strings.Split(ev.Fields[fieldOwners], "; ") {
+		if o = truncate(strings.TrimSpace(o), maxShownNameBytes); o != "" && !slices.Contains(f.owners, o) && len(f.owners) < maxListedOwners {
+			f.owners = append(f.owners, o)
 		}
 	}
 }
@@ -155,16 +212,18 @@ func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
 	}
 
 	b := &strings.Builder{}
-	overall := event.OK
-	nDevices := 0
-	for _, bus := range order {
-		if bus != "" {
-			nDevices++
-		}
-		overall = event.Worse(overall, devs[bus].worst)
+	nDevices := len(order)
+	if _, ok := devs[""]; ok {
+		nDevices--
 	}
-	fmt.Fprintf(b, "gpuwarden explain: %d lines read, %d events, %d devices named. Overall: %s.\n",
-		linesRead, r.events, nDevices, overall)
+	paint := r.Colours
+	if r.from != "" {
+		fmt.Fprintf(b, "gpuwarden explain: %d events from %s, %d devices named. Overall: %s.\n",
+			r.events, Printable(r.from), nDevices, paint.Level(r.Level(), r.Level().String()))
+	} else {
+		fmt.Fprintf(b, "gpuwarden explain: %d lines read, %d events, %d devices named. Overall: %s.\n",
+			linesRead, r.events, nDevices, paint.Level(r.Level(), r.Level().String()))
+	}
 	if readErr != nil {
 		fmt.Fprintf(b, "The input ended early after line %d (%s): this report is of everything before that.\n", linesRead, Printable(readErr.Error()))
 	}
@@ -184,6 +243,8 @@ func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
 		}
 		b.WriteString("\n")
 		switch {
+		case bus == "" && r.from != "":
+			b.WriteString("Host (events that name no device)")
 		case bus == "":
 			b.WriteString("Host (lines that name no device)")
 		case d.isGPU:
@@ -194,7 +255,7 @@ func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
 		if d.uuid != "" {
 			fmt.Fprintf(b, " (%s)", Printable(d.uuid))
 		}
-		fmt.Fprintf(b, ": %s\n", d.worst)
+		fmt.Fprintf(b, ": %s\n", paint.Level(d.worst, d.worst.String()))
 		if a := d.action(); a != "" && a != "none" {
 			fmt.Fprintf(b, "  => what to do now: %s\n", a)
 		}
@@ -202,7 +263,15 @@ func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
 			b.WriteString("  nothing wrong reported\n")
 		}
 		for _, f := range d.findings {
-			writeFinding(b, f)
+			writeFinding(b, f, paint)
+			if f.kind == event.KindAPIMismatch {
+				if v := r.whichIsOlder(); v != "" {
+					fmt.Fprintf(b, "    versions:      %s\n", Printable(v))
+				}
+			}
+		}
+		if d.unlisted > 0 {
+			fmt.Fprintf(b, "  plus %d event(s) of findings past the first %d, counted in the level above\n", d.unlisted, maxFindings)
 		}
 		if d.others > 0 {
 			fmt.Fprintf(b, "  plus %d other NVIDIA driver message(s); read them with the events above\n", d.others)
@@ -210,6 +279,73 @@ func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// detailOf tells findings of one mnemonic apart: each DKMS entry (module,
+// version, kernel, state) is its own finding; kernel events of one code
+// are counted together.
+func detailOf(ev event.Event) string {
+	if ev.Kind != event.KindFinding {
+		return ""
+	}
+	return ev.Explanation
+}
+
+// fieldNVMLVersion is the key under which explain's NVML-mismatch lines
+// carry "NVML library version: <v>".
+const fieldNVMLVersion = "nvml_version"
+
+// whichIsOlder says, for a version mismatch, which side the input shows to
+// be older, when it names exactly one module and one library version.
+func (r *Report) whichIsOlder() string {
+	if len(r.driverVersions) != 1 || len(r.libraryVersions) != 1 {
+		switch {
+		case len(r.driverVersions) == 1:
+			return "kernel module " + r.driverVersions[0] + "; the library's version is not in the input (NVML prints it as \"NVML library version:\")"
+		case len(r.libraryVersions) == 1:
+			return "user-space library " + r.libraryVersions[0] + "; the loaded module's version is not in the input (cat /proc/driver/nvidia/version)"
+		}
+		return ""
+	}
+	mod, lib := r.driverVersions[0], r.libraryVersions[0]
+	s := "kernel module " + mod + ", user-space library " + lib + ": "
+	switch c := compareVersions(mod, lib); {
+	case c < 0:
+		return s + "the module is older: the driver was upgraded and the old module is still loaded"
+	case c > 0:
+		return s + "the library is older: the libraries were downgraded, or a newer module was loaded by hand"
+	}
+	return s + "the same release by its leading numbers: a container mounting another host's libraries, or a partial upgrade"
+}
+
+// compareVersions compares dotted driver versions number by number
+// ("570.124" against "570.124.06" compares the first two only).
+func compareVersions(a, b string) int {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		x, errX := strconv.Atoi(as[i])
+		y, errY := strconv.Atoi(bs[i])
+		if errX != nil || errY != nil {
+			return strings.Compare(as[i], bs[i])
+		}
+		if x != y {
+			if x < y {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
+
+// Level is the report's overall verdict: the worst level of any device or
+// of the host. explain exits with its code, as check does.
+func (r *Report) Level() event.Level {
+	l := event.OK
+	for _, d := range r.devs {
+		l = event.Worse(l, d.worst)
+	}
+	return l
 }
 
 // action is what to do about the device: the advice of its worst finding
@@ -223,7 +359,7 @@ func (d *device) action() event.Action {
 	return ""
 }
 
-func writeFinding(b *strings.Builder, f *finding) {
+func writeFinding(b *strings.Builder, f *finding, paint Colours) {
 	ev := f.first
 	title := string(ev.Kind)
 	switch ev.Kind {
@@ -238,20 +374,30 @@ func writeFinding(b *strings.Builder, f *finding) {
 			title += " link " + l
 		}
 	}
-	if ev.Mnemonic != "" {
+	switch {
+	case ev.Kind == event.KindFinding && ev.Mnemonic != "":
+		title = ev.Mnemonic
+	case ev.Mnemonic != "":
 		title += " " + ev.Mnemonic
 	}
 	times := "once"
 	if f.count > 1 {
 		times = strconv.Itoa(f.count) + " times"
 	}
-	fmt.Fprintf(b, "  - %s [%s], %s (line %s)\n", Printable(title), f.worst, times, strings.Join(f.lines, ", "))
+	where := ""
+	if len(f.lines) > 0 {
+		where = " (line " + strings.Join(f.lines, ", ") + ")"
+	}
+	fmt.Fprintf(b, "  - %s [%s], %s%s\n", Printable(title), paint.Level(f.worst, f.worst.String()), times, where)
 	fmt.Fprintf(b, "    what happened: %s\n", Printable(truncate(strings.TrimSpace(ev.Raw), maxShownTextBytes)))
 	if ev.Fields[FieldLenient] == "true" {
 		fmt.Fprintf(b, "    note:          accepted leniently: the address is redacted; the agent would refuse this line\n")
 	}
 	if len(f.processes) > 0 {
 		fmt.Fprintf(b, "    processes:     %s\n", Printable(strings.Join(f.processes, ", ")))
+	}
+	if len(f.owners) > 0 {
+		fmt.Fprintf(b, "    owners:        %s\n", Printable(strings.Join(f.owners, "; ")))
 	}
 	if ev.Explanation != "" {
 		fmt.Fprintf(b, "    what it means: %s\n", ev.Explanation)
