@@ -92,6 +92,9 @@ type rendered struct {
 	planOnce sync.Once
 	plans    *agePlans      // how the age lines are encoded (agesgzip.go)
 	counter  *atomic.Uint64 // the State's compressions (nil: not counted)
+	// sizeHint is the State's last text size, so the next is rendered into
+	// one buffer of the right size, not regrown (nil: estimated).
+	sizeHint *atomic.Int64
 }
 
 type ageLine struct {
@@ -108,8 +111,17 @@ func (s *Snapshot) text() []byte {
 
 // renderText renders the snapshot: its text and the age lines' prefixes.
 func (s *Snapshot) renderText() (text []byte, ages []ageLine, agesHead string) {
-	b := &textBuf{make([]byte, 0, 4<<10+len(s.GPUs)*len(gpu.Fields)*256)} // about one series line per GPU and field
+	size := 4<<10 + len(s.GPUs)*len(gpu.Fields)*256 // about one series line per GPU and field
+	if s.render.sizeHint != nil {
+		if last := int(s.render.sizeHint.Load()); last > 0 {
+			size = last + last/32 + 1<<10 // the last text's, with room to grow
+		}
+	}
+	b := &textBuf{make([]byte, 0, size)}
 	writeSnapshot(b, s)
+	if s.render.sizeHint != nil {
+		s.render.sizeHint.Store(int64(len(b.b)))
+	}
 	for i := range s.GPUs {
 		g := &s.GPUs[i]
 		if g.labels != nil {

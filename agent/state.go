@@ -181,6 +181,8 @@ type State struct {
 	gzipWanted atomic.Bool
 	// compressions counts the gzip members the metrics path made (render.go).
 	compressions atomic.Uint64
+	// textSize is the last rendered text's size (render.go).
+	textSize atomic.Int64
 }
 
 type xidKey struct {
@@ -729,7 +731,7 @@ func (s *State) publish() {
 	for k, v := range s.events {
 		snap.EventCounts[k] = v
 	}
-	snap.render.counter = &s.compressions
+	snap.render.counter, snap.render.sizeHint = &s.compressions, &s.textSize
 	s.snap.Store(snap)
 	if s.gzipWanted.Load() {
 		// Scrapes ask for gzip: render and compress the new snapshot now,
