@@ -100,6 +100,7 @@ type Reader struct {
 	bootID   string
 	bootOnce sync.Once
 
+	rc syscall.RawConn // the open source's, made on first read
 	// perRead is true for the real device, which returns exactly one record
 	// per read(2); files and pipes are split into records by lines.
 	perRead bool
@@ -445,27 +446,13 @@ func (r *Reader) Run(ctx context.Context) error {
 	}
 
 	// The backlog held at Open while the cursor was checked goes first.
-	for _, rec := range r.held {
-		r.take(rec)
+	for i := range r.held {
+		r.take(&r.held[i])
 	}
 	r.held = nil
 	r.flush()
 
-	rc, err := r.f.SyscallConn()
-	if err != nil {
-		r.close()
-		return fmt.Errorf("kernel log %s: %w", r.cfg.Path, err)
-	}
-	var rerr error
-	for rerr == nil {
-		err := rc.Read(func(fd uintptr) bool {
-			rerr = r.readSome(int(fd))
-			return rerr != nil
-		})
-		if err != nil && rerr == nil {
-			rerr = err
-		}
-	}
+	rerr := r.readUntil(!r.cfg.NoFollow)
 	if !r.perRead {
 		r.endStream(errors.Is(rerr, io.EOF))
 	}
@@ -485,9 +472,68 @@ func (r *Reader) Run(ctx context.Context) error {
 	return fmt.Errorf("read kernel log %s: %w", r.cfg.Path, rerr)
 }
 
+// readUntil reads on the open source until it has nothing more (follow
+// false) or until reading must stop (follow true: the poller waits for
+// more). It returns why it stopped; errDrained is the end of what there is.
+func (r *Reader) readUntil(follow bool) error {
+	if r.rc == nil {
+		rc, err := r.f.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("kernel log %s: %w", r.cfg.Path, err)
+		}
+		r.rc = rc
+	}
+	var rerr error
+	for rerr == nil {
+		err := r.rc.Read(func(fd uintptr) bool {
+			rerr = r.readSome(int(fd), follow)
+			return rerr != nil
+		})
+		if err != nil && rerr == nil {
+			rerr = err
+		}
+	}
+	return rerr
+}
+
+// ReadAvailable reads what the kernel log holds now, from where the reader
+// is, hands it over in batches and returns, keeping the device open: a
+// reader that polls (or a benchmark's passes) opens it once. It returns nil
+// at the end of what there is. Do not call it while Run runs.
+func (r *Reader) ReadAvailable() error {
+	err := r.readUntil(false)
+	if !r.perRead {
+		r.pauseStream()
+	}
+	r.flush()
+	if errors.Is(err, errDrained) || errors.Is(err, io.EOF) {
+		return nil
+	}
+	return fmt.Errorf("read kernel log %s: %w", r.cfg.Path, err)
+}
+
+// Rewind moves the open device back to the oldest record the kernel still
+// holds (lseek SEEK_SET 0 on /dev/kmsg), without reopening it. Records
+// already handed over are not handed over again as new: everything up to
+// the newest SEQ read is skipped (with RereadSeen, handed over as Seen), as
+// a saved cursor is. The SEQ gap the rewind makes is not counted as lost.
+// Only the device rewinds; a file or pipe is an error.
+func (r *Reader) Rewind() error {
+	if !r.perRead {
+		return fmt.Errorf("rewind %s: not a kernel log device", r.cfg.Path)
+	}
+	if _, err := r.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("rewind %s: %w", r.cfg.Path, err)
+	}
+	if r.haveLast {
+		r.resume, r.resuming = r.lastSeq, true
+	}
+	return nil
+}
+
 // readSome reads until the source has nothing more right now. It returns nil
 // to wait for more (the caller's poller does that), or why to stop.
-func (r *Reader) readSome(fd int) error {
+func (r *Reader) readSome(fd int, follow bool) error {
 	for {
 		if r.stopping.Load() {
 			return errDrained
@@ -501,7 +547,7 @@ func (r *Reader) readSome(fd int) error {
 				r.pauseStream()
 			}
 			r.flush()
-			if r.cfg.NoFollow {
+			if !follow {
 				return errDrained
 			}
 			return nil
@@ -668,10 +714,11 @@ func (r *Reader) parse(b []byte) {
 		r.held = append(r.held, rec)
 		return
 	}
-	r.take(rec)
+	r.take(&rec)
 }
 
-func (r *Reader) take(rec Record) {
+// take and add get the record by pointer: it is copied once, into the batch.
+func (r *Reader) take(rec *Record) {
 	if r.resuming && rec.Seq <= r.resume {
 		r.skipped.Add(1)
 		if r.cfg.RereadSeen {
@@ -689,14 +736,14 @@ func (r *Reader) take(rec Record) {
 }
 
 // add puts a record in the batch, handing the batch over when full.
-func (r *Reader) add(rec Record) {
+func (r *Reader) add(rec *Record) {
 	if r.batch == nil {
 		// Size the batch like the last one: one record at a time when the
 		// log is quiet, whole ring buffers after a restart or in a flood,
 		// without regrowing the slice record by record.
 		r.batch = make([]Record, 0, r.nextCap)
 	}
-	r.batch = append(r.batch, rec)
+	r.batch = append(r.batch, *rec)
 	if len(r.batch) >= r.cfg.BatchSize {
 		r.flush()
 	}

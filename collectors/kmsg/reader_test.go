@@ -357,3 +357,89 @@ func TestAcksAreCoalescedAndTheLatestIsSaved(t *testing.T) {
 		t.Errorf("save failures %d", st.SaveFails)
 	}
 }
+
+// Rewind rereads the live device on the descriptor it has open: what was
+// handed over is not handed over again as new (with RereadSeen it comes
+// again as Seen), the jump back is not counted as lost, and a record
+// written after the first pass comes once, as new.
+func TestRewindRereadsTheDeviceWithoutHandingRecordsOverTwice(t *testing.T) {
+	f, err := os.OpenFile(DefaultPath, os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("cannot write %s: %v", DefaultPath, err)
+	}
+	f.Close()
+	for _, reread := range []bool{false, true} {
+		r, err := Open(Config{NoFollow: true, RereadSeen: reread, QueueLen: 1 << 12, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pass := func() (fresh, seen []Record) {
+			t.Helper()
+			if err := r.ReadAvailable(); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				select {
+				case b := <-r.Batches():
+					for _, rec := range b.Records {
+						if rec.Seen {
+							seen = append(seen, rec)
+						} else {
+							fresh = append(fresh, rec)
+						}
+					}
+					continue
+				default:
+				}
+				return fresh, seen
+			}
+		}
+		first, _ := pass()
+		if len(first) == 0 {
+			t.Fatal("the first pass read nothing")
+		}
+		last := first[len(first)-1].Seq
+		b := make([]byte, 8)
+		rand.Read(b)
+		marker := "gwtest-rewind-" + hex.EncodeToString(b)
+		if err := os.WriteFile(DefaultPath, []byte("<6>"+marker+"\n"), 0); err != nil {
+			t.Fatal(err)
+		}
+		lost := r.Stats().Lost
+		if err := r.Rewind(); err != nil {
+			t.Fatal(err)
+		}
+		fresh, seen := pass()
+		found := 0
+		for _, rec := range fresh {
+			if rec.Seq <= last {
+				t.Fatalf("record %d was handed over as new twice", rec.Seq)
+			}
+			if strings.Contains(rec.Message, marker) {
+				found++
+			}
+		}
+		if found != 1 {
+			t.Errorf("the record written between the passes came %d times as new, want once", found)
+		}
+		if reread && (len(seen) == 0 || seen[len(seen)-1].Seq > last) {
+			t.Errorf("RereadSeen: %d records again as seen, up to %v", len(seen), seen)
+		}
+		if !reread && len(seen) != 0 {
+			t.Errorf("%d seen records without RereadSeen", len(seen))
+		}
+		if got := r.Stats().Lost; got != lost {
+			t.Errorf("the rewind counted %d records lost", got-lost)
+		}
+		r.Close()
+	}
+	// A file is not a device: it does not rewind.
+	r, err := Open(Config{Path: recordsFile(t, 1, 2), NoFollow: true, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Rewind(); err == nil {
+		t.Error("a file rewound")
+	}
+}

@@ -1,6 +1,7 @@
 package kmsg
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
@@ -69,13 +70,7 @@ func ParseRecord(b []byte) (Record, error) { return parseRecord(b, nil) }
 // parseRecord is ParseRecord taking its strings from a (when not nil).
 func parseRecord(b []byte, a *arena) (Record, error) {
 	var r Record
-	semi := -1
-	for i := 0; i < len(b) && i < 256; i++ {
-		if b[i] == ';' {
-			semi = i
-			break
-		}
-	}
+	semi := bytes.IndexByte(b[:min(len(b), 256)], ';')
 	if semi < 0 {
 		return r, fmt.Errorf("%w: no ';' after the header", ErrMalformed)
 	}
@@ -125,7 +120,7 @@ func parseRecord(b []byte, a *arena) (Record, error) {
 	// whole lines within maxDictBytes. In the common case text and
 	// dictionary are still one piece and take one string.
 	rawText, rawDict := body, body[len(body):]
-	if i := indexByte(body, '\n'); i >= 0 {
+	if i := bytes.IndexByte(body, '\n'); i >= 0 { // the text is long: the vector search
 		rawText, rawDict = body[:i], body[i+1:]
 	}
 	if len(rawDict) > maxDictBytes {
@@ -148,7 +143,10 @@ func parseRecord(b []byte, a *arena) (Record, error) {
 		} else {
 			s = string(keep)
 		}
-		text, dict, _ = strings.Cut(s, "\n")
+		text = s[:len(rawText)] // the text, then its dictionary after one newline
+		if len(s) > len(rawText) {
+			dict = s[len(rawText)+1:]
+		}
 	} else {
 		r.Truncated = true
 		if a != nil {
