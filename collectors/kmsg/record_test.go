@@ -137,7 +137,8 @@ func TestParseRecordOfAnOverlongLineCopiesABoundedStart(t *testing.T) {
 	raw := []byte("6,1,2,-;" + strings.Repeat("a", 1<<20) + "\n")
 	var a arena
 	allocs := testing.AllocsPerRun(20, func() {
-		if r, err := parseRecord(raw, &a); err != nil || !r.Truncated {
+		var r Record
+		if err := parseRecordInto(&r, raw, &a); err != nil || !r.Truncated {
 			t.Fatal(err)
 		}
 	})
@@ -150,7 +151,8 @@ func TestParseRecordOfAnOverlongLineCopiesABoundedStart(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	before := ms.TotalAlloc
 	for range 100 {
-		parseRecord(raw, &a)
+		var r Record
+		parseRecordInto(&r, raw, &a)
 	}
 	runtime.ReadMemStats(&ms)
 	if per := (ms.TotalAlloc - before) / 100; per > 2*maxRawText {
