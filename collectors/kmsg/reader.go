@@ -776,16 +776,19 @@ func (r *Reader) admit(rec *Record) bool {
 	return true
 }
 
-// grow makes room in the batch for one more record.
+// grow makes room in the batch for one more record, never past BatchSize
+// records (a batch of DefaultBatchSize stays a small allocation).
 func (r *Reader) grow() {
-	if r.batch == nil {
-		// Size the batch like the last one: one record at a time when the
-		// log is quiet, whole ring buffers after a restart or in a flood,
-		// without regrowing the slice record by record.
-		r.batch = make([]Record, 0, max(r.nextCap, 1))
-		return
+	// A new batch is sized like the last one: one record at a time when
+	// the log is quiet, whole ring buffers after a restart or in a flood,
+	// without regrowing the slice record by record.
+	c := max(r.nextCap, 1)
+	if r.batch != nil {
+		c = max(2*cap(r.batch), len(r.batch)+1)
 	}
-	r.batch = append(r.batch, Record{})[:len(r.batch)]
+	b := make([]Record, len(r.batch), min(c, max(r.cfg.BatchSize, len(r.batch)+1)))
+	copy(b, r.batch)
+	r.batch = b
 }
 
 // add puts a record in the batch (by pointer: it is copied once, into the

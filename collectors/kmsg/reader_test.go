@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 )
@@ -457,5 +459,35 @@ func TestReaderParseDoesNotAllocatePerRecord(t *testing.T) {
 	}
 	if len(r.batch) != 2001 || r.batch[0].Message != "usb 1-1: new high-speed USB device number 2 using xhci_hcd" || r.batch[2000].Device != "c189:1" {
 		t.Fatalf("batch of %d records, first %+v", len(r.batch), r.batch[0])
+	}
+}
+
+// A batch that regrows (the log got busy after a quiet spell) never grows
+// past BatchSize records, so a default batch stays a small allocation.
+func TestBatchesNeverOutgrowBatchSize(t *testing.T) {
+	r := &Reader{cfg: Config{BatchSize: DefaultBatchSize}, log: quiet, perRead: true, out: make(chan Batch, 16), nextCap: DefaultBatchSize}
+	// A few records, handed over at the end of what there was; then a
+	// flood.
+	total := 41 + 3*DefaultBatchSize
+	for i := range total {
+		r.parse([]byte("6," + strconv.Itoa(i) + ",1,-;usb 1-1: new high-speed USB device number 2 using xhci_hcd\n"))
+		if i == 40 {
+			r.flush()
+		}
+	}
+	r.flush()
+	n := 0
+	for len(r.out) > 0 {
+		b := <-r.out
+		if len(b.Records) > DefaultBatchSize || cap(b.Records) > DefaultBatchSize {
+			t.Errorf("batch of %d records, capacity %d, more than %d", len(b.Records), cap(b.Records), DefaultBatchSize)
+		}
+		n += len(b.Records)
+	}
+	if n != total {
+		t.Errorf("%d records handed over, want %d", n, total)
+	}
+	if size := DefaultBatchSize * int(unsafe.Sizeof(Record{})); size > 32<<10 {
+		t.Errorf("a default batch takes %d bytes", size)
 	}
 }
