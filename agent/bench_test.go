@@ -163,7 +163,7 @@ func (d *discard) WriteHeader(int)             {}
 func (d *discard) Write(p []byte) (int, error) { d.n += len(p); return len(p), nil }
 
 // BenchmarkApplyEvents is the cost of a kernel-log flood in State: batches
-// of 512 distinct unknown-device Xid lines (the kernel reader's batch size),
+// of 512 distinct unknown-device Xid lines (about the kernel reader's batch size),
 // one publish a batch, on the 8-GPU demo. ns/event is what one record costs
 // the consumer; the series stay bounded however many lines come.
 func BenchmarkApplyEvents(b *testing.B) {

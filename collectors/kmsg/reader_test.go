@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 )
@@ -441,5 +443,51 @@ func TestRewindRereadsTheDeviceWithoutHandingRecordsOverTwice(t *testing.T) {
 	defer r.Close()
 	if err := r.Rewind(); err == nil {
 		t.Error("a file rewound")
+	}
+}
+
+// A record parsed by the reader costs no allocation of its own: its text
+// goes into the arena's current chunk and the record into the batch's next
+// slot, so allocations come once per chunk and per batch, not per record.
+func TestReaderParseDoesNotAllocatePerRecord(t *testing.T) {
+	r := &Reader{cfg: Config{BatchSize: 1 << 20}, log: quiet, perRead: true, out: make(chan Batch, 1)}
+	r.batch = make([]Record, 0, 4096)
+	raw := []byte("6,1,123456789,-;usb 1-1: new high-speed USB device number 2 using xhci_hcd\n SUBSYSTEM=usb\n DEVICE=c189:1\n")
+	allocs := testing.AllocsPerRun(2000, func() { r.parse(raw) })
+	if allocs != 0 {
+		t.Errorf("%v allocations per record", allocs)
+	}
+	if len(r.batch) != 2001 || r.batch[0].Message != "usb 1-1: new high-speed USB device number 2 using xhci_hcd" || r.batch[2000].Device != "c189:1" {
+		t.Fatalf("batch of %d records, first %+v", len(r.batch), r.batch[0])
+	}
+}
+
+// A batch that regrows (the log got busy after a quiet spell) never grows
+// past BatchSize records, so a default batch stays a small allocation.
+func TestBatchesNeverOutgrowBatchSize(t *testing.T) {
+	r := &Reader{cfg: Config{BatchSize: DefaultBatchSize}, log: quiet, perRead: true, out: make(chan Batch, 16), nextCap: DefaultBatchSize}
+	// A few records, handed over at the end of what there was; then a
+	// flood.
+	total := 41 + 3*DefaultBatchSize
+	for i := range total {
+		r.parse([]byte("6," + strconv.Itoa(i) + ",1,-;usb 1-1: new high-speed USB device number 2 using xhci_hcd\n"))
+		if i == 40 {
+			r.flush()
+		}
+	}
+	r.flush()
+	n := 0
+	for len(r.out) > 0 {
+		b := <-r.out
+		if len(b.Records) > DefaultBatchSize || cap(b.Records) > DefaultBatchSize {
+			t.Errorf("batch of %d records, capacity %d, more than %d", len(b.Records), cap(b.Records), DefaultBatchSize)
+		}
+		n += len(b.Records)
+	}
+	if n != total {
+		t.Errorf("%d records handed over, want %d", n, total)
+	}
+	if size := DefaultBatchSize * int(unsafe.Sizeof(Record{})); size > 32<<10 {
+		t.Errorf("a default batch takes %d bytes", size)
 	}
 }
