@@ -8,7 +8,7 @@ REVISION  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS   := -s -w -X github.com/gpuwarden/gpuwarden/agent.Version=$(VERSION) -X github.com/gpuwarden/gpuwarden/agent.Revision=$(REVISION)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test deps bench fuzz lint clean distclean demo-trace generate vmlinux-h
+.PHONY: all build run test deps bench bench-go bench-idle bench-compare fuzz lint clean distclean demo-trace generate vmlinux-h
 
 all: build
 
@@ -55,8 +55,22 @@ test: build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 
-bench:
+bench: bench-go bench-idle
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./...
+
+# Idle CPU of the built agent at the default interval, over a minute on each
+# backend (bench/idle-cpu.sh; IDLE_SECONDS, IDLE_WARMUP, IDLE_BACKENDS).
+IDLE_BACKENDS ?= replay nvml
+bench-idle: build
+	sh bench/idle-cpu.sh $(BIN) $(IDLE_BACKENDS)
+
+# The key benchmarks here and at REV, with benchstat's ratios
+# (bench/compare.sh; COUNT, BENCHTIME, BENCH_SET).
+REV ?= main
+bench-compare:
+	sh bench/compare.sh $(REV)
 
 # Every fuzz target for FUZZTIME each (their seed corpora also run in make test).
 FUZZTIME ?= 30s
@@ -66,7 +80,7 @@ FUZZ_TARGETS := ./collectors/replay:FuzzTraceRead ./collectors/replay:FuzzReadTi
 	./remediation/fleet:FuzzDecodeQuery ./remediation/fleet:FuzzLeaseAnswer ./collectors/attribution:FuzzParseCgroup \
 	./dkms:FuzzInspectModule ./dkms:FuzzBootLoaderFiles ./collectors/kmsg/explain:FuzzExplainReport ./agent:FuzzConfig \
 	./remediation/audit:FuzzScanLines ./remediation/audit:FuzzRead ./collectors/ebpf:FuzzDecode \
-	./collectors/kubelet:FuzzDecodeList
+	./collectors/kubelet:FuzzDecodeList ./agent:FuzzAcceptsGzip ./agent:FuzzAppendFloat ./agent:FuzzAgesMember
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg)"; \

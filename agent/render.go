@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -62,82 +64,149 @@ var gpuLabelNames = []string{"gpu", "UUID", "pci_bus_id", "device", "modelName",
 
 // The exposition is rendered straight from the Snapshot into Prometheus's
 // text format. A Snapshot never changes, so its text is rendered once, on
-// the first scrape that sees it, and kept with it; a scrape adds only what
-// depends on the time of the scrape (sample ages) and the few series of the
-// other sources. Going through client_golang's const metrics instead costs
-// ~13k allocations and 2.5 ms per scrape at 8 GPUs.
+// the first scrape that sees it or in the background after publish, and
+// kept with it, with what a scrape needs to add the series that depend on
+// the time of the scrape (sample ages): each GPU's line up to its value.
+// A scrape is then copies: the snapshot's bytes, one number a GPU, and the
+// process's own series (gathered at most once a second). Going through
+// client_golang's const metrics instead costs ~13k allocations and 2.5 ms
+// per scrape at 8 GPUs.
 //
-// The body is not gzipped even when the client accepts it: compressing ~100
-// KB costs more than the 1 ms a scrape may take, and a node's scrape is a
-// few KB/s on the network uncompressed.
+// When the client accepts gzip (Prometheus always does) the snapshot's text
+// is compressed once, as one gzip member, and sent as it is by every scrape
+// of that snapshot; the process's series are a second member, compressed
+// when they are gathered; the ages a third, encoded from a plan made once per
+// snapshot (agesgzip.go), so a scrape itself compresses nothing. Members one after another
+// are one valid gzip stream (RFC 1952).
 
 // rendered is a Snapshot's exposition text.
 type rendered struct {
-	once   sync.Once
-	text   []byte
-	gzOnce sync.Once
-	gz     []byte // text as one gzip member, made once per snapshot
+	once sync.Once
+	text []byte
+	// ages are the gpuwarden_gpu_sample_age_seconds lines, each up to its
+	// value; agesHead is the family's header ("" without GPUs).
+	ages     []ageLine
+	agesHead string
+	gzOnce   sync.Once
+	gz       []byte // text as one gzip member, made once per snapshot
+	planOnce sync.Once
+	plans    *agePlans      // how the age lines are encoded (agesgzip.go)
+	counter  *atomic.Uint64 // the State's compressions (nil: not counted)
+	// sizeHint is the State's last text size, so the next is rendered into
+	// one buffer of the right size, not regrown (nil: estimated).
+	sizeHint *atomic.Int64
 }
 
+type ageLine struct {
+	prefix string // "gpuwarden_gpu_sample_age_seconds{...} "
+	at     time.Time
+}
+
+const ageName = "gpuwarden_gpu_sample_age_seconds"
+
 func (s *Snapshot) text() []byte {
-	s.render.once.Do(func() {
-		var b bytes.Buffer
-		b.Grow(4<<10 + len(s.GPUs)*len(gpu.Fields)*320) // about one series line per GPU and field
-		writeSnapshot(&b, s)
-		s.render.text = b.Bytes()
-	})
+	s.render.once.Do(func() { s.render.text, s.render.ages, s.render.agesHead = s.renderText() })
 	return s.render.text
+}
+
+// renderText renders the snapshot: its text and the age lines' prefixes.
+func (s *Snapshot) renderText() (text []byte, ages []ageLine, agesHead string) {
+	size := 4<<10 + len(s.GPUs)*len(gpu.Fields)*256 // about one series line per GPU and field
+	if s.render.sizeHint != nil {
+		if last := int(s.render.sizeHint.Load()); last > 0 {
+			size = last + last/32 + 1<<10 // the last text's, with room to grow
+		}
+	}
+	b := &textBuf{make([]byte, 0, size)}
+	writeSnapshot(b, s)
+	if s.render.sizeHint != nil {
+		s.render.sizeHint.Store(int64(len(b.b)))
+	}
+	for i := range s.GPUs {
+		g := &s.GPUs[i]
+		if g.labels != nil {
+			ages = append(ages, ageLine{prefix: g.labelText().age, at: g.SampleTime})
+		}
+	}
+	if len(ages) > 0 {
+		var h textBuf
+		family(&h, ageName, "Age of the GPU's newest sample, from the GPU collector.", "gauge")
+		agesHead = string(h.b)
+	}
+	return b.b, ages, agesHead
 }
 
 // gzipped is the snapshot's text compressed, once: every scrape of the
 // same snapshot after the first sends these bytes as they are.
 func (s *Snapshot) gzipped() []byte {
-	s.render.gzOnce.Do(func() {
-		text := s.text()
-		var b bytes.Buffer
-		b.Grow(len(text) / 8)
-		zw, _ := gzip.NewWriterLevel(&b, gzip.BestSpeed)
-		zw.Write(text)
-		zw.Close()
-		s.render.gz = b.Bytes()
-	})
+	s.render.gzOnce.Do(func() { s.render.gz = compress(s.text(), s.render.counter) })
 	return s.render.gz
 }
 
+// compress is the one place the metrics path compresses: text as one gzip
+// member. counter, if not nil, counts the calls (tests check that a scrape
+// of an unchanged snapshot makes none).
+func compress(text []byte, counter *atomic.Uint64) []byte {
+	if counter != nil {
+		counter.Add(1)
+	}
+	b := bytes.NewBuffer(make([]byte, 0, len(text)/8+64))
+	zw := gzipWriters.Get().(*gzip.Writer)
+	zw.Reset(b)
+	zw.Write(text)
+	zw.Close()
+	gzipWriters.Put(zw)
+	return b.Bytes()
+}
+
+// appendAges appends the sample ages at now.
+func (s *Snapshot) appendAges(b []byte, now time.Time) []byte {
+	s.text()
+	if len(s.render.ages) == 0 {
+		return b
+	}
+	b = append(b, s.render.agesHead...)
+	for _, a := range s.render.ages {
+		b = append(b, a.prefix...)
+		b = appendFloat(b, now.Sub(a.at).Seconds())
+		b = append(b, '\n')
+	}
+	return b
+}
+
 // family writes a metric family's HELP and TYPE lines.
-func family(b *bytes.Buffer, name, help, typ string) {
-	b.WriteString("# HELP ")
-	b.WriteString(name)
-	b.WriteByte(' ')
-	b.WriteString(escapeHelp(help))
-	b.WriteString("\n# TYPE ")
-	b.WriteString(name)
-	b.WriteByte(' ')
-	b.WriteString(typ)
-	b.WriteByte('\n')
+func family(b *textBuf, name, help, typ string) {
+	b.b = append(append(append(b.b, "# HELP "...), name...), ' ')
+	b.b = append(append(b.b, escapeHelp(help)...), "\n# TYPE "...)
+	b.b = append(append(append(append(b.b, name...), ' '), typ...), '\n')
 }
 
 // sample writes one series: name, the pre-rendered label set ("{...}" or
 // ""), the value.
-func sample(b *bytes.Buffer, name, labels string, v float64) {
-	b.WriteString(name)
-	b.WriteString(labels)
-	b.WriteByte(' ')
-	writeFloat(b, v)
-	b.WriteByte('\n')
+func sample(b *textBuf, name, labels string, v float64) {
+	b.b = append(append(append(b.b, name...), labels...), ' ')
+	b.b = append(appendFloat(b.b, v), '\n')
 }
 
-func writeFloat(b *bytes.Buffer, v float64) {
+// textBuf is where the text is rendered, by plain appends the compiler
+// inlines (a 64-GPU snapshot is ~3,300 lines).
+type textBuf struct{ b []byte }
+
+// appendFloat appends v as the text format writes it (Go's shortest 'g').
+// Integers below 1e6, most of a GPU's values, take a shorter path that
+// prints the same digits.
+func appendFloat(b []byte, v float64) []byte {
 	switch {
+	case v > -1e6 && v < 1e6 && v == math.Trunc(v) && (v != 0 || !math.Signbit(v)):
+		return strconv.AppendInt(b, int64(v), 10)
 	case math.IsInf(v, 1):
-		b.WriteString("+Inf")
+		return append(b, "+Inf"...)
 	case math.IsInf(v, -1):
-		b.WriteString("-Inf")
+		return append(b, "-Inf"...)
 	case math.IsNaN(v):
-		b.WriteString("NaN")
-	default:
-		b.Write(strconv.AppendFloat(b.AvailableBuffer(), v, 'g', -1, 64))
+		return append(b, "NaN"...)
 	}
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
 }
 
 // labelSet renders {k1="v1",k2="v2"} with the text format's escaping.
@@ -233,7 +302,7 @@ func b2f(b bool) float64 {
 
 // writeSnapshot renders everything in the Snapshot that does not depend on
 // the time of the scrape.
-func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
+func writeSnapshot(b *textBuf, s *Snapshot) {
 	family(b, "gpuwarden_build_info", "gpuwarden's version, from the binary.", "gauge")
 	sample(b, "gpuwarden_build_info", labelSet("version", Version, "revision", Revision, "goversion", runtime.Version()), 1)
 
@@ -284,8 +353,12 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 		full := make([]string, len(gpus))
 		short := make([]string, len(gpus))
 		for i, g := range gpus {
-			full[i], short[i] = gpuLabels(g.labels), shortGPULabels(g.labels)
+			lt := g.labelText()
+			full[i], short[i] = lt.full, lt.short
 		}
+		// MIG instances' label sets, made on first use: one a GPU instance
+		// per snapshot, not one a field.
+		inst := make([][]string, len(gpus))
 		family(b, "gpuwarden_gpu_info", "One series per GPU NVML enumerates, with its identity in labels.", "gauge")
 		for i := range gpus {
 			sample(b, "gpuwarden_gpu_info", full[i], 1)
@@ -300,7 +373,7 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 		}
 		family(b, "DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.", "gauge")
 		for _, g := range gpus {
-			sample(b, "DCGM_FI_DEV_XID_ERRORS", gpuLabels(g.labels, "err_code", strconv.Itoa(g.LastXid), "err_msg", g.LastXidMsg), float64(g.LastXid))
+			sample(b, "DCGM_FI_DEV_XID_ERRORS", g.labelText().xid, float64(g.LastXid))
 		}
 		for fi, f := range gpu.Fields {
 			if s.fieldMask != nil && !s.fieldMask[fi] {
@@ -330,7 +403,13 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 							family(b, f.Name, f.Help, typ)
 							headed = true
 						}
-						sample(b, f.Name, instanceLabels(g.labels, in), v)
+						if inst[i] == nil {
+							inst[i] = make([]string, len(g.Sample.Instances))
+						}
+						if inst[i][k] == "" {
+							inst[i][k] = instanceLabels(g.labels, in)
+						}
+						sample(b, f.Name, inst[i][k], v)
 					}
 				}
 			}
@@ -396,80 +475,144 @@ func writeSnapshot(b *bytes.Buffer, s *Snapshot) {
 	}
 }
 
-// writeAges renders the series that depend on the time of the scrape.
-func writeAges(b *bytes.Buffer, s *Snapshot, now time.Time) {
-	headed := false
-	for i := range s.GPUs {
-		g := &s.GPUs[i]
-		if g.labels == nil {
-			continue
-		}
-		if !headed {
-			family(b, "gpuwarden_gpu_sample_age_seconds", "Age of the GPU's newest sample, from the GPU collector.", "gauge")
-			headed = true
-		}
-		sample(b, "gpuwarden_gpu_sample_age_seconds", gpuLabels(g.labels), now.Sub(g.SampleTime).Seconds())
+// labelText is a GPU's rendered label sets, kept across snapshots while
+// its labels stay the same.
+// It is never changed once made: snapshots share it.
+type labelText struct {
+	of          []string // the label values they were rendered from
+	full, short string
+	age         string // the sample age's line up to its value
+	// xid is DCGM_FI_DEV_XID_ERRORS's label set for the last Xid and its
+	// text (xidOf, xidMsgOf).
+	xid      string
+	xidOf    int
+	xidMsgOf string
+}
+
+// labelText returns the GPU's rendered label sets: the ones it carries if
+// they are of its labels and last Xid, else new ones (sharing what still
+// holds).
+func (g *GPUState) labelText() *labelText {
+	lt := g.lt
+	if lt == nil || !slices.Equal(lt.of, g.labels) {
+		full := gpuLabels(g.labels)
+		lt = &labelText{of: slices.Clone(g.labels), full: full, short: shortGPULabels(g.labels), age: ageName + full + " ", xidOf: -1}
 	}
+	if lt.xidOf != g.LastXid || lt.xidMsgOf != g.LastXidMsg {
+		c := *lt
+		c.xid, c.xidOf, c.xidMsgOf = gpuLabels(g.labels, "err_code", strconv.Itoa(g.LastXid), "err_msg", g.LastXidMsg), g.LastXid, g.LastXidMsg
+		lt = &c
+	}
+	return lt
 }
 
 // MetricsHandler serves /metrics: the Snapshot's cached text, the sample
 // ages, and what extra (the process, DKMS and kernel-log collectors) gathers.
 func MetricsHandler(state *State, extra prometheus.Gatherer) http.Handler {
-	proc := &gatherCache{g: extra}
+	proc := &gatherCache{g: extra, clock: state.clock, counter: &state.compressions}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		snap := state.Snapshot()
-		var dyn bytes.Buffer
-		writeAges(&dyn, snap, state.clock())
-		dyn.Write(proc.text())
-		w.Header().Set("Content-Type", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
+		now := state.clock()
+		pt := proc.get(now)
+		bp := scrapeBufs.Get().(*scrapeBuf)
+		defer scrapeBufs.Put(bp)
+		h := w.Header()
+		h["Content-Type"] = textFormat
 		if !acceptsGzip(r) {
-			w.Write(snap.text())
-			w.Write(dyn.Bytes())
+			bp.ages = snap.appendAges(bp.ages[:0], now)
+			text := snap.text()
+			h["Content-Length"] = []string{strconv.Itoa(len(text) + len(bp.ages) + len(pt.text))}
+			w.Write(text)
+			w.Write(bp.ages)
+			w.Write(pt.text)
 			return
 		}
 		state.gzipWanted.Store(true)
-		// Two gzip members are one valid stream (RFC 1952): the snapshot's,
-		// compressed once, and this scrape's few changing lines.
-		w.Header().Set("Content-Encoding", "gzip")
-		w.Header().Set("Vary", "Accept-Encoding")
-		w.Write(snap.gzipped())
-		zw := gzipWriters.Get().(*gzip.Writer)
-		zw.Reset(w)
-		zw.Write(dyn.Bytes())
-		zw.Close()
-		gzipWriters.Put(zw)
+		gz := snap.gzipped()
+		bp.member, bp.ages = snap.appendAgesMember(bp.member[:0], bp.ages, now)
+		h["Content-Encoding"] = gzipEncoding
+		h["Vary"] = varyEncoding
+		h["Content-Length"] = []string{strconv.Itoa(len(gz) + len(bp.member) + len(pt.gz))}
+		w.Write(gz)
+		w.Write(bp.member)
+		w.Write(pt.gz)
 	})
 }
 
+// The response headers, made once: a scrape assigns them, never builds them.
+var (
+	textFormat   = []string{string(expfmt.NewFormat(expfmt.TypeTextPlain))}
+	gzipEncoding = []string{"gzip"}
+	varyEncoding = []string{"Accept-Encoding"}
+)
+
+// scrapeBuf is a scrape's own bytes: the ages, and their gzip member.
+type scrapeBuf struct{ ages, member []byte }
+
+var scrapeBufs = sync.Pool{New: func() any { return &scrapeBuf{} }}
+
 var gzipWriters = sync.Pool{New: func() any { zw, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed); return zw }}
 
+// acceptsGzip says whether the request's Accept-Encoding lists gzip with a
+// weight above zero. It allocates nothing: it runs on every scrape.
 func acceptsGzip(r *http.Request) bool {
-	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
-		enc, q, _ := strings.Cut(strings.TrimSpace(part), ";")
-		if strings.TrimSpace(enc) == "gzip" && strings.ReplaceAll(q, " ", "") != "q=0" {
-			return true
+	for _, v := range r.Header["Accept-Encoding"] {
+		for v != "" {
+			var part string
+			part, v, _ = strings.Cut(v, ",")
+			enc, params, _ := strings.Cut(part, ";")
+			if !strings.EqualFold(strings.TrimSpace(enc), "gzip") {
+				continue
+			}
+			if q, ok := qValue(params); !ok || q > 0 {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-// gatherCache renders the process's own metrics (CPU, memory, descriptors)
-// at most once a second: reading them costs more than the rest of a scrape
-// of an unchanged snapshot, and a second is far below any scrape interval.
-type gatherCache struct {
-	g    prometheus.Gatherer
-	mu   sync.Mutex
-	at   time.Time
-	last []byte
+// qValue finds the q parameter among an encoding's parameters ("q=0.5").
+func qValue(params string) (float64, bool) {
+	for params != "" {
+		var p string
+		p, params, _ = strings.Cut(params, ";")
+		k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+		if strings.EqualFold(strings.TrimSpace(k), "q") {
+			q, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, true // an unreadable weight: not a request for gzip
+			}
+			return q, true
+		}
+	}
+	return 0, false
 }
 
-func (c *gatherCache) text() []byte {
+// gatherCache renders the process's own metrics (CPU, memory, descriptors)
+// at most once a second, as text and as a gzip member: reading them costs
+// more than the rest of a scrape of an unchanged snapshot, and a second is
+// far below any scrape interval.
+type gatherCache struct {
+	g       prometheus.Gatherer
+	clock   func() time.Time
+	counter *atomic.Uint64
+	mu      sync.Mutex
+	at      time.Time
+	last    *gathered
+}
+
+type gathered struct{ text, gz []byte }
+
+var nothingGathered = &gathered{}
+
+func (c *gatherCache) get(now time.Time) *gathered {
 	if c.g == nil {
-		return nil
+		return nothingGathered
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if time.Since(c.at) < time.Second && c.last != nil {
+	if c.last != nil && now.Sub(c.at) < time.Second && !now.Before(c.at) {
 		return c.last
 	}
 	var b bytes.Buffer
@@ -481,7 +624,7 @@ func (c *gatherCache) text() []byte {
 	for _, mf := range mfs {
 		enc.Encode(mf)
 	}
-	c.last, c.at = b.Bytes(), time.Now()
+	c.last, c.at = &gathered{text: b.Bytes(), gz: compress(b.Bytes(), c.counter)}, now
 	return c.last
 }
 
@@ -498,7 +641,7 @@ func (s *Snapshot) Collector(name string) *CollectorState {
 // writeSourceStats renders the sources' own series, each family's samples
 // together under one header whichever source wrote them, and a series
 // (name and labels) at most once.
-func writeSourceStats(b *bytes.Buffer, stats []SourceStats) {
+func writeSourceStats(b *textBuf, stats []SourceStats) {
 	var order []string
 	byName := map[string][]source.Metric{}
 	for _, st := range stats {
@@ -534,7 +677,7 @@ func writeSourceStats(b *bytes.Buffer, stats []SourceStats) {
 // shape (digits, a UUID, hex, a DNS-1123 name checked by package kubelet):
 // nothing a workload names itself. namespace and pod appear only where the
 // kubelet's answer names the process's pod UID without doubt.
-func writeProcesses(b *bytes.Buffer, s *Snapshot) {
+func writeProcesses(b *textBuf, s *Snapshot) {
 	headed := false
 	for i := range s.GPUs {
 		g := &s.GPUs[i]

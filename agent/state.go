@@ -69,6 +69,7 @@ type GPUState struct {
 	Pods   []kubelet.Ref `json:"pods,omitempty"`
 	Sticky []event.Event `json:"-"`
 	labels []string      // dcgm-exporter's label values, in gpuLabelNames order
+	lt     *labelText    // labels rendered, kept across snapshots (render.go)
 }
 
 // CollectorState is one source's own health.
@@ -178,6 +179,10 @@ type State struct {
 	snap atomic.Pointer[Snapshot]
 	// gzipWanted is set by the first scrape that accepts gzip.
 	gzipWanted atomic.Bool
+	// compressions counts the gzip members the metrics path made (render.go).
+	compressions atomic.Uint64
+	// textSize is the last rendered text's size (render.go).
+	textSize atomic.Int64
 }
 
 type xidKey struct {
@@ -647,6 +652,10 @@ func (s *State) publish() {
 		g := s.gpus[i]
 		g.Health = gpuHealth(&g, now, s.window)
 		g.Unsupported = append([]string(nil), g.Unsupported...)
+		if g.labels != nil {
+			g.lt = g.labelText()
+			s.gpus[i].lt = g.lt
+		}
 		snap.GPUs[i] = g
 		if g.Health.Level != event.OK {
 			host.merge(g.Health, fmt.Sprintf("GPU %d", i))
@@ -722,6 +731,7 @@ func (s *State) publish() {
 	for k, v := range s.events {
 		snap.EventCounts[k] = v
 	}
+	snap.render.counter, snap.render.sizeHint = &s.compressions, &s.textSize
 	s.snap.Store(snap)
 	if s.gzipWanted.Load() {
 		// Scrapes ask for gzip: render and compress the new snapshot now,

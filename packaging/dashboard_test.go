@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gpuwarden/gpuwarden/internal/testenv"
 )
 
 var dashboards = []string{"gpuwarden-node.json", "gpuwarden-fleet.json"}
@@ -136,15 +137,7 @@ func TestDashboardsAreValidAndUseContractMetrics(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freePort(t *testing.T) string { return testenv.FreeAddr(t) }
 
 // start runs a long-lived process for the test and stops it at cleanup.
 func start(t *testing.T, logName string, name string, args ...string) {

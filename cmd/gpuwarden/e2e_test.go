@@ -234,6 +234,11 @@ func TestDCGMDashboardQueriesAnswerOnTheDemo(t *testing.T) {
 	eventually(t, 60*time.Second, "prometheus has 8 GPU temperatures", func() bool {
 		return len(promQuery(t, prom, "DCGM_FI_DEV_GPU_TEMP").Data.Result) == 8
 	})
+	// The sample ages, the part of a gzip scrape encoded per scrape, reach
+	// Prometheus as well.
+	if got := len(promQuery(t, prom, "gpuwarden_gpu_sample_age_seconds").Data.Result); got != 8 {
+		t.Errorf("prometheus has %d sample ages, want 8", got)
+	}
 	f, err := os.Open("../../testdata/dcgm-dashboard-queries.txt")
 	if err != nil {
 		t.Fatal(err)

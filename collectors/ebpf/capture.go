@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -73,18 +72,10 @@ func Capture(ctx context.Context, paths hostfs.Paths, log *slog.Logger) (<-chan 
 	go func() {
 		defer close(out)
 		defer o.Close()
-		var raw ringbuf.Record
-		for {
-			if err := rd.ReadInto(&raw); err != nil {
-				if errors.Is(err, ringbuf.ErrClosed) {
-					return
-				}
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			r, err := Decode(raw.RawSample)
+		eachRecord(rd, func(sample []byte) {
+			r, err := Decode(sample)
 			if err != nil {
-				continue
+				return
 			}
 			c := Captured{Raw: r.EncodeTrace()}
 			if r.Kind == kindOOM && r.CgroupID != 0 {
@@ -94,7 +85,7 @@ func Capture(ctx context.Context, paths hostfs.Paths, log *slog.Logger) (<-chan 
 			case out <- c:
 			default:
 			}
-		}
+		})
 	}()
 	return out, nil
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gpuwarden/gpuwarden/internal/testenv"
+
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
@@ -324,7 +326,7 @@ func TestProgramsWithoutTheirTracepointAreDownAndTheRestRun(t *testing.T) {
 // again why its programs are down.
 func TestProgramStatesAreLoggedOnce(t *testing.T) {
 	needRoot(t)
-	var buf syncBuf
+	var buf testenv.SyncBuffer
 	s := &Source{Log: slog.New(slog.NewTextHandler(&buf, nil))}
 	for range 2 {
 		sink := &testSink{}
@@ -344,23 +346,6 @@ func TestProgramStatesAreLoggedOnce(t *testing.T) {
 	if n := strings.Count(buf.String(), "ebpf program down"); n != 3 {
 		t.Errorf("%d lines say a program is down, want 3 (once each):\n%s", n, buf.String())
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // loadChildEnv makes the test binary try Load and print its error.

@@ -254,6 +254,15 @@ func (s *Source) log() *slog.Logger {
 // read is the one reader of the ring buffer. It never blocks on the
 // consumer: a record that finds the queue full is counted and dropped.
 func (s *Source) read(rd *ringbuf.Reader, out chan<- item) {
+	eachRecord(rd, func(sample []byte) {
+		r, err := Decode(sample)
+		s.accept(item{r: r}, err, out)
+	})
+}
+
+// eachRecord hands fn every record of the ring buffer until the reader is
+// closed. The sample is reused by the next read: fn must not keep it.
+func eachRecord(rd *ringbuf.Reader, fn func(sample []byte)) {
 	var raw ringbuf.Record
 	for {
 		if err := rd.ReadInto(&raw); err != nil {
@@ -264,8 +273,7 @@ func (s *Source) read(rd *ringbuf.Reader, out chan<- item) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		r, err := Decode(raw.RawSample)
-		s.accept(item{r: r}, err, out)
+		fn(raw.RawSample)
 	}
 }
 

@@ -42,7 +42,16 @@ func FuzzParseRecord(f *testing.F) {
 	f.Add([]byte(`4,1,2,-,caller=T1;a\x0ab\xzz\` + "\n"))
 	f.Add([]byte("6,1,2,-;" + strings.Repeat(`\xe2\x80\xa6`, MaxMessageBytes/3+1) + "\n SUBSYSTEM=pci\n"))
 	f.Add([]byte("6,1,2,-;" + strings.Repeat("é", MaxMessageBytes/2) + "x\n DEVICE=+pci:0000:3b:00.0\n"))
+	f.Add([]byte("1234567890123456789,12345678901234567890,9223372036854775,c,caller=T1;x\n"))
+	f.Add([]byte("8192,00000000,0,;text that is long enough\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The one-pass header takes only what the field-by-field parse
+		// takes, with the same values.
+		if h, ok := parseHeaderFast(b); ok {
+			if hs, err := parseHeaderSlow(b); err != nil || hs != h {
+				t.Fatalf("fast header %+v, slow %+v, %v", h, hs, err)
+			}
+		}
 		r, err := ParseRecord(b)
 		if err != nil {
 			return

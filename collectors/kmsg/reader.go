@@ -37,7 +37,7 @@ type Config struct {
 	// StateDir holds the cursor (CursorFile). Empty keeps no cursor: every
 	// start reads the whole ring buffer.
 	StateDir  string
-	BatchSize int // records per batch at most; default 512
+	BatchSize int // records per batch at most; default DefaultBatchSize
 	QueueLen  int // batches the consumer may fall behind by before batches are dropped; default 64
 	// NoFollow stops Run at the end of what the kernel has (or at EOF)
 	// instead of waiting for new records.
@@ -48,6 +48,13 @@ type Config struct {
 	RereadSeen bool
 	Logger     *slog.Logger
 }
+
+// DefaultBatchSize is the most records a batch holds unless Config says
+// otherwise: as many as fit in 32 KiB (455), the largest allocation the Go
+// runtime serves from its per-thread caches. A larger one is allocated
+// and freed through the heap itself, which at a ring buffer's worth of
+// records per pass costs more than the records' parsing.
+const DefaultBatchSize = 32 << 10 / int(unsafe.Sizeof(Record{}))
 
 // Stats are the reader's counters, for the agent to export.
 type Stats struct {
@@ -100,6 +107,7 @@ type Reader struct {
 	bootID   string
 	bootOnce sync.Once
 
+	rc syscall.RawConn // the open source's, made on first read
 	// perRead is true for the real device, which returns exactly one record
 	// per read(2); files and pipes are split into records by lines.
 	perRead bool
@@ -140,6 +148,9 @@ type Reader struct {
 	dropping uint64 // records dropped in the current episode of a full queue
 
 	records, lost, overruns, dropped, malformed, truncated, skipped, saveFails atomic.Uint64
+	// nSkipped counts skipped records not yet added to skipped: the reader
+	// adds them at flush, not with an atomic add per record.
+	nSkipped uint64
 
 	stopping  atomic.Bool
 	closeOnce sync.Once
@@ -156,7 +167,7 @@ func Open(cfg Config) (*Reader, error) {
 		cfg.BootIDPath = DefaultBootIDPath
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 512
+		cfg.BatchSize = DefaultBatchSize
 	}
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = 64
@@ -445,27 +456,13 @@ func (r *Reader) Run(ctx context.Context) error {
 	}
 
 	// The backlog held at Open while the cursor was checked goes first.
-	for _, rec := range r.held {
-		r.take(rec)
+	for i := range r.held {
+		r.take(&r.held[i])
 	}
 	r.held = nil
 	r.flush()
 
-	rc, err := r.f.SyscallConn()
-	if err != nil {
-		r.close()
-		return fmt.Errorf("kernel log %s: %w", r.cfg.Path, err)
-	}
-	var rerr error
-	for rerr == nil {
-		err := rc.Read(func(fd uintptr) bool {
-			rerr = r.readSome(int(fd))
-			return rerr != nil
-		})
-		if err != nil && rerr == nil {
-			rerr = err
-		}
-	}
+	rerr := r.readUntil(!r.cfg.NoFollow)
 	if !r.perRead {
 		r.endStream(errors.Is(rerr, io.EOF))
 	}
@@ -485,9 +482,68 @@ func (r *Reader) Run(ctx context.Context) error {
 	return fmt.Errorf("read kernel log %s: %w", r.cfg.Path, rerr)
 }
 
+// readUntil reads on the open source until it has nothing more (follow
+// false) or until reading must stop (follow true: the poller waits for
+// more). It returns why it stopped; errDrained is the end of what there is.
+func (r *Reader) readUntil(follow bool) error {
+	if r.rc == nil {
+		rc, err := r.f.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("kernel log %s: %w", r.cfg.Path, err)
+		}
+		r.rc = rc
+	}
+	var rerr error
+	for rerr == nil {
+		err := r.rc.Read(func(fd uintptr) bool {
+			rerr = r.readSome(int(fd), follow)
+			return rerr != nil
+		})
+		if err != nil && rerr == nil {
+			rerr = err
+		}
+	}
+	return rerr
+}
+
+// ReadAvailable reads what the kernel log holds now, from where the reader
+// is, hands it over in batches and returns, keeping the device open: a
+// reader that polls (or a benchmark's passes) opens it once. It returns nil
+// at the end of what there is. Do not call it while Run runs.
+func (r *Reader) ReadAvailable() error {
+	err := r.readUntil(false)
+	if !r.perRead {
+		r.pauseStream()
+	}
+	r.flush()
+	if errors.Is(err, errDrained) || errors.Is(err, io.EOF) {
+		return nil
+	}
+	return fmt.Errorf("read kernel log %s: %w", r.cfg.Path, err)
+}
+
+// Rewind moves the open device back to the oldest record the kernel still
+// holds (lseek SEEK_SET 0 on /dev/kmsg), without reopening it. Records
+// already handed over are not handed over again as new: everything up to
+// the newest SEQ read is skipped (with RereadSeen, handed over as Seen), as
+// a saved cursor is. The SEQ gap the rewind makes is not counted as lost.
+// Only the device rewinds; a file or pipe is an error.
+func (r *Reader) Rewind() error {
+	if !r.perRead {
+		return fmt.Errorf("rewind %s: not a kernel log device", r.cfg.Path)
+	}
+	if _, err := r.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("rewind %s: %w", r.cfg.Path, err)
+	}
+	if r.haveLast {
+		r.resume, r.resuming = r.lastSeq, true
+	}
+	return nil
+}
+
 // readSome reads until the source has nothing more right now. It returns nil
 // to wait for more (the caller's poller does that), or why to stop.
-func (r *Reader) readSome(fd int) error {
+func (r *Reader) readSome(fd int, follow bool) error {
 	for {
 		if r.stopping.Load() {
 			return errDrained
@@ -501,7 +557,7 @@ func (r *Reader) readSome(fd int) error {
 				r.pauseStream()
 			}
 			r.flush()
-			if r.cfg.NoFollow {
+			if !follow {
 				return errDrained
 			}
 			return nil
@@ -653,50 +709,95 @@ func (r *Reader) badRecord(err error) {
 	}
 }
 
+// parse parses one record and takes it. The record is parsed straight into
+// the batch's next slot, which only becomes part of the batch when the
+// record is handed over.
 func (r *Reader) parse(b []byte) {
-	rec, err := parseRecord(b, &r.arena)
-	if err != nil {
-		r.badRecord(err)
+	if r.holding {
+		var rec Record
+		if r.parseInto(&rec, b) {
+			r.held = append(r.held, rec)
+		}
 		return
+	}
+	if len(r.batch) == cap(r.batch) {
+		r.grow()
+	}
+	n := len(r.batch)
+	rec := &r.batch[:n+1][n]
+	if !r.parseInto(rec, b) || !r.admit(rec) {
+		return
+	}
+	r.batch = r.batch[:n+1]
+	if n+1 >= r.cfg.BatchSize {
+		r.flush()
+	}
+}
+
+// parseInto parses b into *rec and counts what is wrong with it; false when
+// it did not parse.
+func (r *Reader) parseInto(rec *Record, b []byte) bool {
+	if err := parseRecordInto(rec, b, &r.arena); err != nil {
+		r.badRecord(err)
+		return false
 	}
 	if rec.Truncated {
 		if c := r.truncated.Add(1); c == 1 {
 			r.log.Warn("truncating an over-long kernel log record", "path", r.cfg.Path, "seq", rec.Seq, "max_bytes", MaxMessageBytes)
 		}
 	}
-	if r.holding {
-		r.held = append(r.held, rec)
-		return
-	}
-	r.take(rec)
+	return true
 }
 
-func (r *Reader) take(rec Record) {
+// take hands a parsed record over, or skips it.
+func (r *Reader) take(rec *Record) {
+	if r.admit(rec) {
+		r.add(rec)
+	}
+}
+
+// admit says whether a record is handed over: not when it is at or before
+// the cursor (unless RereadSeen, which marks it Seen). It counts SEQ gaps
+// as lost.
+func (r *Reader) admit(rec *Record) bool {
 	if r.resuming && rec.Seq <= r.resume {
-		r.skipped.Add(1)
+		r.nSkipped++
 		if r.cfg.RereadSeen {
 			rec.Seen = true
-			r.add(rec)
+			return true
 		}
-		return
+		return false
 	}
 	r.resuming = false
 	if r.haveLast && rec.Seq > r.lastSeq+1 {
 		r.lost.Add(rec.Seq - r.lastSeq - 1)
 	}
 	r.lastSeq, r.haveLast = rec.Seq, true
-	r.add(rec)
+	return true
 }
 
-// add puts a record in the batch, handing the batch over when full.
-func (r *Reader) add(rec Record) {
-	if r.batch == nil {
-		// Size the batch like the last one: one record at a time when the
-		// log is quiet, whole ring buffers after a restart or in a flood,
-		// without regrowing the slice record by record.
-		r.batch = make([]Record, 0, r.nextCap)
+// grow makes room in the batch for one more record, never past BatchSize
+// records (a batch of DefaultBatchSize stays a small allocation).
+func (r *Reader) grow() {
+	// A new batch is sized like the last one: one record at a time when
+	// the log is quiet, whole ring buffers after a restart or in a flood,
+	// without regrowing the slice record by record.
+	c := max(r.nextCap, 1)
+	if r.batch != nil {
+		c = max(2*cap(r.batch), len(r.batch)+1)
 	}
-	r.batch = append(r.batch, rec)
+	b := make([]Record, len(r.batch), min(c, max(r.cfg.BatchSize, len(r.batch)+1)))
+	copy(b, r.batch)
+	r.batch = b
+}
+
+// add puts a record in the batch (by pointer: it is copied once, into the
+// batch), handing the batch over when full.
+func (r *Reader) add(rec *Record) {
+	if len(r.batch) == cap(r.batch) {
+		r.grow()
+	}
+	r.batch = append(r.batch, *rec)
 	if len(r.batch) >= r.cfg.BatchSize {
 		r.flush()
 	}
@@ -705,6 +806,10 @@ func (r *Reader) add(rec Record) {
 // flush hands the batch over without waiting: a full queue drops it and
 // counts it. The cursor moves only when a batch is acknowledged.
 func (r *Reader) flush() {
+	if r.nSkipped > 0 {
+		r.skipped.Add(r.nSkipped)
+		r.nSkipped = 0
+	}
 	if len(r.batch) == 0 {
 		return
 	}

@@ -12,9 +12,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 )
@@ -355,5 +357,137 @@ func TestAcksAreCoalescedAndTheLatestIsSaved(t *testing.T) {
 	}
 	if st := r.Stats(); st.SaveFails != 0 {
 		t.Errorf("save failures %d", st.SaveFails)
+	}
+}
+
+// Rewind rereads the live device on the descriptor it has open: what was
+// handed over is not handed over again as new (with RereadSeen it comes
+// again as Seen), the jump back is not counted as lost, and a record
+// written after the first pass comes once, as new.
+func TestRewindRereadsTheDeviceWithoutHandingRecordsOverTwice(t *testing.T) {
+	f, err := os.OpenFile(DefaultPath, os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("cannot write %s: %v", DefaultPath, err)
+	}
+	f.Close()
+	for _, reread := range []bool{false, true} {
+		r, err := Open(Config{NoFollow: true, RereadSeen: reread, QueueLen: 1 << 12, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pass := func() (fresh, seen []Record) {
+			t.Helper()
+			if err := r.ReadAvailable(); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				select {
+				case b := <-r.Batches():
+					for _, rec := range b.Records {
+						if rec.Seen {
+							seen = append(seen, rec)
+						} else {
+							fresh = append(fresh, rec)
+						}
+					}
+					continue
+				default:
+				}
+				return fresh, seen
+			}
+		}
+		first, _ := pass()
+		if len(first) == 0 {
+			t.Fatal("the first pass read nothing")
+		}
+		last := first[len(first)-1].Seq
+		b := make([]byte, 8)
+		rand.Read(b)
+		marker := "gwtest-rewind-" + hex.EncodeToString(b)
+		if err := os.WriteFile(DefaultPath, []byte("<6>"+marker+"\n"), 0); err != nil {
+			t.Fatal(err)
+		}
+		lost := r.Stats().Lost
+		if err := r.Rewind(); err != nil {
+			t.Fatal(err)
+		}
+		fresh, seen := pass()
+		found := 0
+		for _, rec := range fresh {
+			if rec.Seq <= last {
+				t.Fatalf("record %d was handed over as new twice", rec.Seq)
+			}
+			if strings.Contains(rec.Message, marker) {
+				found++
+			}
+		}
+		if found != 1 {
+			t.Errorf("the record written between the passes came %d times as new, want once", found)
+		}
+		if reread && (len(seen) == 0 || seen[len(seen)-1].Seq > last) {
+			t.Errorf("RereadSeen: %d records again as seen, up to %v", len(seen), seen)
+		}
+		if !reread && len(seen) != 0 {
+			t.Errorf("%d seen records without RereadSeen", len(seen))
+		}
+		if got := r.Stats().Lost; got != lost {
+			t.Errorf("the rewind counted %d records lost", got-lost)
+		}
+		r.Close()
+	}
+	// A file is not a device: it does not rewind.
+	r, err := Open(Config{Path: recordsFile(t, 1, 2), NoFollow: true, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Rewind(); err == nil {
+		t.Error("a file rewound")
+	}
+}
+
+// A record parsed by the reader costs no allocation of its own: its text
+// goes into the arena's current chunk and the record into the batch's next
+// slot, so allocations come once per chunk and per batch, not per record.
+func TestReaderParseDoesNotAllocatePerRecord(t *testing.T) {
+	r := &Reader{cfg: Config{BatchSize: 1 << 20}, log: quiet, perRead: true, out: make(chan Batch, 1)}
+	r.batch = make([]Record, 0, 4096)
+	raw := []byte("6,1,123456789,-;usb 1-1: new high-speed USB device number 2 using xhci_hcd\n SUBSYSTEM=usb\n DEVICE=c189:1\n")
+	allocs := testing.AllocsPerRun(2000, func() { r.parse(raw) })
+	if allocs != 0 {
+		t.Errorf("%v allocations per record", allocs)
+	}
+	if len(r.batch) != 2001 || r.batch[0].Message != "usb 1-1: new high-speed USB device number 2 using xhci_hcd" || r.batch[2000].Device != "c189:1" {
+		t.Fatalf("batch of %d records, first %+v", len(r.batch), r.batch[0])
+	}
+}
+
+// A batch that regrows (the log got busy after a quiet spell) never grows
+// past BatchSize records, so a default batch stays a small allocation.
+func TestBatchesNeverOutgrowBatchSize(t *testing.T) {
+	r := &Reader{cfg: Config{BatchSize: DefaultBatchSize}, log: quiet, perRead: true, out: make(chan Batch, 16), nextCap: DefaultBatchSize}
+	// A few records, handed over at the end of what there was; then a
+	// flood.
+	total := 41 + 3*DefaultBatchSize
+	for i := range total {
+		r.parse([]byte("6," + strconv.Itoa(i) + ",1,-;usb 1-1: new high-speed USB device number 2 using xhci_hcd\n"))
+		if i == 40 {
+			r.flush()
+		}
+	}
+	r.flush()
+	n := 0
+	for len(r.out) > 0 {
+		b := <-r.out
+		if len(b.Records) > DefaultBatchSize || cap(b.Records) > DefaultBatchSize {
+			t.Errorf("batch of %d records, capacity %d, more than %d", len(b.Records), cap(b.Records), DefaultBatchSize)
+		}
+		n += len(b.Records)
+	}
+	if n != total {
+		t.Errorf("%d records handed over, want %d", n, total)
+	}
+	if size := DefaultBatchSize * int(unsafe.Sizeof(Record{})); size > 32<<10 {
+		t.Errorf("a default batch takes %d bytes", size)
 	}
 }

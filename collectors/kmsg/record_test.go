@@ -2,7 +2,9 @@ package kmsg
 
 import (
 	"errors"
+	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -137,7 +139,8 @@ func TestParseRecordOfAnOverlongLineCopiesABoundedStart(t *testing.T) {
 	raw := []byte("6,1,2,-;" + strings.Repeat("a", 1<<20) + "\n")
 	var a arena
 	allocs := testing.AllocsPerRun(20, func() {
-		if r, err := parseRecord(raw, &a); err != nil || !r.Truncated {
+		var r Record
+		if err := parseRecordInto(&r, raw, &a); err != nil || !r.Truncated {
 			t.Fatal(err)
 		}
 	})
@@ -150,10 +153,72 @@ func TestParseRecordOfAnOverlongLineCopiesABoundedStart(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	before := ms.TotalAlloc
 	for range 100 {
-		parseRecord(raw, &a)
+		var r Record
+		parseRecordInto(&r, raw, &a)
 	}
 	runtime.ReadMemStats(&ms)
 	if per := (ms.TotalAlloc - before) / 100; per > 2*maxRawText {
 		t.Errorf("%d bytes allocated per record of 1 MiB, want at most %d", per, 2*maxRawText)
+	}
+}
+
+// The one-pass header parse agrees with the field-by-field one on every
+// length of every number, on values at and past each bound, and on what
+// may follow the flags.
+func TestParseHeaderFastAgreesWithTheFieldByFieldParse(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	digits := func(n int) string {
+		var sb strings.Builder
+		for range n {
+			sb.WriteByte(byte('0' + rng.IntN(10)))
+		}
+		return sb.String()
+	}
+	var headers []string
+	for n := 0; n <= 21; n++ {
+		for range 20 {
+			headers = append(headers,
+				digits(min(n, 4))+","+digits(n)+","+digits(n)+",-",
+				"6,"+digits(n)+","+digits(max(n-3, 1))+",c,caller=T12",
+			)
+		}
+	}
+	headers = append(headers, "8192,1,2,-", "8193,1,2,-", "6,1,9223372036854775,-", "6,1,9223372036854776,-",
+		"6,18446744073709551615,1,-", "6,99999999999999999999,1,-", "6,1,2,", "6,1,2,,x", "6,1,2", "6,1,2;x",
+		"6,,2,-", "6,a,2,-", "6,1,2,-,", "6,1 ,2,-", "-6,1,2,-", "6,1,2,+", "6,1,2,\xff")
+	for _, h := range headers {
+		for _, rest := range []string{";text\n", ";a much longer text, to leave eight bytes after every number\n", ""} {
+			b := []byte(h + rest)
+			want, werr := parseHeaderSlow(b)
+			got, ok := parseHeaderFast(b)
+			switch {
+			case ok && (werr != nil || got != want):
+				t.Errorf("%q: fast %+v, slow %+v, %v", b, got, want, werr)
+			case !ok && werr == nil && len(rest) > 20:
+				// Only a header too near the end of the record is left
+				// to the slow parse.
+				t.Errorf("%q: the fast path did not take it", b)
+			}
+			// Whichever takes it, ParseRecord's verdict is the slow one's.
+			if _, err := ParseRecord(b); (err == nil) != (werr == nil) {
+				t.Errorf("%q: ParseRecord %v, slow parse %v", b, err, werr)
+			}
+		}
+	}
+}
+
+func TestParseDigits(t *testing.T) {
+	for _, s := range []string{"0", "7", "12345678", "123456789", "1234567890123456", "12345678901234567", "9999999999999999999", "0000000000000000001"} {
+		b := []byte(s + ",padding")
+		v, next, ok := parseDigits(b, 0)
+		want, _ := strconv.ParseUint(s, 10, 64)
+		if !ok || v != want || next != len(s) {
+			t.Errorf("%s: %d %d %v, want %d %d", s, v, next, ok, want, len(s))
+		}
+	}
+	for _, s := range []string{",", "a1", "12345678901234567890", "1"} {
+		if _, _, ok := parseDigits([]byte(s+"x"), 0); ok {
+			t.Errorf("%q: taken", s)
+		}
 	}
 }

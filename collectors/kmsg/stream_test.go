@@ -39,7 +39,7 @@ func readNow(t *testing.T, r *Reader) {
 		t.Fatal(err)
 	}
 	var rerr error
-	if err := rc.Read(func(fd uintptr) bool { rerr = r.readSome(int(fd)); return true }); err != nil {
+	if err := rc.Read(func(fd uintptr) bool { rerr = r.readSome(int(fd), !r.cfg.NoFollow); return true }); err != nil {
 		t.Fatal(err)
 	}
 	if rerr != nil {

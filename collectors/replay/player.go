@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -50,6 +51,11 @@ type Player struct {
 	loop    loopState
 	closed  chan struct{}
 	once    sync.Once
+	// polled: the clock is the caller's (PlayerOptions.Clock), which no
+	// timer can follow, so waits look again every pollEvery instead of
+	// sleeping to the deadline.
+	polled bool
+	wakes  atomic.Uint64 // Run's timer wake-ups (tests)
 }
 
 // slotState is a GPU's latest answer for one key; ok is false while the
@@ -58,6 +64,9 @@ type slotState struct {
 	a  Answer
 	ok bool
 }
+
+// pollEvery bounds a wait under a clock the caller moves.
+const pollEvery = 20 * time.Millisecond
 
 // ErrClosed is returned by calls interrupted by Close.
 var ErrClosed = errors.New("replay closed")
@@ -72,10 +81,11 @@ func NewTimelinePlayer(t *Timeline, opts PlayerOptions) *Player {
 	if opts.Speed <= 0 {
 		opts.Speed = 1
 	}
+	polled := opts.Clock != nil
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	p := &Player{tl: t, opts: opts, start: opts.Clock(), closed: make(chan struct{}), loop: newLoopState(t)}
+	p := &Player{tl: t, opts: opts, start: opts.Clock(), closed: make(chan struct{}), loop: newLoopState(t), polled: polled}
 	p.reset()
 	return p
 }
@@ -100,21 +110,68 @@ func (p *Player) Close() { p.once.Do(func() { close(p.closed) }) }
 
 // Run advances playback on its own, so kernel-log records arrive on time even
 // while nothing samples. It returns when ctx ends or the player is closed.
+// Between records it sleeps until the next one is due (or the trace loops):
+// an idle replay wakes only when something happens.
 func (p *Player) Run(ctx context.Context) {
-	t := time.NewTicker(50 * time.Millisecond)
+	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
 		p.mu.Lock()
 		p.advance()
+		d := p.untilNext()
 		p.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		t.Reset(p.bound(d))
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.closed:
 			return
 		case <-t.C:
+			p.wakes.Add(1)
 		}
 	}
+}
+
+// untilNext is how long until playback next changes: the next record, or
+// the end of the trace when it loops; forever (a negative duration) when
+// nothing is left. Callers hold mu, after advance.
+func (p *Player) untilNext() time.Duration {
+	if p.pos < len(p.tl.steps) {
+		return p.until(p.tl.steps[p.pos].t)
+	}
+	if d := p.tl.Header.DurationS; p.opts.Loop && d > 0 {
+		return p.until(d)
+	}
+	return -1
+}
+
+// until is the real time from now until trace time t of the current loop,
+// rounded up so a wake-up is never before it (at least a millisecond:
+// waking early only re-arms). Infinite t is forever (-1).
+func (p *Player) until(t float64) time.Duration {
+	if math.IsInf(t, 1) || math.IsNaN(t) {
+		return -1
+	}
+	if d := p.tl.Header.DurationS; p.opts.Loop && d > 0 {
+		t += float64(p.epoch) * d
+	}
+	at := p.start.Add(time.Duration(math.Ceil(t / p.opts.Speed * 1e9)))
+	return max(at.Sub(p.opts.Clock()), time.Millisecond)
+}
+
+// bound is the timer for a wait of d (negative: forever): d itself, or at
+// most pollEvery under the caller's clock.
+func (p *Player) bound(d time.Duration) time.Duration {
+	switch {
+	case p.polled && (d < 0 || d > pollEvery):
+		return pollEvery
+	case d < 0 || d > 24*time.Hour:
+		return 24 * time.Hour // then it looks again, which costs nothing
+	}
+	return d
 }
 
 // advance applies every record whose time has come. Callers hold mu.
@@ -176,20 +233,46 @@ func (p *Player) apply(e *step) {
 	}
 }
 
-// wait blocks while a hang covers gpu (-1: a call not about one GPU).
+// wait blocks while a hang covers gpu (-1: a call not about one GPU),
+// sleeping until the hang ends or the next record (which may end or extend
+// it) is due.
 func (p *Player) wait(gpuIndex int) bool {
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
 		p.mu.Lock()
 		p.advance()
-		hung := p.now < p.hangAll || (gpuIndex >= 0 && p.now < p.hangGPU[gpuIndex])
+		end := 0.0
+		if p.now < p.hangAll {
+			end = p.hangAll
+		}
+		if gpuIndex >= 0 && p.now < p.hangGPU[gpuIndex] {
+			end = max(end, p.hangGPU[gpuIndex])
+		}
+		var d time.Duration
+		if end > 0 {
+			d = p.until(end)
+			if next := p.untilNext(); next >= 0 && (d < 0 || next < d) {
+				d = next
+			}
+		}
 		p.mu.Unlock()
-		if !hung {
+		if end == 0 {
 			return true
+		}
+		if t == nil {
+			t = time.NewTimer(p.bound(d))
+		} else {
+			t.Reset(p.bound(d))
 		}
 		select {
 		case <-p.closed:
 			return false
-		case <-time.After(20 * time.Millisecond):
+		case <-t.C:
 		}
 	}
 }
