@@ -74,7 +74,7 @@ bench-compare:
 
 # Every fuzz target for FUZZTIME each (their seed corpora also run in make test).
 FUZZTIME ?= 30s
-FUZZ_TARGETS := ./collectors/replay:FuzzTraceRead ./collectors/kmsg:FuzzParseRecord ./collectors/kmsg:FuzzClassify \
+FUZZ_TARGETS := ./collectors/replay:FuzzTraceRead ./collectors/replay:FuzzReadTimeline ./collectors/kmsg:FuzzParseRecord ./collectors/kmsg:FuzzClassify \
 	./collectors/kmsg:FuzzStripWrapper ./collectors/kmsg:FuzzStreamSplit ./agent:FuzzRestoreCheckpoint \
 	./dkms:FuzzParseStatusLine ./dkms:FuzzParseDriverVersion ./remediation:FuzzMatch ./remediation:FuzzLedger \
 	./remediation/fleet:FuzzDecodeQuery ./remediation/fleet:FuzzLeaseAnswer ./collectors/attribution:FuzzParseCgroup \
@@ -99,3 +99,10 @@ clean:
 distclean: clean
 	rm -rf .toolchain
 include packaging/package.mk
+
+# What the binary is made of (docs/binary-size.md): an unstripped build, its
+# symbols summed by module and package.
+.PHONY: binary-size
+binary-size:
+	$(GO) build -trimpath -o bin/gpuwarden-syms ./cmd/gpuwarden
+	$(GO) run ./internal/binsize bin/gpuwarden-syms

@@ -15,14 +15,13 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/kubelet"
 	"github.com/spf13/pflag"
 
-	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 )
 
 // Config is the agent's whole configuration. Every key is a row of
 // Settings: a flag of `gpuwarden run` with the same name, a key of the config
 // file (YAML, keys nested or dotted) and a GPUWARDEN_* environment variable,
-// merged by viper, flags winning, then environment, then file.
+// merged by Load, flags winning, then environment, then file.
 type Config struct {
 	ListenAddresses  []string
 	WebConfigFile    string
@@ -262,34 +261,25 @@ func RegisterFlags(fs *pflag.FlagSet) {
 // RegisterFlags adds.
 func Load(fs *pflag.FlagSet, file string) (Config, error) {
 	// Keys are flat, dotted flag names: "collector.dkms" is a switch and
-	// "collector.dkms.interval" its option, which viper's default "." nesting
-	// cannot hold both of.
-	v := viper.NewWithOptions(viper.KeyDelimiter("::"))
-	v.SetEnvPrefix("GPUWARDEN")
-	v.SetEnvKeyReplacer(envKey)
-	v.AutomaticEnv()
+	// "collector.dkms.interval" its option.
 	c := Config{explicit: map[string]bool{}}
 	for _, s := range Settings {
 		f := fs.Lookup(s.Name)
 		if f == nil {
 			return Config{}, fmt.Errorf("setting %s has no flag: RegisterFlags was not called", s.Name)
 		}
-		if err := v.BindPFlag(s.Name, f); err != nil {
-			return Config{}, err
-		}
 		if f.Changed {
 			c.explicit[s.Name] = true
 		}
 	}
+	var values map[string]any
 	if file != "" {
-		values, b, err := readFile(fs, file)
-		if err != nil {
+		var b []byte
+		var err error
+		if values, b, err = readFile(fs, file); err != nil {
 			return Config{}, err
 		}
 		c.fileBytes = b
-		if err := v.MergeConfigMap(values); err != nil {
-			return Config{}, fmt.Errorf("%s: %w", file, err)
-		}
 		for k := range values {
 			c.explicit[k] = true
 		}
@@ -297,7 +287,7 @@ func Load(fs *pflag.FlagSet, file string) (Config, error) {
 	var errs []error
 	for _, s := range Settings {
 		f := fs.Lookup(s.Name)
-		// viper reads a variable that is set and not empty; so do we.
+		// A variable that is set and not empty counts.
 		if val := os.Getenv(s.Env()); val != "" && !f.Changed {
 			c.explicit[s.Name] = true
 			if err := checkValue(f, val); err != nil {
@@ -309,19 +299,27 @@ func Load(fs *pflag.FlagSet, file string) (Config, error) {
 		return Config{}, errors.Join(errs...)
 	}
 	for _, s := range Settings {
-		switch p := s.field(&c).(type) {
-		case *string:
-			*p = v.GetString(s.Name)
-		case *[]string:
-			*p = v.GetStringSlice(s.Name)
-		case *bool:
-			*p = v.GetBool(s.Name)
-		case *int:
-			*p = v.GetInt(s.Name)
-		case *float64:
-			*p = v.GetFloat64(s.Name)
-		case *time.Duration:
-			*p = v.GetDuration(s.Name)
+		f := fs.Lookup(s.Name)
+		// The first of: the flag as given, the environment variable, the
+		// file, the flag's default. The environment's and the file's text
+		// was checked above as the flag's type.
+		text, isText := os.Getenv(s.Env()), true
+		given := text != ""
+		var list []string
+		if !given {
+			switch v := values[s.Name].(type) {
+			case string:
+				text, given = v, true
+			case []string:
+				list, isText, given = v, false, true
+			}
+		}
+		if f.Changed || !given {
+			s.fromFlag(fs, &c)
+			continue
+		}
+		if err := s.fromText(&c, text, list, isText); err != nil {
+			return Config{}, err
 		}
 	}
 	for _, key := range sourceSwitches() {
@@ -525,6 +523,57 @@ func readFile(fs *pflag.FlagSet, file string) (map[string]any, []byte, error) {
 		return nil, nil, err
 	}
 	return values, b, nil
+}
+
+// fromFlag sets the setting in c to its flag's value, as given or its
+// default.
+func (s Setting) fromFlag(fs *pflag.FlagSet, c *Config) {
+	var err error
+	switch p := s.field(c).(type) {
+	case *string:
+		*p, err = fs.GetString(s.Name)
+	case *[]string:
+		*p, err = fs.GetStringSlice(s.Name)
+	case *bool:
+		*p, err = fs.GetBool(s.Name)
+	case *int:
+		*p, err = fs.GetInt(s.Name)
+	case *float64:
+		*p, err = fs.GetFloat64(s.Name)
+	case *time.Duration:
+		*p, err = fs.GetDuration(s.Name)
+	}
+	if err != nil {
+		panic("agent: setting " + s.Name + ": " + err.Error()) // RegisterFlags made the flag of the field's type
+	}
+}
+
+// fromText sets the setting in c from an environment variable's or the
+// file's text (a list, where the file gives one): a list in text is its
+// words, separated by white space.
+func (s Setting) fromText(c *Config, text string, list []string, isText bool) error {
+	var err error
+	switch p := s.field(c).(type) {
+	case *string:
+		*p = text
+	case *[]string:
+		if isText {
+			list = strings.Fields(text)
+		}
+		*p = list
+	case *bool:
+		*p, err = strconv.ParseBool(text)
+	case *int:
+		*p, err = strconv.Atoi(text)
+	case *float64:
+		*p, err = strconv.ParseFloat(text, 64)
+	case *time.Duration:
+		*p, err = time.ParseDuration(text)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.Name, err)
+	}
+	return nil
 }
 
 // checkValue parses text as f's type without changing f.

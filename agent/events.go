@@ -11,10 +11,11 @@ import (
 // response past a known size.
 type EventRing struct {
 	mu       sync.RWMutex
-	buf      []event.Event
-	size     []int // each slot's weight in bytes
-	head, n  int   // the oldest slot and how many are in use
+	buf      []event.Event // grown as events come, up to max
+	size     []int         // each slot's weight in bytes
+	head, n  int           // the oldest slot and how many are in use
 	bytes    int
+	max      int
 	maxBytes int
 }
 
@@ -25,9 +26,23 @@ const (
 	ringBytes  = 4 << 20
 )
 
-// NewEventRing keeps up to n events weighing up to maxBytes together.
+// NewEventRing keeps up to n events weighing up to maxBytes together. Its
+// slots are made as events come (an event.Event is a few hundred bytes, and
+// an idle node has few events), not all at once.
 func NewEventRing(n, maxBytes int) *EventRing {
-	return &EventRing{buf: make([]event.Event, n), size: make([]int, n), maxBytes: maxBytes}
+	return &EventRing{max: n, maxBytes: maxBytes}
+}
+
+// grow makes room for more events, the oldest first in the new slots.
+// Callers hold mu.
+func (r *EventRing) grow() {
+	n := min(max(2*len(r.buf), 16), r.max)
+	buf, size := make([]event.Event, n), make([]int, n)
+	for i := 0; i < r.n; i++ {
+		j := (r.head + i) % len(r.buf)
+		buf[i], size[i] = r.buf[j], r.size[j]
+	}
+	r.buf, r.size, r.head = buf, size, 0
 }
 
 // eventBytes is what an event weighs: its own text and fields, and a fixed
@@ -45,11 +60,14 @@ func (r *EventRing) Add(ev event.Event) {
 	w := eventBytes(&ev)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for r.n > 0 && (r.n == len(r.buf) || r.bytes+w > r.maxBytes) {
+	for r.n > 0 && (r.n == r.max || r.bytes+w > r.maxBytes) {
 		r.bytes -= r.size[r.head]
 		r.buf[r.head] = event.Event{}
 		r.head = (r.head + 1) % len(r.buf)
 		r.n--
+	}
+	if r.n == len(r.buf) {
+		r.grow()
 	}
 	i := (r.head + r.n) % len(r.buf)
 	r.buf[i], r.size[i] = ev, w

@@ -7,7 +7,6 @@ import (
 	"io"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/agent"
 	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/internal/pattern"
 	"github.com/gpuwarden/gpuwarden/remediation/fleet"
 )
 
@@ -169,7 +169,7 @@ func (e *ConfigError) Error() string {
 }
 
 var (
-	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+	nameRE = pattern.MustCompile(`^[a-z0-9][a-z0-9_-]*$`, 0, 64)
 	levels = map[string]bool{"ok": true, "warning": true, "critical": true, "unknown": true}
 )
 
@@ -392,8 +392,9 @@ func (c *Config) validate(bad func(int, string, ...any), line int) {
 }
 
 var (
-	gpuSelectorRE = regexp.MustCompile(`^(host|[0-9]{1,4}|GPU-[0-9a-fA-F-]{1,64}|[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])$`)
-	nodeRE        = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
+	// The GPU-... form is the longest: 68.
+	gpuSelectorRE = pattern.MustCompile(`^(host|[0-9]{1,4}|GPU-[0-9a-fA-F-]+|[0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7])$`, 0, 4+64)
+	nodeRE        = pattern.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`, 0, 253)
 )
 
 func (h *Hook) lineOr(l int) int {

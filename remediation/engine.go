@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -19,6 +18,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
 	"github.com/gpuwarden/gpuwarden/collectors/xid"
+	"github.com/gpuwarden/gpuwarden/internal/pattern"
 	"github.com/gpuwarden/gpuwarden/remediation/fleet"
 )
 
@@ -503,11 +503,11 @@ func nextBootKernel(snap *agent.Snapshot) string {
 }
 
 var (
-	safeReason = regexp.MustCompile(`^gpuwarden: [A-Za-z0-9 :()._,/-]{1,200}$`)
-	safeKernel = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
-	safeUUID   = regexp.MustCompile(`^GPU-[0-9a-fA-F-]{1,64}$`)
-	safeBus    = regexp.MustCompile(`^[0-9A-Fa-f:.]{1,32}$`)
-	safeKind   = regexp.MustCompile(`^[a-z_]{1,32}$`)
+	safeReason = pattern.MustCompile(`^gpuwarden: [A-Za-z0-9 :()._,/-]+$`, 0, 11+200)
+	safeKernel = pattern.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`, 0, 128)
+	safeUUID   = pattern.MustCompile(`^GPU-[0-9a-fA-F-]+$`, 0, 4+64)
+	safeBus    = pattern.MustCompile(`^[0-9A-Fa-f:.]+$`, 0, 32)
+	safeKind   = pattern.MustCompile(`^[a-z_]+$`, 0, 32)
 )
 
 // envLocked is the hook's environment: only values the agent checked
@@ -515,7 +515,7 @@ var (
 // never in it; it reaches the hook as JSON on stdin only.
 func (e *Engine) envLocked(r *Rule, h *Hook, s Subject) map[string]string {
 	env := map[string]string{"GPUWARDEN_RULE": r.Name, "GPUWARDEN_HOOK": h.name, "GPUWARDEN_NODE": e.node()}
-	set := func(k, v string, re *regexp.Regexp) {
+	set := func(k, v string, re pattern.Bounded) {
 		if v != "" && re.MatchString(v) {
 			env[k] = v
 		}

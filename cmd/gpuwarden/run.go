@@ -45,7 +45,7 @@ func newRunCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("config: %w", err)
 			}
-			var trace *replay.Trace
+			var trace *replay.Timeline
 			if cfg.Backend == "replay" {
 				if trace, err = openReplay(cfg.ReplayFile); err != nil {
 					return err
@@ -99,7 +99,7 @@ func newRunCmd() *cobra.Command {
 // kernel log, its DKMS tree) run beside a replay only when switched on
 // explicitly (by flag, environment or config file): a replayed node is not
 // this host.
-func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log *slog.Logger) (*agent.Agent, error) {
+func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Timeline, log *slog.Logger) (*agent.Agent, error) {
 	feed := replay.NewKernelFeed(log)
 	// The trace's eBPF records go to the eBPF source, when it runs: it
 	// decodes them as it decodes its ring buffer's.
@@ -173,7 +173,7 @@ func buildAgent(ctx context.Context, cfg agent.Config, trace *replay.Trace, log 
 // replay shows the findings of the host it was recorded on. Nil (this
 // host's files) without a replay, for a trace without host records, and
 // when --path.rootfs points the checks at a tree on purpose.
-func recordedHost(cfg agent.Config, trace *replay.Trace, player *replay.Player) func() (dkms.Facts, bool) {
+func recordedHost(cfg agent.Config, trace *replay.Timeline, player *replay.Player) func() (dkms.Facts, bool) {
 	if player == nil || trace == nil || !trace.HasHost() || cfg.IsSet("path.rootfs") {
 		return nil
 	}
@@ -200,16 +200,11 @@ func recheckOnModuleEvents(ctx context.Context, state *agent.State, d *dkms.Sour
 }
 
 // countEBPF is the number of eBPF records in trace.
-func countEBPF(trace *replay.Trace) int {
-	n := 0
-	if trace != nil {
-		for i := range trace.Records {
-			if trace.Records[i].EBPF != nil {
-				n++
-			}
-		}
+func countEBPF(trace *replay.Timeline) int {
+	if trace == nil {
+		return 0
 	}
-	return n
+	return trace.EBPFRecords()
 }
 
 // hostPaths is the one view of --path.rootfs, --path.procfs and
@@ -221,7 +216,7 @@ func hostPaths(cfg agent.Config) hostfs.Paths {
 // withTraceHost is cfg as the agent runs it: a replay is another host
 // speaking, so with no hostname set it is labelled as the trace's host. The
 // same at start and on reload, so a reload does not see a change.
-func withTraceHost(cfg agent.Config, trace *replay.Trace) agent.Config {
+func withTraceHost(cfg agent.Config, trace *replay.Timeline) agent.Config {
 	if trace != nil && cfg.Hostname == "" {
 		cfg.Hostname = trace.Header.Hostname
 	}
@@ -230,7 +225,7 @@ func withTraceHost(cfg agent.Config, trace *replay.Trace) agent.Config {
 
 // reloadOnHUP re-reads the configuration on SIGHUP (systemctl reload). A bad
 // file is refused before anything changes: the running configuration stays.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cmd *cobra.Command, file string, trace *replay.Trace, a *agent.Agent, engine *remediation.Engine) {
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cmd *cobra.Command, file string, trace *replay.Timeline, a *agent.Agent, engine *remediation.Engine) {
 	for {
 		select {
 		case <-ctx.Done():

@@ -104,7 +104,7 @@ func fetchGPUs(ctx context.Context, base string) (agent.GPUsView, error) {
 }
 
 func sampleOnce(ctx context.Context, backend, file string) (agent.GPUsView, error) {
-	var tr *replay.Trace
+	var tr *replay.Timeline
 	if backend == "replay" {
 		var err error
 		if tr, err = openReplay(file); err != nil {

@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/gpuwarden/gpuwarden/internal/pattern"
 )
 
 // Owner is who a process belongs to. The zero value is "no scheduler":
@@ -151,8 +153,8 @@ var (
 	slurmUIDRE  = regexp.MustCompile(`^uid_([0-9]{1,10})$`)
 	slurmStepRE = regexp.MustCompile(`^step_([0-9]{1,10}|batch|extern|interactive)$`)
 	podUIDRE    = regexp.MustCompile(`^[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12}$`)
-	hexIDRE     = regexp.MustCompile(`^[0-9a-f]{12,128}$`)
-	userRE      = regexp.MustCompile(`^[A-Za-z0-9._][A-Za-z0-9._-]{0,63}$`)
+	hexIDRE     = pattern.MustCompile(`^[0-9a-f]+$`, 12, 128)
+	userRE      = pattern.MustCompile(`^[A-Za-z0-9._][A-Za-z0-9._-]*$`, 0, 64)
 )
 
 // ParseCgroup reads a /proc/<pid>/cgroup file, cgroup v1 or v2, for the

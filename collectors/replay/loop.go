@@ -32,19 +32,19 @@ type loopState struct {
 
 type counterGain struct{ first, last any }
 
-func newLoopState(t *Trace) loopState {
+func newLoopState(t *Timeline) loopState {
 	n := len(t.Header.GPUs)
 	l := loopState{gain: make([]map[string]counterGain, n), lost: make([]bool, n)}
 	for i := range l.gain {
 		l.gain[i] = map[string]counterGain{}
 	}
-	for i := range t.Records {
-		r := &t.Records[i]
-		if r.NVML == nil {
+	for _, e := range t.steps {
+		if e.other >= 0 {
 			continue
 		}
-		g := l.gain[*r.GPU]
-		for k, a := range r.NVML {
+		g, keys := l.gain[e.gpu], t.gpus[e.gpu].names
+		for _, c := range t.changes[e.lo:e.hi] {
+			k, a := keys[c.slot], t.answer(c)
 			if len(a.V) == 0 || !isCounterKey(k) {
 				continue
 			}
@@ -64,10 +64,10 @@ func newLoopState(t *Trace) loopState {
 }
 
 // carry notes, at the end of a loop, which GPUs it left lost.
-func (l *loopState) carry(state []map[string]Answer) {
+func (l *loopState) carry(state [][]slotState) {
 	for i, st := range state {
-		for _, a := range st {
-			if a.R == "GPU_IS_LOST" {
+		for _, s := range st {
+			if s.ok && s.a.R == "GPU_IS_LOST" {
 				l.lost[i] = true
 				break
 			}

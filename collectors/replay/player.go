@@ -36,16 +36,16 @@ type PlayerOptions struct {
 
 // Player plays a trace as an NVML library.
 type Player struct {
-	trace *Trace
+	tl    *Timeline
 	opts  PlayerOptions
 	start time.Time
 
 	mu      sync.Mutex
 	pos     int
 	epoch   int
-	now     float64 // trace time, within the current loop
-	state   []map[string]Answer
-	hangAll float64 // trace time the global hang ends; 0 none
+	now     float64       // trace time, within the current loop
+	state   [][]slotState // by GPU, by the GPU's key slot (Timeline)
+	hangAll float64       // trace time the global hang ends; 0 none
 	hangGPU []float64
 	host    *Host // the latest host record applied; nil none yet
 	loop    loopState
@@ -58,6 +58,13 @@ type Player struct {
 	wakes  atomic.Uint64 // Run's timer wake-ups (tests)
 }
 
+// slotState is a GPU's latest answer for one key; ok is false while the
+// trace has not answered it.
+type slotState struct {
+	a  Answer
+	ok bool
+}
+
 // pollEvery bounds a wait under a clock the caller moves.
 const pollEvery = 20 * time.Millisecond
 
@@ -66,6 +73,11 @@ var ErrClosed = errors.New("replay closed")
 
 // NewPlayer starts playing t now.
 func NewPlayer(t *Trace, opts PlayerOptions) *Player {
+	return NewTimelinePlayer(t.Timeline(), opts)
+}
+
+// NewTimelinePlayer starts playing t now.
+func NewTimelinePlayer(t *Timeline, opts PlayerOptions) *Player {
 	if opts.Speed <= 0 {
 		opts.Speed = 1
 	}
@@ -73,16 +85,16 @@ func NewPlayer(t *Trace, opts PlayerOptions) *Player {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	p := &Player{trace: t, opts: opts, start: opts.Clock(), closed: make(chan struct{}), loop: newLoopState(t), polled: polled}
+	p := &Player{tl: t, opts: opts, start: opts.Clock(), closed: make(chan struct{}), loop: newLoopState(t), polled: polled}
 	p.reset()
 	return p
 }
 
 func (p *Player) reset() {
-	n := len(p.trace.Header.GPUs)
-	p.state = make([]map[string]Answer, n)
+	n := len(p.tl.Header.GPUs)
+	p.state = make([][]slotState, n)
 	for i := range p.state {
-		p.state[i] = map[string]Answer{}
+		p.state[i] = make([]slotState, len(p.tl.gpus[i].names))
 	}
 	p.hangGPU = make([]float64, n)
 	p.hangAll = 0
@@ -91,7 +103,7 @@ func (p *Player) reset() {
 }
 
 // Header returns the trace's header.
-func (p *Player) Header() Header { return p.trace.Header }
+func (p *Player) Header() Header { return p.tl.Header }
 
 // Close ends playback and releases calls blocked in a hang.
 func (p *Player) Close() { p.once.Do(func() { close(p.closed) }) }
@@ -127,10 +139,10 @@ func (p *Player) Run(ctx context.Context) {
 // the end of the trace when it loops; forever (a negative duration) when
 // nothing is left. Callers hold mu, after advance.
 func (p *Player) untilNext() time.Duration {
-	if p.pos < len(p.trace.Records) {
-		return p.until(p.trace.Records[p.pos].T)
+	if p.pos < len(p.tl.steps) {
+		return p.until(p.tl.steps[p.pos].t)
 	}
-	if d := p.trace.Header.DurationS; p.opts.Loop && d > 0 {
+	if d := p.tl.Header.DurationS; p.opts.Loop && d > 0 {
 		return p.until(d)
 	}
 	return -1
@@ -143,7 +155,7 @@ func (p *Player) until(t float64) time.Duration {
 	if math.IsInf(t, 1) || math.IsNaN(t) {
 		return -1
 	}
-	if d := p.trace.Header.DurationS; p.opts.Loop && d > 0 {
+	if d := p.tl.Header.DurationS; p.opts.Loop && d > 0 {
 		t += float64(p.epoch) * d
 	}
 	at := p.start.Add(time.Duration(math.Ceil(t / p.opts.Speed * 1e9)))
@@ -165,15 +177,15 @@ func (p *Player) bound(d time.Duration) time.Duration {
 // advance applies every record whose time has come. Callers hold mu.
 func (p *Player) advance() {
 	el := p.opts.Clock().Sub(p.start).Seconds() * p.opts.Speed
-	d := p.trace.Header.DurationS
+	d := p.tl.Header.DurationS
 	if p.opts.Loop && d > 0 {
 		ep := int(math.Floor(el / d))
 		el -= float64(ep) * d
 		if ep != p.epoch {
 			// What the rest of the previous loop said happened; then the
 			// next loop starts from the state that loop ended in.
-			for ; p.pos < len(p.trace.Records); p.pos++ {
-				p.apply(&p.trace.Records[p.pos])
+			for ; p.pos < len(p.tl.steps); p.pos++ {
+				p.apply(&p.tl.steps[p.pos])
 			}
 			p.loop.carry(p.state)
 			p.epoch = ep
@@ -181,20 +193,23 @@ func (p *Player) advance() {
 		}
 	}
 	p.now = el
-	recs := p.trace.Records
-	for p.pos < len(recs) && recs[p.pos].T <= el {
-		p.apply(&recs[p.pos])
+	evs := p.tl.steps
+	for p.pos < len(evs) && evs[p.pos].t <= el {
+		p.apply(&evs[p.pos])
 		p.pos++
 	}
 }
 
-func (p *Player) apply(r *Record) {
-	switch {
-	case r.NVML != nil:
-		st := p.state[*r.GPU]
-		for k, a := range r.NVML {
-			st[k] = p.loop.continued(*r.GPU, k, a, p.epoch)
+func (p *Player) apply(e *step) {
+	if e.other < 0 {
+		st, keys := p.state[e.gpu], p.tl.gpus[e.gpu].names
+		for _, c := range p.tl.changes[e.lo:e.hi] {
+			st[c.slot] = slotState{p.loop.continued(int(e.gpu), keys[c.slot], p.tl.answer(c), p.epoch), true}
 		}
+		return
+	}
+	r := &p.tl.others[e.other]
+	switch {
 	case r.Host != nil:
 		p.host = r.Host
 	case r.Kmsg != "":
@@ -279,7 +294,11 @@ func (p *Player) answerOr(gpuIndex int, key string, dst any, missing nvml.Return
 // a hang: for calls that do not reach the GPU.
 func (p *Player) lookup(gpuIndex int, key string, dst any, missing nvml.Return) nvml.Return {
 	p.mu.Lock()
-	a, ok := p.state[gpuIndex][key]
+	var a Answer
+	s, ok := p.tl.gpus[gpuIndex].slot[key]
+	if ok {
+		a, ok = p.state[gpuIndex][s].a, p.state[gpuIndex][s].ok
+	}
 	if p.loop.lostBefore(gpuIndex) {
 		a, ok = Answer{R: "GPU_IS_LOST"}, true
 	}
@@ -304,19 +323,19 @@ type playerLibrary struct{ p *Player }
 func (l playerLibrary) Init() nvml.Return     { return nvml.SUCCESS }
 func (l playerLibrary) Shutdown() nvml.Return { return nvml.SUCCESS }
 func (l playerLibrary) SystemGetDriverVersion() (string, nvml.Return) {
-	return l.p.trace.Header.DriverVersion, nvml.SUCCESS
+	return l.p.tl.Header.DriverVersion, nvml.SUCCESS
 }
 func (l playerLibrary) DeviceGetCount() (int, nvml.Return) {
 	if !l.p.wait(-1) {
 		return 0, nvml.ERROR_UNINITIALIZED
 	}
-	return len(l.p.trace.Header.GPUs), nvml.SUCCESS
+	return len(l.p.tl.Header.GPUs), nvml.SUCCESS
 }
 func (l playerLibrary) DeviceGetHandleByIndex(i int) (gpu.Device, nvml.Return) {
-	if i < 0 || i >= len(l.p.trace.Header.GPUs) {
+	if i < 0 || i >= len(l.p.tl.Header.GPUs) {
 		return nil, nvml.ERROR_INVALID_ARGUMENT
 	}
-	return &playerDevice{p: l.p, i: i, info: l.p.trace.Header.GPUs[i]}, nvml.SUCCESS
+	return &playerDevice{p: l.p, i: i, info: l.p.tl.Header.GPUs[i]}, nvml.SUCCESS
 }
 
 type playerDevice struct {

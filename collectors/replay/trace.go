@@ -141,7 +141,9 @@ func (e *EBPFRecord) validate() error {
 	return nil
 }
 
-// Trace is a whole trace in memory. Traces are small (a demo is tens of KB).
+// Trace is a whole trace in memory, each record as the format writes it:
+// for making, recording and writing traces. A player keeps a trace as a
+// Timeline (timeline.go), a small fraction of this.
 type Trace struct {
 	Header  Header
 	Records []Record
@@ -169,54 +171,13 @@ func Open(path string) (*Trace, error) {
 
 // Read reads a trace; name is used in errors.
 func Read(r io.Reader, name string) (*Trace, error) {
-	br := bufio.NewReader(r)
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, &LineError{name, 0, fmt.Errorf("gzip: %w", err)}
-		}
-		defer zr.Close()
-		br = bufio.NewReader(zr)
-	}
-	sc := bufio.NewScanner(io.LimitReader(br, MaxTraceBytes+1))
-	sc.Buffer(make([]byte, 0, 64<<10), MaxLineBytes)
 	t := &Trace{}
-	line := 0
-	total := 0
-	for sc.Scan() {
-		line++
-		b := sc.Bytes()
-		total += len(b) + 1
-		if total > MaxTraceBytes {
-			return nil, &LineError{name, line, fmt.Errorf("trace larger than %d bytes", MaxTraceBytes)}
-		}
-		if len(bytes.TrimSpace(b)) == 0 {
-			continue
-		}
-		if line == 1 {
-			if err := parseHeader(b, &t.Header); err != nil {
-				return nil, &LineError{name, line, err}
-			}
-			continue
-		}
-		if len(t.Records) >= MaxRecords {
-			return nil, &LineError{name, line, fmt.Errorf("more than %d records", MaxRecords)}
-		}
-		rec, err := parseRecord(b, len(t.Header.GPUs))
-		if err != nil {
-			return nil, &LineError{name, line, err}
-		}
-		rec.line = line
+	err := scan(r, name, &t.Header, func(rec Record) error {
 		t.Records = append(t.Records, rec)
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			err = fmt.Errorf("line longer than %d bytes", MaxLineBytes)
-		}
-		return nil, &LineError{name, line + 1, err}
-	}
-	if line == 0 {
-		return nil, &LineError{name, 1, errors.New("empty trace: no header")}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	// Records must be in time order; a stable sort keeps a hand-edited trace
 	// working rather than refusing it.
@@ -225,6 +186,65 @@ func Read(r io.Reader, name string) (*Trace, error) {
 		t.Header.DurationS = t.Records[n-1].T
 	}
 	return t, nil
+}
+
+// scan reads a trace's header into h and hands each record after it,
+// validated, to each in the order of the file: Read and ReadTimeline take
+// the same traces and refuse the same ones with the same errors.
+func scan(r io.Reader, name string, h *Header, each func(Record) error) error {
+	br := bufio.NewReader(r)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return &LineError{name, 0, fmt.Errorf("gzip: %w", err)}
+		}
+		defer zr.Close()
+		br = bufio.NewReader(zr)
+	}
+	sc := bufio.NewScanner(io.LimitReader(br, MaxTraceBytes+1))
+	sc.Buffer(make([]byte, 0, 64<<10), MaxLineBytes)
+	line := 0
+	total := 0
+	records := 0
+	for sc.Scan() {
+		line++
+		b := sc.Bytes()
+		total += len(b) + 1
+		if total > MaxTraceBytes {
+			return &LineError{name, line, fmt.Errorf("trace larger than %d bytes", MaxTraceBytes)}
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			continue
+		}
+		if line == 1 {
+			if err := parseHeader(b, h); err != nil {
+				return &LineError{name, line, err}
+			}
+			continue
+		}
+		if records >= MaxRecords {
+			return &LineError{name, line, fmt.Errorf("more than %d records", MaxRecords)}
+		}
+		rec, err := parseRecord(b, len(h.GPUs))
+		if err != nil {
+			return &LineError{name, line, err}
+		}
+		rec.line = line
+		records++
+		if err := each(rec); err != nil {
+			return &LineError{name, line, err}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = fmt.Errorf("line longer than %d bytes", MaxLineBytes)
+		}
+		return &LineError{name, line + 1, err}
+	}
+	if line == 0 {
+		return &LineError{name, 1, errors.New("empty trace: no header")}
+	}
+	return nil
 }
 
 func strictUnmarshal(b []byte, v any) error {

@@ -30,6 +30,15 @@ func Bytes() ([]byte, error) {
 	return b, nil
 }
 
+// Timeline reads the embedded trace as a player keeps it.
+func Timeline() (*replay.Timeline, error) {
+	b, err := Bytes()
+	if err != nil {
+		return nil, err
+	}
+	return replay.ReadTimeline(bytes.NewReader(b), "embedded:"+Name)
+}
+
 // Trace parses the embedded trace.
 func Trace() (*replay.Trace, error) {
 	b, err := Bytes()
