@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/xid"
 )
 
 // Check names. They are stable: alert rules and the gpuwarden_check_status
@@ -260,11 +261,9 @@ func (e evaluator) kernelHeaders() Finding {
 	return c
 }
 
-// reloadFix is how to get the loaded module to match the installed driver.
-func (e evaluator) reloadFix() string {
-	return "reboot, or when no process uses the GPUs (fuser -v /dev/nvidia*): stop nvidia-persistenced and GPU services, then " +
-		"modprobe -r nvidia_uvm nvidia_drm nvidia_modeset nvidia && modprobe nvidia"
-}
+// reloadFix is how to get the loaded module to match the installed driver:
+// the fix explain gives for the same mismatch.
+func (e evaluator) reloadFix() string { return xid.MismatchFix }
 
 func (e evaluator) driverLoaded() Finding {
 	c := Finding{Check: CheckDriverLoaded}

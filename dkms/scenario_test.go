@@ -74,7 +74,7 @@ func TestScenarios(t *testing.T) {
 		{
 			scenario: "driver-not-reloaded", level: event.Critical, next: "6.1.0-18-amd64",
 			checks: map[string]want{
-				CheckDriverLibrary:  {level: event.Critical, summary: "loaded NVIDIA module 535.104.05 but userspace library 550.54.15", fix: "reboot, or when no process uses the GPUs"},
+				CheckDriverLibrary:  {level: event.Critical, summary: "loaded NVIDIA module 535.104.05 but userspace library 550.54.15", fix: "reboot, or when no process has a GPU open"},
 				CheckRebootPending:  {level: event.Warning, summary: "NVIDIA driver 535.104.05 -> 550.54.15", evidence: "/var/run/reboot-required exists"},
 				CheckDriverLoaded:   {level: event.OK, summary: "535.104.05 (open)"},
 				CheckNextBootModule: ok,

@@ -96,7 +96,7 @@ func TestExplainSaysWhichSideIsOlderAndWhichKernel(t *testing.T) {
 			if !strings.Contains(out, tc.want) {
 				t.Errorf("the report does not say %q:\n%s", tc.want, out)
 			}
-			if strings.Contains(tc.name, "mismatch") && !strings.Contains(out, "rmmod nvidia_uvm") {
+			if strings.Contains(tc.name, "mismatch") && !strings.Contains(out, "modprobe -r nvidia_uvm") {
 				t.Errorf("no reload without a reboot:\n%s", out)
 			}
 		})

@@ -54,10 +54,10 @@ func (c *Catalog) Enrich(ev *event.Event) {
 }
 
 // MismatchFix is what to do about a driver/library version mismatch, from
-// the kernel log or from NVML: the module loaded is not the one the
-// libraries were installed with.
-const MismatchFix = "if no process has a GPU open (fuser -v /dev/nvidia*), stop what holds the driver (nvidia-persistenced, nvidia-fabricmanager, nvidia-dcgm), " +
-	"rmmod nvidia_uvm nvidia_drm nvidia_modeset nvidia and modprobe nvidia to load the installed module; otherwise drain the node and reboot"
+// the kernel log, NVML or the DKMS checks: the module loaded is not the one
+// the libraries were installed with.
+const MismatchFix = "reboot, or when no process has a GPU open (fuser -v /dev/nvidia*): stop what holds the driver (nvidia-persistenced, nvidia-fabricmanager, nvidia-dcgm), " +
+	"then modprobe -r nvidia_uvm nvidia_drm nvidia_modeset nvidia && modprobe nvidia to load the installed module"
 
 // variant is the severity a kernel line states itself, which picks the
 // row of its kind: an AER's "Uncorrected (Fatal)", an MCE's "uncorrected".
