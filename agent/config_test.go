@@ -96,7 +96,7 @@ func TestIsSetSaysWhetherAKeyWasGivenByFlagEnvironmentOrFile(t *testing.T) {
 		{name: "flag", args: []string{"--collector.kmsg"}, want: true},
 		{name: "flag=false", args: []string{"--collector.kmsg=false"}, want: true},
 		{name: "environment", env: "true", want: true},
-		{name: "empty environment, as viper reads it", env: "", want: false},
+		{name: "an empty environment variable is not set", env: "", want: false},
 		{name: "file", file: file, want: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
