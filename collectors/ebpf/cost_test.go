@@ -4,7 +4,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 )
 
 // bpfStats turns on kernel.bpf_stats_enabled for the test (the kernel then
@@ -40,14 +39,7 @@ func TestOOMProgramCost(t *testing.T) {
 	for range kills {
 		dir := memcg(t, 32<<20)
 		_, exit := oomVictim(t, dir)
-		select {
-		case err := <-exit:
-			if !killedBySIGKILL(err) {
-				t.Fatalf("the child was not OOM-killed: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("the child was not killed within 30s")
-		}
+		waitOOMKilled(t, exit)
 	}
 	st, err := prog.Stats() // the program's info: run_time_ns and run_cnt
 	if err != nil {

@@ -136,6 +136,20 @@ func oomVictim(t *testing.T, dir string) (int, <-chan error) {
 	return pid, exit
 }
 
+// waitOOMKilled waits for the child of oomVictim to end, and fails the test
+// unless the kernel killed it (SIGKILL) within 30 s.
+func waitOOMKilled(t *testing.T, exit <-chan error) {
+	t.Helper()
+	select {
+	case err := <-exit:
+		if !killedBySIGKILL(err) {
+			t.Fatalf("the child was not OOM-killed: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the child was not killed within 30s")
+	}
+}
+
 func killedBySIGKILL(err error) bool {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
@@ -245,14 +259,7 @@ func TestAnOOMKillInAMemoryCgroupArrivesAsAnEvent(t *testing.T) {
 	sink := runSource(t, s)
 	pid, exit := oomVictim(t, dir)
 	s.SetGPUProcesses([]int{pid})
-	select {
-	case err := <-exit:
-		if !killedBySIGKILL(err) {
-			t.Fatalf("the child was not OOM-killed: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the child was not killed within 30s")
-	}
+	waitOOMKilled(t, exit)
 	// Polled, not timed: within a second of the kill it must be there.
 	ev := waitOOM(t, sink, pid, time.Now().Add(time.Second))
 	comm := filepath.Base(os.Args[0])
