@@ -72,11 +72,11 @@ the rootfs).`,
 	// A usage error is "could not tell" (3, UNKNOWN), never 1, which NRPE
 	// and Ansible read as a warning about the node.
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return &exitError{code: event.Unknown.ExitCode(), err: err}
+		return unknown(err)
 	})
 	cmd.Args = func(c *cobra.Command, args []string) error {
 		if err := cobra.NoArgs(c, args); err != nil {
-			return &exitError{code: event.Unknown.ExitCode(), err: err}
+			return unknown(err)
 		}
 		return nil
 	}
@@ -107,10 +107,10 @@ type checkOutput struct {
 
 func runCheck(ctx context.Context, w io.Writer, o checkOptions) error {
 	if o.output != "table" && o.output != "json" {
-		return &exitError{code: event.Unknown.ExitCode(), err: fmt.Errorf("--output %q: want table or json", o.output)}
+		return unknown(fmt.Errorf("--output %q: want table or json", o.output))
 	}
 	if fi, err := os.Stat(o.paths.RootFS); err != nil || !fi.IsDir() {
-		return &exitError{code: event.Unknown.ExitCode(), err: fmt.Errorf("--path.rootfs %s: not a directory (%v)", o.paths.RootFS, err)}
+		return unknown(fmt.Errorf("--path.rootfs %s: not a directory (%v)", o.paths.RootFS, err))
 	}
 	if ctx == nil {
 		ctx = context.Background()
@@ -127,7 +127,7 @@ func runCheck(ctx context.Context, w io.Writer, o checkOptions) error {
 		if o.backend == "replay" {
 			tr, err := openReplay(o.replay)
 			if err != nil {
-				return &exitError{code: event.Unknown.ExitCode(), err: err}
+				return unknown(err)
 			}
 			lib, player, _ := backendLibrary("replay", tr, replay.PlayerOptions{}, newLogger(nopWriter{}, "error", "logfmt"))
 			defer player.Close()
@@ -156,7 +156,7 @@ func runCheck(ctx context.Context, w io.Writer, o checkOptions) error {
 		err = writeCheckTable(w, &r, o.colours)
 	}
 	if err != nil {
-		return &exitError{code: event.Unknown.ExitCode(), err: fmt.Errorf("writing the check output: %w", err)}
+		return unknown(fmt.Errorf("writing the check output: %w", err))
 	}
 	if code := r.Level.ExitCode(); code != 0 {
 		return &exitError{code: code}

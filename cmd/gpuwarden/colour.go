@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg/explain"
 )
 
@@ -33,7 +32,7 @@ func colours(mode string, w io.Writer) (explain.Colours, error) {
 		}
 		return explain.Colours(isTerminal(w)), nil
 	}
-	return false, &exitError{code: event.Unknown.ExitCode(), err: fmt.Errorf("--color %q: want auto, always or never", mode)}
+	return false, unknown(fmt.Errorf("--color %q: want auto, always or never", mode))
 }
 
 // isTerminal reports whether x is an open terminal (a tty answering TCGETS).

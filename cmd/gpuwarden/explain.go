@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
-	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -20,7 +17,7 @@ import (
 
 func newExplainCmd() *cobra.Command {
 	var (
-		output, agentURL string
+		output, agentAddr string
 		lines            bool
 		colour           string
 	)
@@ -46,22 +43,22 @@ input that could not be read. An input that ends early (a truncated .gz) is
 the kernel log, eBPF, NVML, the driver checks) instead, with the Slurm jobs and
 pods each event hit, and exits by their verdict as above.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if agentURL != "" {
+			if agentAddr != "" {
 				if len(args) > 0 || lines || output != "text" {
-					return usageError(errors.New("--agent takes no FILE, --lines or --output"))
+					return unknown(errors.New("--agent takes no FILE, --lines or --output"))
 				}
 				paint, err := colours(colour, cmd.OutOrStdout())
 				if err != nil {
 					return err
 				}
-				return explainAgent(cmd.Context(), cmd.OutOrStdout(), agentURL, paint)
+				return explainAgent(cmd.Context(), cmd.OutOrStdout(), agentAddr, paint)
 			}
 			path := "-"
 			if len(args) == 1 {
 				path = args[0]
 			}
 			if output != "text" && output != "json" {
-				return usageError(fmt.Errorf("--output %q: want text or json", output))
+				return unknown(fmt.Errorf("--output %q: want text or json", output))
 			}
 			out := cmd.OutOrStdout()
 			paint, err := colours(colour, out)
@@ -74,12 +71,12 @@ pods each event hit, and exits by their verdict as above.`,
 			}
 			in, err := explain.Open(path, cmd.InOrStdin())
 			if err != nil {
-				return &exitError{code: event.Unknown.ExitCode(), err: fmt.Errorf("explain: %w", err)}
+				return unknown(fmt.Errorf("explain: %w", err))
 			}
 			defer in.Close()
 			if lines {
 				if err := explain.Lines(in, out); err != nil {
-					return &exitError{code: event.Unknown.ExitCode(), err: fmt.Errorf("explain %s: %w", path, err)}
+					return unknown(fmt.Errorf("explain %s: %w", path, err))
 				}
 				return nil
 			}
@@ -97,12 +94,12 @@ pods each event hit, and exits by their verdict as above.`,
 				enc.SetEscapeHTML(false)
 				n, readErr = explain.Each(in, func(ev event.Event) error { rep.Add(ev); return enc.Encode(&ev) })
 				if ferr := bw.Flush(); ferr != nil {
-					return &exitError{code: event.Unknown.ExitCode(), err: ferr}
+					return unknown(ferr)
 				}
 			} else {
 				n, readErr = explain.Each(in, func(ev event.Event) error { rep.Add(ev); return nil })
 				if werr := rep.Write(out, n, readErr); werr != nil {
-					return &exitError{code: event.Unknown.ExitCode(), err: werr}
+					return unknown(werr)
 				}
 			}
 			level := rep.Level()
@@ -118,54 +115,30 @@ pods each event hit, and exits by their verdict as above.`,
 	}
 	cmd.Args = func(c *cobra.Command, args []string) error {
 		if err := cobra.MaximumNArgs(1)(c, args); err != nil {
-			return usageError(err)
+			return unknown(err)
 		}
 		return nil
 	}
-	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "Output format: text or json (JSON Lines of events).")
 	cmd.Flags().BoolVar(&lines, "lines", false, "Print one JSON object per input line, each classified on its own.")
 	addColourFlag(cmd, &colour)
-	cmd.Flags().StringVar(&agentURL, "agent", "", "Explain the recent events of the agent at this URL (host:port alone means http://host:port) instead of kernel-log text.")
+	cmd.Flags().StringVar(&agentAddr, "agent", "", "Explain the recent events of the agent at this URL (host:port alone means http://host:port) instead of kernel-log text.")
 	return cmd
-}
-
-// usageError is a command-line mistake: exit 3 (UNKNOWN), never 1, which
-// NRPE and Ansible read as a warning about the node.
-func usageError(err error) error {
-	return &exitError{code: event.Unknown.ExitCode(), err: err}
 }
 
 // explainAgent writes the explain report of a running agent's recent
 // events, oldest first, as they name the jobs and pods they hit, and exits
 // by its verdict; an agent that cannot be asked is exit 3.
 func explainAgent(ctx context.Context, w io.Writer, base string, paint explain.Colours) error {
-	unknown := func(err error) error { return &exitError{code: event.Unknown.ExitCode(), err: err} }
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/events?limit=1000", nil)
-	if err != nil {
-		return usageError(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return unknown(fmt.Errorf("explain --agent: %w (is the agent running?)", err))
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return unknown(fmt.Errorf("explain --agent: %s: %s", req.URL, resp.Status))
-	}
 	var evs []event.Event
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&evs); err != nil {
-		return unknown(fmt.Errorf("explain --agent: %s: %w", req.URL, err))
+	if err := agentGet(ctx, base, "/v1/events?limit=1000", 64<<20, &evs); err != nil {
+		return unknown(fmt.Errorf("explain --agent: %w (is the agent running?)", err))
 	}
 	slices.Reverse(evs) // the agent lists the newest first
 	rep := explain.NewReport()
 	rep.Colours = paint
-	rep.From("the agent at " + base)
+	rep.From("the agent at " + agentURL(base))
 	for _, ev := range evs {
 		rep.Add(ev)
 	}

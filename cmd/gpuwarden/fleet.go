@@ -31,7 +31,6 @@ says so there. Exit codes as check: 0 ok, 1 warning, 2 critical, 3 when
 Prometheus could not be asked. docs/fleet.md explains every query.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			unknown := func(err error) error { return &exitError{code: event.Unknown.ExitCode(), err: err} }
 			if output != "table" && output != "json" {
 				return unknown(fmt.Errorf("--output %q: want table or json", output))
 			}

@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 
 	"github.com/gpuwarden/gpuwarden/agent"
+	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/spf13/cobra"
 )
 
@@ -25,6 +26,13 @@ func (e *exitError) Error() string {
 		return fmt.Sprintf("exit status %d", e.code)
 	}
 	return e.err.Error()
+}
+
+// unknown is exit 3 (UNKNOWN, "could not tell"): a usage error, or input,
+// a host or an agent that could not be read. Never 1, which NRPE and Ansible
+// read as a warning about the node.
+func unknown(err error) error {
+	return &exitError{code: event.Unknown.ExitCode(), err: err}
 }
 
 func newRootCmd() *cobra.Command {

@@ -61,7 +61,7 @@ replay) without an agent.`,
 					return err
 				}
 			default:
-				return &exitError{code: event.Unknown.ExitCode(), err: fmt.Errorf("--output %q: want table or json", output)}
+				return unknown(fmt.Errorf("--output %q: want table or json", output))
 			}
 			// The same 0/1/2/3 as check: the worst GPU, a lost one critical.
 			if lvl := statusLevel(view); lvl != event.OK {
@@ -82,25 +82,40 @@ replay) without an agent.`,
 
 func fetchGPUs(ctx context.Context, base string) (agent.GPUsView, error) {
 	var v agent.GPUsView
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
+	err := agentGet(ctx, base, "/v1/gpus", 16<<20, &v)
+	return v, err
+}
+
+// agentURL is a running agent's base URL: host:port alone means
+// http://host:port.
+func agentURL(base string) string {
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/gpus", nil)
+	return strings.TrimSuffix(base, "/")
+}
+
+// agentGet asks a running agent (a URL, or host:port) for path, within 5 s,
+// and decodes its JSON answer, at most limit bytes, into v.
+func agentGet(ctx context.Context, base, path string, limit int64, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, agentURL(base)+path, nil)
 	if err != nil {
-		return v, err
+		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return v, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return v, fmt.Errorf("%s: %s", req.URL, resp.Status)
+		return fmt.Errorf("%s: %s", req.URL, resp.Status)
 	}
-	err = json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&v)
-	return v, err
+	if err := json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(v); err != nil {
+		return fmt.Errorf("%s: %w", req.URL, err)
+	}
+	return nil
 }
 
 func sampleOnce(ctx context.Context, backend, file string) (agent.GPUsView, error) {
