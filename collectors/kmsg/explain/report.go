@@ -120,6 +120,12 @@ func (r *Report) Add(ev event.Event) {
 			d.uuid = ev.GPU.UUID
 		}
 	}
+	// The versions any line names: the loaded module's (its load banner,
+	// /proc/driver/nvidia/version, either half of an API mismatch) and the
+	// user-space library's (NVML's, the mismatch's "client").
+	r.driverVersions = addVersion(r.driverVersions, ev.Fields[kmsg.FieldDriverVersion])
+	r.libraryVersions = addVersion(r.libraryVersions, ev.Fields[fieldNVMLVersion])
+	r.libraryVersions = addVersion(r.libraryVersions, ev.Fields[kmsg.FieldClientVersion])
 	switch ev.Kind {
 	case event.KindGPUIdentity:
 		d.isGPU = true
@@ -128,16 +134,8 @@ func (r *Report) Add(ev event.Event) {
 		}
 		return
 	case event.KindDriverLoaded:
-		if v := ev.Fields[kmsg.FieldDriverVersion]; v != "" && !slices.Contains(r.driverVersions, v) && len(r.driverVersions) < 8 {
-			r.driverVersions = append(r.driverVersions, v)
-		}
 		return
 	case event.KindOtherNVRM:
-		if v := ev.Fields[kmsg.FieldDriverVersion]; v != "" && !slices.Contains(r.driverVersions, v) && len(r.driverVersions) < 8 {
-			// "NVRM: this kernel module has the version ...", the module's
-			// half of a two-line API mismatch.
-			r.driverVersions = append(r.driverVersions, v)
-		}
 		if ev.GPU.PCIBusID != "" {
 			d.isGPU = true
 		}
@@ -145,16 +143,6 @@ func (r *Report) Add(ev event.Event) {
 		return
 	case event.KindXid, event.KindFallenOffBus, event.KindRmInitFailed:
 		d.isGPU = true
-	}
-	for _, v := range []string{ev.Fields[fieldNVMLVersion], ev.Fields[kmsg.FieldClientVersion]} {
-		if v != "" && !slices.Contains(r.libraryVersions, v) && len(r.libraryVersions) < 8 {
-			r.libraryVersions = append(r.libraryVersions, v)
-		}
-	}
-	if ev.Kind == event.KindAPIMismatch {
-		if v := ev.Fields[kmsg.FieldDriverVersion]; v != "" && !slices.Contains(r.driverVersions, v) && len(r.driverVersions) < 8 {
-			r.driverVersions = append(r.driverVersions, v)
-		}
 	}
 	d.worst = event.Worse(d.worst, ev.Severity)
 	var f *finding
@@ -279,6 +267,14 @@ func (r *Report) Write(w io.Writer, linesRead int, readErr error) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// addVersion adds v to a report's list of versions once, keeping at most 8.
+func addVersion(list []string, v string) []string {
+	if v == "" || slices.Contains(list, v) || len(list) >= 8 {
+		return list
+	}
+	return append(list, v)
 }
 
 // detailOf tells findings of one mnemonic apart: each DKMS entry (module,
