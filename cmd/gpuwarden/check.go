@@ -200,9 +200,7 @@ func writeCheckTable(out io.Writer, r *dkms.Report, paint explain.Colours) error
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATUS\tCHECK\tSUMMARY")
-	statuses := make([]string, 0, len(r.Checks))
 	for _, c := range r.Checks {
-		statuses = append(statuses, c.Status())
 		// Evidence quotes make.log lines and file contents: escaped
 		// cell by cell, a tab or newline in them cannot break the table.
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Status(), c.Check, explain.Printable(c.Summary))
@@ -223,14 +221,14 @@ func writeCheckTable(out io.Writer, r *dkms.Report, paint explain.Colours) error
 	if _, err := io.WriteString(explain.Terminal(&safe), b.String()); err != nil {
 		return err
 	}
-	_, err := io.WriteString(out, paintCheckTable(safe.String(), r, statuses, paint))
+	_, err := io.WriteString(out, paintCheckTable(safe.String(), r, paint))
 	return err
 }
 
 // paintCheckTable colours the verdict in the first line and the STATUS word
 // that starts each check's row (rows are in r.Checks' order; evidence and
 // fix lines start with blanks and are left alone).
-func paintCheckTable(text string, r *dkms.Report, statuses []string, paint explain.Colours) string {
+func paintCheckTable(text string, r *dkms.Report, paint explain.Colours) string {
 	if !paint {
 		return text
 	}
@@ -245,11 +243,11 @@ func paintCheckTable(text string, r *dkms.Report, statuses []string, paint expla
 			}
 			continue
 		}
-		if row >= len(r.Checks) || !strings.HasPrefix(l, statuses[row]) {
+		if row >= len(r.Checks) || !strings.HasPrefix(l, r.Checks[row].Status()) {
 			continue
 		}
 		c := r.Checks[row]
-		word := statuses[row]
+		word := c.Status()
 		painted := paint.Level(c.Level, word)
 		if c.Skipped() {
 			painted = paint.Skipped(word)
