@@ -18,8 +18,8 @@ import (
 func newExplainCmd() *cobra.Command {
 	var (
 		output, agentAddr string
-		lines            bool
-		colour           string
+		lines             bool
+		colour            string
 	)
 	cmd := &cobra.Command{
 		Use:   "explain [FILE|-]",
