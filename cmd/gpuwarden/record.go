@@ -136,6 +136,7 @@ func recordKernel(ctx context.Context, log *slog.Logger) <-chan string {
 				default: // a storm: the trace keeps what fits
 				}
 			}
+			batch.Release() // the lines sent are copies
 		}
 	}()
 	return out

@@ -141,6 +141,7 @@ func readerPass(b *testing.B, r *Reader) int {
 		select {
 		case batch := <-r.Batches():
 			records += len(batch.Records)
+			batch.Release()
 			continue
 		default:
 		}
@@ -258,7 +259,7 @@ func BenchmarkParseRecordsOfTheRing(b *testing.B) {
 		}
 		ring = append(ring, append([]byte(nil), buf[:n]...))
 	}
-	r := &Reader{cfg: Config{BatchSize: DefaultBatchSize}, log: quiet, perRead: true, out: make(chan Batch, 1<<12), nextCap: DefaultBatchSize}
+	r := &Reader{cfg: Config{BatchSize: DefaultBatchSize}, log: quiet, perRead: true, out: make(chan Batch, 1<<12), free: make(chan *batchMem, keptBatches), nextCap: DefaultBatchSize}
 	b.ReportAllocs()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -269,7 +270,7 @@ func BenchmarkParseRecordsOfTheRing(b *testing.B) {
 		}
 		r.flush()
 		for len(r.out) > 0 {
-			<-r.out
+			(<-r.out).Release()
 		}
 		r.haveLast = false
 	}

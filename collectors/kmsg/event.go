@@ -92,11 +92,13 @@ func RecordEvent(rec Record, bootID string, bootTime time.Time) event.Event {
 		if ev.Fields == nil {
 			ev.Fields = make(map[string]string, 3)
 		}
+		// Copies: a Reader's record strings are its batch's memory, parsed
+		// into again once the batch is released.
 		if rec.Subsystem != "" {
-			ev.Fields[FieldSubsystem] = rec.Subsystem
+			ev.Fields[FieldSubsystem] = strings.Clone(rec.Subsystem)
 		}
 		if rec.Device != "" {
-			ev.Fields[FieldDevice] = rec.Device
+			ev.Fields[FieldDevice] = strings.Clone(rec.Device)
 		}
 		if !rec.FromKernel() {
 			// Written to /dev/kmsg by a process, not by the kernel.

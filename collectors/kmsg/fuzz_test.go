@@ -1,6 +1,7 @@
 package kmsg
 
 import (
+	"bytes"
 	"os"
 	"slices"
 	"strconv"
@@ -53,6 +54,11 @@ func FuzzParseRecord(f *testing.F) {
 			}
 		}
 		r, err := ParseRecord(b)
+		// The reader's parse, into an arena used before, says the same.
+		var inArena Record
+		if aerr := parseRecordInto(&inArena, b, fuzzArena()); (aerr == nil) != (err == nil) || inArena != r {
+			t.Fatalf("in an arena: %+v, %v; alone: %+v, %v", inArena, aerr, r, err)
+		}
 		if err != nil {
 			return
 		}
@@ -228,4 +234,13 @@ func FuzzStreamSplit(f *testing.F) {
 			t.Fatalf("the reader held %d bytes between reads", held)
 		}
 	})
+}
+
+// fuzzArena is an arena that has handed out strings and been reset, so that
+// a parse into it writes over memory used before.
+func fuzzArena() *arena {
+	a := &arena{}
+	a.string(bytes.Repeat([]byte("\\x41"), arenaChunk/5))
+	a.reset()
+	return a
 }

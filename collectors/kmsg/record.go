@@ -84,41 +84,30 @@ type header struct {
 // maxHeader bounds where the ';' that ends the header may be.
 const maxHeader = 256
 
-// parseHeader parses the header: one pass over the bytes for the records
-// the kernel writes, and the field-by-field parse, which says what is
-// wrong, for anything it does not take.
-func parseHeader(b []byte) (header, error) {
-	if h, ok := parseHeaderFast(b); ok {
-		return h, nil
-	}
-	return parseHeaderSlow(b)
-}
-
 // parseHeaderFast takes exactly the headers parseHeaderSlow accepts, and
 // gives the same values (FuzzParseRecord checks both), in one pass: three
 // runs of 1 to 19 digits each ended by ',', the flags field, and the ';'
 // (further fields before it are skipped). It reports false for anything
-// else, and the slow parse then says what is wrong. The digits are read
-// eight at a time, with few branches: the read(2) before each record
-// leaves the branch predictor little to go on.
+// else, and the slow parse then says what is wrong. A plain digit loop
+// measured faster than reading eight digits at a time: the kernel's
+// numbers are short (the priority one digit, the others rarely more than
+// thirteen).
 func parseHeaderFast(b []byte) (h header, ok bool) {
 	hb := b[:min(len(b), maxHeader)]
-	var v [3]uint64
-	i := 0
-	for f := range v {
-		x, next, ok := parseDigits(hb, i)
-		if !ok || next >= len(hb) || hb[next] != ',' {
-			return h, false
-		}
-		v[f], i = x, next+1
+	// The priority is one digit on almost every line: taken without the
+	// loop, whose exit the branch predictor would guess wrong.
+	pri, i, ok1 := uint64(0), 0, false
+	if len(hb) > 2 && hb[1] == ',' && hb[0]-'0' <= 9 {
+		pri, i, ok1 = uint64(hb[0]-'0'), 2, true
+	} else {
+		pri, i, ok1 = digitsAt(hb, 0)
 	}
-	if v[0] > 1<<13 || v[2] > uint64(1<<63-1)/1000 {
+	seq, i, ok2 := digitsAt(hb, i)
+	ts, i, ok3 := digitsAt(hb, i)
+	if !ok1 || !ok2 || !ok3 || pri > 1<<13 || ts > uint64(1<<63-1)/1000 || i >= len(hb) {
 		return h, false
 	}
-	h.pri, h.seq, h.ts, h.flags = v[0], v[1], v[2], '-'
-	if i >= len(hb) {
-		return h, false
-	}
+	h.pri, h.seq, h.ts, h.flags = pri, seq, ts, '-'
 	switch c := hb[i]; {
 	case c == ';':
 		h.semi = i
@@ -138,45 +127,20 @@ func parseHeaderFast(b []byte) (h header, ok bool) {
 	return h, true
 }
 
-// parseDigits parses the run of 1 to 19 decimal digits at b[i:], eight
-// bytes at a time, and returns its value and the index after it. It reports
-// false for no digits, more than 19, or fewer than eight bytes left to look
-// at (the slow parse takes those).
-func parseDigits(b []byte, i int) (v uint64, next int, ok bool) {
-	n := 0
-	for {
-		if i+8 > len(b) {
-			return 0, 0, false
-		}
-		// The bytes as digit values: a digit's byte is 0..9 after the xor.
-		a := binary.LittleEndian.Uint64(b[i:]) ^ 0x3030303030303030
-		// The high bit of each byte that is not a digit (over 9), without
-		// carries between bytes.
-		nd := ((a & 0x7f7f7f7f7f7f7f7f) + 0x7676767676767676 | a) & 0x8080808080808080
-		k := bits.TrailingZeros64(nd) >> 3 // digits at the start, 0..8
-		n += k
-		if n > 19 {
-			return 0, 0, false
-		}
-		if k > 0 {
-			v = v*pow10[k] + eightDigits(a<<(64-8*k))
-		}
-		i += k
-		if k < 8 {
+// digitsAt parses the run of decimal digits at b[i:] and the ',' after it,
+// and returns its value and the index after the ','. It reports false for
+// no digits, more than 19 (which could overflow), or no ',' after them.
+func digitsAt(b []byte, i int) (v uint64, next int, ok bool) {
+	start := i
+	for ; i < len(b); i++ {
+		c := b[i] - '0'
+		if c > 9 {
 			break
 		}
+		v = v*10 + uint64(c)
 	}
-	return v, i, n > 0
-}
-
-var pow10 = [9]uint64{1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000}
-
-// eightDigits is the number whose eight decimal digit values are a's bytes,
-// the most significant first in memory (the lowest byte).
-func eightDigits(a uint64) uint64 {
-	a = a*10 + a>>8 // pairs
-	a = ((a&0x000000ff000000ff)*(100+1000000<<32) + (a>>16&0x000000ff000000ff)*(1+10000<<32)) >> 32
-	return a
+	// uint: no digits wraps round to a huge count.
+	return v, i + 1, uint(i-start-1) < 19 && i < len(b) && b[i] == ','
 }
 
 // parseHeaderSlow splits the header into its fields and parses each, so
@@ -226,28 +190,27 @@ func parseHeaderSlow(b []byte) (header, error) {
 // parseRecordInto parses b into *r, all of which it overwrites, taking its
 // strings from a (when not nil).
 func parseRecordInto(r *Record, b []byte, a *arena) error {
-	*r = Record{}
-	h, err := parseHeader(b)
-	if err != nil {
-		return err
+	// The header in one pass for the records the kernel writes; the
+	// field-by-field parse, which says what is wrong, for anything else.
+	h, ok := parseHeaderFast(b)
+	if !ok {
+		var err error
+		if h, err = parseHeaderSlow(b); err != nil {
+			*r = Record{}
+			return err
+		}
 	}
-	r.Level = uint8(h.pri & 7)
-	r.Facility = uint16(h.pri >> 3)
-	r.Seq = h.seq
-	r.Monotonic = time.Duration(h.ts) * time.Microsecond
-	r.Flags = h.flags
-
 	body := b[h.semi+1:]
 	for len(body) > 0 && body[len(body)-1] == '\n' {
 		body = body[:len(body)-1]
 	}
+	// The text ends at the first newline (the kernel escapes any in the
+	// message), where the dictionary begins.
+	end, escaped := textEnd(body)
+	rawText, rawDict := body[:end], body[min(end+1, len(body)):]
 	// Bound what is copied: the text to maxRawText, the dictionary to its
 	// whole lines within maxDictBytes. In the common case text and
 	// dictionary are still one piece and take one string.
-	rawText, rawDict := body, body[len(body):]
-	if i := bytes.IndexByte(body, '\n'); i >= 0 { // the text is long: the vector search
-		rawText, rawDict = body[:i], body[i+1:]
-	}
 	if len(rawDict) > maxDictBytes {
 		rawDict = rawDict[:maxDictBytes]
 		if i := lastIndexByte(rawDict, '\n'); i >= 0 {
@@ -256,6 +219,7 @@ func parseRecordInto(r *Record, b []byte, a *arena) error {
 			rawDict = nil
 		}
 	}
+	truncated := false
 	var text, dict string
 	switch {
 	case len(rawText) <= maxRawText:
@@ -274,45 +238,115 @@ func parseRecordInto(r *Record, b []byte, a *arena) error {
 			dict = s[len(rawText)+1:]
 		}
 	default:
-		r.Truncated = true
+		truncated = true
 		if a != nil {
 			text, dict = a.string(rawText[:maxRawText]), a.string(rawDict)
 		} else {
 			text, dict = string(rawText[:maxRawText]), string(rawDict)
 		}
 	}
-	if strings.IndexByte(text, '\\') >= 0 {
-		text = Unescape(text)
+	if escaped {
+		if a != nil {
+			text = a.unescaped(text)
+		} else {
+			text = Unescape(text)
+		}
 	}
-	if r.Truncated || len(text) > MaxMessageBytes {
-		r.Truncated = true
+	if truncated || len(text) > MaxMessageBytes {
+		truncated = true
 		text = truncateText(text, MaxMessageBytes-len(TruncatedMarker)) + TruncatedMarker
 	}
-	r.Message = text
+	// Field by field: a composite literal is built aside and copied in
+	// with the garbage collector's barriers, which measured slower.
+	r.Seq, r.Monotonic, r.Message = h.seq, time.Duration(h.ts)*time.Microsecond, text
+	r.Subsystem, r.Device = "", ""
+	r.Facility, r.Level, r.Flags, r.Seen, r.Truncated = uint16(h.pri>>3), uint8(h.pri&7), h.flags, false, truncated
 	for dict != "" {
-		var line string
-		line, dict, _ = strings.Cut(dict, "\n")
-		k, v, ok := strings.Cut(strings.TrimPrefix(line, " "), "=")
-		if !ok {
-			continue
+		line := dict
+		if i := strings.IndexByte(dict, '\n'); i >= 0 {
+			line, dict = dict[:i], dict[i+1:]
+		} else {
+			dict = ""
 		}
-		switch k {
-		case "SUBSYSTEM":
+		line = strings.TrimPrefix(line, " ")
+		if v, ok := strings.CutPrefix(line, "SUBSYSTEM="); ok {
 			r.Subsystem = v
-		case "DEVICE":
+		} else if v, ok := strings.CutPrefix(line, "DEVICE="); ok {
 			r.Device = v
 		}
 	}
 	return nil
 }
 
+// textEnd returns the index of the first newline in b (len(b) when there
+// is none) and whether a backslash comes before it: the end of a record's
+// text, and whether the text has escapes to decode. It looks at eight bytes
+// at a time, so that one pass over the text finds both.
+func textEnd(b []byte) (end int, escaped bool) {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	// Sixteen bytes a turn while neither is in them: one branch for two
+	// words.
+	for ; i+16 <= len(b); i += 16 {
+		w, v := binary.LittleEndian.Uint64(b[i:]), binary.LittleEndian.Uint64(b[i+8:])
+		n, s, m, t := w^(ones*'\n'), w^(ones*'\\'), v^(ones*'\n'), v^(ones*'\\')
+		if ((n-ones)&^n|(s-ones)&^s|(m-ones)&^m|(t-ones)&^t)&highs != 0 {
+			break
+		}
+	}
+	for ; i+8 <= len(b); i += 8 {
+		w := binary.LittleEndian.Uint64(b[i:])
+		// The high bit of each byte that is a newline (nl) or a backslash
+		// (bs). A byte above a match may be marked wrongly (a borrow), so
+		// only the lowest mark of each is used.
+		n, s := w^(ones*'\n'), w^(ones*'\\')
+		nl := (n - ones) &^ n & highs
+		bs := (s - ones) &^ s & highs
+		if nl|bs == 0 {
+			continue
+		}
+		if nl == 0 {
+			// An escape: the rest is the rare path.
+			if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
+				return i + j, true
+			}
+			return len(b), true
+		}
+		k := bits.TrailingZeros64(nl)
+		return i + k>>3, bs != 0 && bits.TrailingZeros64(bs) < k
+	}
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case '\n':
+			return i, escaped
+		case '\\':
+			escaped = true
+		}
+	}
+	return len(b), escaped
+}
+
 // arena hands out strings carved from large append-only chunks, so the
 // reader allocates once per chunk rather than once per record. Bytes are
-// never written after a string points at them. A string keeps its whole
-// chunk alive, which is why RecordEvent copies what it keeps.
-type arena struct{ buf []byte }
+// never written after a string points at them until reset, which is the
+// owner's promise that no string handed out is in use any more. A string
+// keeps its whole chunk alive, which is why RecordEvent copies what it
+// keeps.
+type arena struct {
+	buf  []byte   // the chunk being filled
+	full [][]byte // chunks filled before it, since the last reset
+	free [][]byte // chunks to fill again
+}
 
-const arenaChunk = 16 << 10
+const (
+	// arenaChunk is the size of the chunks; a string of more than a quarter
+	// of it is allocated on its own.
+	arenaChunk = 16 << 10
+	// arenaKeep bounds the chunks an arena keeps across a reset: what a
+	// flood needed is given back to the garbage collector, what an ordinary
+	// batch needs is not made again.
+	arenaKeep = 4
+)
 
 func (a *arena) string(b []byte) string {
 	if len(b) == 0 {
@@ -321,12 +355,56 @@ func (a *arena) string(b []byte) string {
 	if len(b) > arenaChunk/4 {
 		return string(b)
 	}
-	if cap(a.buf)-len(a.buf) < len(b) {
-		a.buf = make([]byte, 0, arenaChunk)
-	}
+	a.room(len(b))
 	start := len(a.buf)
 	a.buf = append(a.buf, b...)
 	return unsafe.String(&a.buf[start], len(b))
+}
+
+// unescaped is Unescape(s), in the arena.
+func (a *arena) unescaped(s string) string {
+	if len(s) > arenaChunk/4 {
+		return Unescape(s)
+	}
+	a.room(len(s))
+	start := len(a.buf)
+	a.buf = appendUnescaped(a.buf, s)
+	if len(a.buf) == start {
+		return ""
+	}
+	return unsafe.String(&a.buf[start], len(a.buf)-start)
+}
+
+// room makes sure the chunk being filled has n bytes free, n at most
+// arenaChunk.
+func (a *arena) room(n int) {
+	if cap(a.buf)-len(a.buf) >= n {
+		return
+	}
+	if a.buf != nil {
+		a.full = append(a.full, a.buf)
+	}
+	if k := len(a.free); k > 0 {
+		a.buf, a.free = a.free[k-1][:0], a.free[:k-1]
+	} else {
+		a.buf = make([]byte, 0, arenaChunk)
+	}
+}
+
+// reset makes the arena's chunks free to be filled again: every string it
+// handed out may then change.
+func (a *arena) reset() {
+	if a.buf != nil {
+		a.full = append(a.full, a.buf)
+		a.buf = nil
+	}
+	for _, c := range a.full {
+		if len(a.free) < arenaKeep {
+			a.free = append(a.free, c[:0])
+		}
+	}
+	clear(a.full)
+	a.full = a.full[:0]
 }
 
 // Unescape decodes the kernel's \xNN escapes. Anything else, including a
@@ -336,9 +414,13 @@ func Unescape(s string) string {
 	if i < 0 {
 		return s
 	}
-	out := make([]byte, 0, len(s))
-	out = append(out, s[:i]...)
-	for ; i < len(s); i++ {
+	return string(appendUnescaped(make([]byte, 0, len(s)), s))
+}
+
+// appendUnescaped appends s to out with its \xNN escapes decoded: at most
+// len(s) bytes.
+func appendUnescaped(out []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c == '\\' && i+3 < len(s) && s[i+1] == 'x' && isHex(s[i+2]) && isHex(s[i+3]) {
 			out = append(out, unhex(s[i+2])<<4|unhex(s[i+3]))
@@ -347,7 +429,7 @@ func Unescape(s string) string {
 		}
 		out = append(out, c)
 	}
-	return string(out)
+	return out
 }
 
 func unhex(c byte) byte {

@@ -1,6 +1,7 @@
 package kmsg
 
 import (
+	"bytes"
 	"errors"
 	"math/rand/v2"
 	"runtime"
@@ -207,18 +208,44 @@ func TestParseHeaderFastAgreesWithTheFieldByFieldParse(t *testing.T) {
 	}
 }
 
-func TestParseDigits(t *testing.T) {
+func TestDigitsAt(t *testing.T) {
 	for _, s := range []string{"0", "7", "12345678", "123456789", "1234567890123456", "12345678901234567", "9999999999999999999", "0000000000000000001"} {
 		b := []byte(s + ",padding")
-		v, next, ok := parseDigits(b, 0)
+		v, next, ok := digitsAt(b, 0)
 		want, _ := strconv.ParseUint(s, 10, 64)
-		if !ok || v != want || next != len(s) {
-			t.Errorf("%s: %d %d %v, want %d %d", s, v, next, ok, want, len(s))
+		if !ok || v != want || next != len(s)+1 {
+			t.Errorf("%s: %d %d %v, want %d %d", s, v, next, ok, want, len(s)+1)
 		}
 	}
-	for _, s := range []string{",", "a1", "12345678901234567890", "1"} {
-		if _, _, ok := parseDigits([]byte(s+"x"), 0); ok {
+	for _, s := range []string{",", "a1,", "12345678901234567890,", "1", "1x,", "99999999999999999999,"} {
+		if _, _, ok := digitsAt([]byte(s), 0); ok {
 			t.Errorf("%q: taken", s)
+		}
+	}
+}
+
+// textEnd finds the first newline and a backslash before it wherever they
+// fall in the eight-byte words, as a byte-by-byte look does.
+func TestTextEndAgreesWithAByteByByteLook(t *testing.T) {
+	for n := range 40 {
+		for nl := -1; nl < n; nl++ {
+			for bs := -1; bs < n; bs++ {
+				b := []byte(strings.Repeat("a", n))
+				if bs >= 0 {
+					b[bs] = '\\'
+				}
+				if nl >= 0 {
+					b[nl] = '\n'
+				}
+				wantEnd := bytes.IndexByte(b, '\n')
+				if wantEnd < 0 {
+					wantEnd = len(b)
+				}
+				wantEsc := bytes.IndexByte(b[:wantEnd], '\\') >= 0
+				if end, esc := textEnd(b); end != wantEnd || esc != wantEsc {
+					t.Fatalf("%q: textEnd %d %v, want %d %v", b, end, esc, wantEnd, wantEsc)
+				}
+			}
 		}
 	}
 }

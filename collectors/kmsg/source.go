@@ -91,6 +91,7 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 		// Applied: a restart resumes after it, with the counters as they
 		// are now, in one write.
 		r.AckCheckpoint(batch.Last, sink.Checkpoint())
+		batch.Release() // the events copied what they keep
 		sink.Stats(s.metrics(r.Stats()))
 		sink.Ran(time.Since(start))
 	}
