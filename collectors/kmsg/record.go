@@ -420,16 +420,22 @@ func Unescape(s string) string {
 // appendUnescaped appends s to out with its \xNN escapes decoded: at most
 // len(s) bytes.
 func appendUnescaped(out []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '\\' && i+3 < len(s) && s[i+1] == 'x' && isHex(s[i+2]) && isHex(s[i+3]) {
-			out = append(out, unhex(s[i+2])<<4|unhex(s[i+3]))
-			i += 3
-			continue
+	for {
+		// The text up to the next backslash as it is, in one copy.
+		i := strings.IndexByte(s, '\\')
+		if i < 0 {
+			return append(out, s...)
 		}
-		out = append(out, c)
+		out = append(out, s[:i]...)
+		s = s[i:]
+		if len(s) >= 4 && s[1] == 'x' && isHex(s[2]) && isHex(s[3]) {
+			out = append(out, unhex(s[2])<<4|unhex(s[3]))
+			s = s[4:]
+		} else {
+			out = append(out, '\\')
+			s = s[1:]
+		}
 	}
-	return out
 }
 
 func unhex(c byte) byte {
