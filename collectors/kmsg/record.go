@@ -2,10 +2,8 @@ package kmsg
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/bits"
 	"strconv"
 	"strings"
 	"time"
@@ -280,50 +278,14 @@ func parseRecordInto(r *Record, b []byte, a *arena) error {
 
 // textEnd returns the index of the first newline in b (len(b) when there
 // is none) and whether a backslash comes before it: the end of a record's
-// text, and whether the text has escapes to decode. It looks at eight bytes
-// at a time, so that one pass over the text finds both.
+// text, and whether the text has escapes to decode. Two vector searches
+// measured faster than one pass that looks for both eight bytes at a time.
 func textEnd(b []byte) (end int, escaped bool) {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	i := 0
-	// Sixteen bytes a turn while neither is in them: one branch for two
-	// words.
-	for ; i+16 <= len(b); i += 16 {
-		w, v := binary.LittleEndian.Uint64(b[i:]), binary.LittleEndian.Uint64(b[i+8:])
-		n, s, m, t := w^(ones*'\n'), w^(ones*'\\'), v^(ones*'\n'), v^(ones*'\\')
-		if ((n-ones)&^n|(s-ones)&^s|(m-ones)&^m|(t-ones)&^t)&highs != 0 {
-			break
-		}
+	end = bytes.IndexByte(b, '\n')
+	if end < 0 {
+		end = len(b)
 	}
-	for ; i+8 <= len(b); i += 8 {
-		w := binary.LittleEndian.Uint64(b[i:])
-		// The high bit of each byte that is a newline (nl) or a backslash
-		// (bs). A byte above a match may be marked wrongly (a borrow), so
-		// only the lowest mark of each is used.
-		n, s := w^(ones*'\n'), w^(ones*'\\')
-		nl := (n - ones) &^ n & highs
-		bs := (s - ones) &^ s & highs
-		if nl|bs == 0 {
-			continue
-		}
-		if nl == 0 {
-			// An escape: the rest is the rare path.
-			if j := bytes.IndexByte(b[i:], '\n'); j >= 0 {
-				return i + j, true
-			}
-			return len(b), true
-		}
-		k := bits.TrailingZeros64(nl)
-		return i + k>>3, bs != 0 && bits.TrailingZeros64(bs) < k
-	}
-	for ; i < len(b); i++ {
-		switch b[i] {
-		case '\n':
-			return i, escaped
-		case '\\':
-			escaped = true
-		}
-	}
-	return len(b), escaped
+	return end, bytes.IndexByte(b[:end], '\\') >= 0
 }
 
 // arena hands out strings carved from large append-only chunks, so the
