@@ -190,6 +190,10 @@ func parseHeaderSlow(b []byte) (header, error) {
 func parseRecordInto(r *Record, b []byte, a *arena) error {
 	// The header in one pass for the records the kernel writes; the
 	// field-by-field parse, which says what is wrong, for anything else.
+	// The text ends at the first newline (the kernel escapes any in the
+	// message), where the dictionary begins. It is looked for before the
+	// header is parsed, so that the processor does both at once.
+	nl := bytes.IndexByte(b, '\n')
 	h, ok := parseHeaderFast(b)
 	if !ok {
 		var err error
@@ -202,9 +206,13 @@ func parseRecordInto(r *Record, b []byte, a *arena) error {
 	for len(body) > 0 && body[len(body)-1] == '\n' {
 		body = body[:len(body)-1]
 	}
-	// The text ends at the first newline (the kernel escapes any in the
-	// message), where the dictionary begins.
-	end, escaped := textEnd(body)
+	var end int
+	if nl > h.semi {
+		end = min(nl-h.semi-1, len(body))
+	} else if end = bytes.IndexByte(body, '\n'); end < 0 { // a newline in the header
+		end = len(body)
+	}
+	escaped := bytes.IndexByte(body[:end], '\\') >= 0
 	rawText, rawDict := body[:end], body[min(end+1, len(body)):]
 	// Bound what is copied: the text to maxRawText, the dictionary to its
 	// whole lines within maxDictBytes. In the common case text and
@@ -274,18 +282,6 @@ func parseRecordInto(r *Record, b []byte, a *arena) error {
 		}
 	}
 	return nil
-}
-
-// textEnd returns the index of the first newline in b (len(b) when there
-// is none) and whether a backslash comes before it: the end of a record's
-// text, and whether the text has escapes to decode. Two vector searches
-// measured faster than one pass that looks for both eight bytes at a time.
-func textEnd(b []byte) (end int, escaped bool) {
-	end = bytes.IndexByte(b, '\n')
-	if end < 0 {
-		end = len(b)
-	}
-	return end, bytes.IndexByte(b[:end], '\\') >= 0
 }
 
 // arena hands out strings carved from large append-only chunks, so the

@@ -1,7 +1,6 @@
 package kmsg
 
 import (
-	"bytes"
 	"errors"
 	"math/rand/v2"
 	"runtime"
@@ -224,28 +223,29 @@ func TestDigitsAt(t *testing.T) {
 	}
 }
 
-// textEnd finds the first newline and a backslash before it wherever they
-// fall in the eight-byte words, as a byte-by-byte look does.
-func TestTextEndAgreesWithAByteByByteLook(t *testing.T) {
-	for n := range 40 {
-		for nl := -1; nl < n; nl++ {
-			for bs := -1; bs < n; bs++ {
-				b := []byte(strings.Repeat("a", n))
-				if bs >= 0 {
-					b[bs] = '\\'
-				}
-				if nl >= 0 {
-					b[nl] = '\n'
-				}
-				wantEnd := bytes.IndexByte(b, '\n')
-				if wantEnd < 0 {
-					wantEnd = len(b)
-				}
-				wantEsc := bytes.IndexByte(b[:wantEnd], '\\') >= 0
-				if end, esc := textEnd(b); end != wantEnd || esc != wantEsc {
-					t.Fatalf("%q: textEnd %d %v, want %d %v", b, end, esc, wantEnd, wantEsc)
+// The text ends at its first newline and its escapes are decoded wherever
+// they fall, with or without a dictionary after it, in an arena or not,
+// and whatever the header holds (a newline in an extra field included).
+func TestTheTextEndsAtItsFirstNewline(t *testing.T) {
+	var a arena
+	for _, head := range []string{"6,1,2,-;", "6,1,2,-,caller=T1;", "6,1,2,-,x\ny;"} {
+		for n := range 40 {
+			for esc := -1; esc <= n; esc++ {
+				for _, dict := range []string{"", "\n SUBSYSTEM=pci", "\n SUBSYSTEM=pci\n DEVICE=+pci:0000:3b:00.0"} {
+					text, want := strings.Repeat("a", n), strings.Repeat("a", n)
+					if esc >= 0 {
+						text, want = text[:esc]+`\x41`+text[esc:], want[:esc]+"A"+want[esc:]
+					}
+					b := []byte(head + text + dict + "\n")
+					for _, in := range []*arena{nil, &a} {
+						var r Record
+						if err := parseRecordInto(&r, b, in); err != nil || r.Message != want || (r.Subsystem == "pci") != (dict != "") {
+							t.Fatalf("%q: %+v, %v; want message %q", b, r, err, want)
+						}
+					}
 				}
 			}
 		}
+		a.reset()
 	}
 }
