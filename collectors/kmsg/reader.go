@@ -380,9 +380,9 @@ type batchMem struct {
 }
 
 // keptBatches bounds the released batches' memory the reader keeps for
-// the next ones: a consumer applies one batch at a time, and a few more
-// cover a burst without keeping a flood's worth.
-const keptBatches = 4
+// the next ones: a consumer applies one batch while the reader fills the
+// next, and what a burst needed beyond that goes back to the collector.
+const keptBatches = 2
 
 // Release hands the batch's memory back to the reader, which parses later
 // batches into it. Call it when done with the records, after applying
@@ -394,6 +394,11 @@ func (b Batch) Release() {
 	m := b.mem
 	if m == nil || !m.gen.CompareAndSwap(b.gen, b.gen+1) {
 		return
+	}
+	if cap(m.recs) > 64 && len(m.recs) < cap(m.recs)/4 {
+		// A batch of a quiet log in the memory of a burst's: the next
+		// batch sizes its own rather than keep a burst's worth for good.
+		m.recs = nil
 	}
 	m.recs = m.recs[:0]
 	m.text.reset()

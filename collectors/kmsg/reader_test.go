@@ -682,3 +682,47 @@ func TestRealDevKmsgReleasedBatchesReadTheSame(t *testing.T) {
 		t.Error("the second pass was not parsed into the first pass's released memory")
 	}
 }
+
+// What a burst needed is not kept once the log is quiet again: the memory
+// the reader keeps for its next batches comes down to a quiet batch's.
+func TestAQuietLogKeepsNoBurstsWorthOfMemory(t *testing.T) {
+	r := batchReader(DefaultBatchSize)
+	held := 0
+	kept := func() (bytes int) {
+		mems := []*batchMem{}
+		for len(r.free) > 0 {
+			mems = append(mems, <-r.free)
+		}
+		for _, m := range mems {
+			bytes += cap(m.recs) * int(unsafe.Sizeof(Record{}))
+			for _, c := range append(m.text.free, m.text.buf) {
+				bytes += cap(c)
+			}
+			r.free <- m
+		}
+		return bytes
+	}
+	// A burst: batches queued faster than they are released.
+	parseN(r, 0, 3*DefaultBatchSize)
+	var burst []Batch
+	for len(r.out) > 0 {
+		burst = append(burst, <-r.out)
+	}
+	for _, b := range burst {
+		held += len(b.Records)
+		b.Release()
+	}
+	if held != 3*DefaultBatchSize {
+		t.Fatalf("%d records in the burst", held)
+	}
+	afterBurst := kept()
+	// Quiet: one record a batch.
+	for i := range 4 {
+		parseN(r, 3*DefaultBatchSize+i, 1)
+		r.flush()
+		(<-r.out).Release()
+	}
+	if quiet := kept(); quiet > 2*(64*int(unsafe.Sizeof(Record{}))+arenaKeep*arenaChunk) || quiet >= afterBurst {
+		t.Errorf("%d bytes kept for the next batches of a quiet log (%d after the burst)", quiet, afterBurst)
+	}
+}

@@ -303,7 +303,7 @@ const (
 	// arenaKeep bounds the chunks an arena keeps across a reset: what a
 	// flood needed is given back to the garbage collector, what an ordinary
 	// batch needs is not made again.
-	arenaKeep = 4
+	arenaKeep = 2
 )
 
 func (a *arena) string(b []byte) string {
