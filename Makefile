@@ -18,9 +18,12 @@ build:
 DEMO_TRACE := collectors/replay/demo/traces/dgx-h100-demo.trace.jsonl.gz
 
 # Record the demo trace from its scenario through the real collector, where
-# the binary embeds it and the tests read it (stored once).
-demo-trace: build
-	./$(BIN) record --backend mock --scenario testdata/scenarios/dgx-h100-demo.yaml --out $(DEMO_TRACE)
+# the binary embeds it and the tests read it (stored once). The simulator
+# (go-nvml's mock) is only in a build with -tags simulator: the agent's
+# binary leaves it out.
+demo-trace:
+	$(GO) build -trimpath -tags simulator -ldflags '$(LDFLAGS)' -o bin/gpuwarden-simulator ./cmd/gpuwarden
+	./bin/gpuwarden-simulator record --backend mock --scenario testdata/scenarios/dgx-h100-demo.yaml --out $(DEMO_TRACE)
 	$(MAKE) build
 
 # The replay player's and recorder's NVML methods from their table
