@@ -14,6 +14,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
+	"github.com/gpuwarden/gpuwarden/collectors/replay/simulator"
 )
 
 // writeScenarioTrace writes the trace of a scenario file to out, as
@@ -25,7 +26,7 @@ func writeScenarioTrace(t *testing.T, scenario, out string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := replay.RecordScenario(sc, slog.New(slog.DiscardHandler))
+	tr, err := replay.RecordScenario(sc, simulator.New(sc), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("record %s: %v", scenario, err)
 	}
