@@ -13,6 +13,11 @@
 # The agent plays the embedded 8-GPU demo trace, looping. node_exporter is
 # Debian's prometheus-node-exporter (`make deps`), run directly, not as a
 # service; without it the agent is measured alone. Needs root (unshare -n).
+#
+# Each daemon runs from a copy made with cp, as a package manager would
+# install it: how a file came into the page cache changes how much of it a
+# fault maps in, and a binary fresh from the linker showed 1.5 to 3 MB more
+# RssFile than a copy of itself.
 set -eu
 bin=${1:-bin/gpuwarden}
 nodeexp=${2:-/usr/bin/prometheus-node-exporter}
@@ -67,6 +72,16 @@ measure() {
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
+size() { wc -c <"$1" | tr -d ' '; }
+binsize=$(size "$bin") nodesize=""
+origbin=$bin orignode=$nodeexp
+cp "$bin" "$work/gpuwarden"
+bin=$work/gpuwarden
+if [ -x "$nodeexp" ]; then
+	nodesize=$(size "$nodeexp")
+	cp "$nodeexp" "$work/node_exporter"
+	nodeexp=$work/node_exporter
+fi
 echo "rss-compare: $runs runs of ${span} s each, a scrape every ${every} s; kB from /proc/PID/status"
 i=1
 while [ "$i" -le "$runs" ]; do
@@ -82,8 +97,7 @@ while [ "$i" -le "$runs" ]; do
 	echo "$line"
 	i=$((i + 1))
 done
-size() { wc -c <"$1" | tr -d ' '; }
-printf 'binary  %s %s B' "$bin" "$(size "$bin")"
-[ -x "$nodeexp" ] && printf ', %s %s B (%s)' "$nodeexp" "$(size "$nodeexp")" \
+printf 'binary  %s %s B' "$origbin" "$binsize"
+[ -n "$nodesize" ] && printf ', %s %s B (%s)' "$orignode" "$nodesize" \
 	"$("$nodeexp" --version 2>&1 | sed -n '1s/^node_exporter, version \([^ ]*\).*/node_exporter \1/p')"
 echo
