@@ -8,7 +8,7 @@ REVISION  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS   := -s -w -X github.com/gpuwarden/gpuwarden/agent.Version=$(VERSION) -X github.com/gpuwarden/gpuwarden/agent.Revision=$(REVISION)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all build run test deps bench bench-go bench-idle bench-compare fuzz lint clean distclean demo-trace generate vmlinux-h
+.PHONY: all build run test deps bench bench-go bench-idle bench-rss bench-compare fuzz lint clean distclean demo-trace generate vmlinux-h
 
 all: build
 
@@ -18,9 +18,12 @@ build:
 DEMO_TRACE := collectors/replay/demo/traces/dgx-h100-demo.trace.jsonl.gz
 
 # Record the demo trace from its scenario through the real collector, where
-# the binary embeds it and the tests read it (stored once).
-demo-trace: build
-	./$(BIN) record --backend mock --scenario testdata/scenarios/dgx-h100-demo.yaml --out $(DEMO_TRACE)
+# the binary embeds it and the tests read it (stored once). The simulator
+# (go-nvml's mock) is only in a build with -tags simulator: the agent's
+# binary leaves it out.
+demo-trace:
+	$(GO) build -trimpath -tags simulator -ldflags '$(LDFLAGS)' -o bin/gpuwarden-simulator ./cmd/gpuwarden
+	./bin/gpuwarden-simulator record --backend mock --scenario testdata/scenarios/dgx-h100-demo.yaml --out $(DEMO_TRACE)
 	$(MAKE) build
 
 # The replay player's and recorder's NVML methods from their table
@@ -65,6 +68,12 @@ bench-go:
 IDLE_BACKENDS ?= replay nvml
 bench-idle: build
 	sh bench/idle-cpu.sh $(BIN) $(IDLE_BACKENDS)
+
+# Resident memory of the built agent beside node_exporter's, each alone in a
+# network namespace, scraped every 10 s for a minute (bench/rss-compare.sh;
+# RSS_RUNS, RSS_SECONDS; needs root).
+bench-rss: build
+	sh bench/rss-compare.sh $(BIN)
 
 # The key benchmarks here and at REV, with benchstat's ratios
 # (bench/compare.sh; COUNT, BENCHTIME, BENCH_SET).

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,12 +13,54 @@ import (
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
+	"github.com/gpuwarden/gpuwarden/collectors/replay"
+	"github.com/gpuwarden/gpuwarden/collectors/replay/simulator"
 )
+
+// writeScenarioTrace writes the trace of a scenario file to out, as
+// `gpuwarden record --backend mock` does in a binary built with the
+// simulator (record_simulator.go); the agent's own build leaves it out.
+func writeScenarioTrace(t *testing.T, scenario, out string) {
+	t.Helper()
+	sc, err := replay.LoadScenario(scenario)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := replay.RecordScenario(sc, simulator.New(sc), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("record %s: %v", scenario, err)
+	}
+	if err := replay.WriteFile(tr, out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The agent's binary has no simulator, and `record --backend mock` says so
+// and how to get one, before it writes anything.
+func TestRecordingAScenarioWithoutTheSimulatorSaysHowToBuildIt(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "demo.trace.jsonl.gz")
+	cmd := exec.Command(gpuwardenBinary(t), "record", "--backend", "mock",
+		"--scenario", "../../testdata/scenarios/dgx-h100-demo.yaml", "--out", out)
+	msg, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("record --backend mock: %v, want an exit status\n%s", err, msg)
+	}
+	for _, want := range []string{"without the scenario simulator", "-tags simulator", "make demo-trace"} {
+		if !strings.Contains(string(msg), want) {
+			t.Errorf("record --backend mock does not say %q:\n%s", want, msg)
+		}
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("record --backend mock wrote %s", out)
+	}
+}
 
 // A replayed trace carries what the eBPF source saw on a production kernel
 // (this one has no ras/aer_event and no module/* tracepoints): recorded
-// from testdata/scenarios/ebpf-replay.yaml by the binary, played by the
-// agent with --collector.ebpf through the source's own decoder.
+// from testdata/scenarios/ebpf-replay.yaml as `record --backend mock` does,
+// played by the agent with --collector.ebpf through the source's own
+// decoder.
 //
 //   - the PCIe AER on GPU 2, in the kernel log and from the tracepoint, is
 //     one event in /v1/events, and the second copy is counted as joined;
@@ -32,10 +75,7 @@ import (
 func TestAReplayedTracesEBPFRecordsReachTheAgent(t *testing.T) {
 	dir := t.TempDir()
 	trace := filepath.Join(dir, "ebpf.trace.jsonl")
-	if out, err := exec.Command(gpuwardenBinary(t), "record", "--backend", "mock",
-		"--scenario", "../../testdata/scenarios/ebpf-replay.yaml", "--out", trace).CombinedOutput(); err != nil {
-		t.Fatalf("record: %v\n%s", err, out)
-	}
+	writeScenarioTrace(t, "../../testdata/scenarios/ebpf-replay.yaml", trace)
 	root := filepath.Join(dir, "root")
 	if out, err := exec.Command("cp", "-a", "../../testdata/rootfs/driver-not-reloaded/.", root+"/").CombinedOutput(); err != nil {
 		t.Fatalf("copy fixture: %v\n%s", err, out)
@@ -136,10 +176,7 @@ func TestAReplayedTracesEBPFRecordsReachTheAgent(t *testing.T) {
 func TestAReplayWithoutTheEBPFSourceSaysItsRecordsAreNotPlayed(t *testing.T) {
 	dir := t.TempDir()
 	trace := filepath.Join(dir, "ebpf.trace.jsonl")
-	if out, err := exec.Command(gpuwardenBinary(t), "record", "--backend", "mock",
-		"--scenario", "../../testdata/scenarios/ebpf-replay.yaml", "--out", trace).CombinedOutput(); err != nil {
-		t.Fatalf("record: %v\n%s", err, out)
-	}
+	writeScenarioTrace(t, "../../testdata/scenarios/ebpf-replay.yaml", trace)
 	a := startAgent(t, nil, "--backend", "replay", "--replay", trace, "--state.dir", filepath.Join(dir, "state"))
 	eventually(t, 5*time.Second, "the log says why", func() bool {
 		return strings.Contains(a.log.String(), `the trace's eBPF records are not played`) && strings.Contains(a.log.String(), "records=3")

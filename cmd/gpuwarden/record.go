@@ -32,7 +32,9 @@ NVML answer (values and error returns) into a trace that 'gpuwarden run
 --backend replay --replay FILE' plays back. A name ending in .gz is gzipped.
 The trace starts with the host's kernel, driver and DKMS facts (a scenario
 declares its node's): a replay's kernel and driver checks judge those, so it
-shows the findings of the host it was recorded on.
+shows the findings of the host it was recorded on. The simulated DGX H100
+(--backend mock, go-nvml's mock) is only in a binary built with -tags
+simulator, as make demo-trace builds one; the agent's own build leaves it out.
 
   gpuwarden record --backend nvml --interval 1s --duration 10m --out h100-idle.trace.jsonl.gz
   gpuwarden record --backend mock --scenario testdata/scenarios/dgx-h100-demo.yaml --out demo.trace.jsonl.gz`,
@@ -49,11 +51,7 @@ shows the findings of the host it was recorded on.
 				if scenario == "" {
 					return errors.New("--backend mock needs --scenario FILE")
 				}
-				sc, err := replay.LoadScenario(scenario)
-				if err != nil {
-					return err
-				}
-				if tr, err = replay.RecordScenario(sc, log); err != nil {
+				if tr, err = recordScenario(scenario, log); err != nil {
 					return err
 				}
 			case "nvml":
@@ -86,7 +84,7 @@ shows the findings of the host it was recorded on.
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&backend, "backend", "nvml", "nvml (the driver) or mock (go-nvml's DGX H100 mock driven by --scenario)")
+	f.StringVar(&backend, "backend", "nvml", "nvml (the driver) or mock (go-nvml's DGX H100 mock driven by --scenario; a build with -tags simulator)")
 	f.StringVar(&scenario, "scenario", "", "scenario file for --backend mock")
 	f.StringVar(&out, "out", "", "trace file to write (.gz compresses)")
 	f.DurationVar(&interval, "interval", time.Second, "sampling interval for --backend nvml")

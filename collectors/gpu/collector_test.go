@@ -15,6 +15,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
+	"github.com/gpuwarden/gpuwarden/collectors/replay/simulator"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -37,7 +38,7 @@ func (s *switchable) Init() nvml.Return {
 }
 
 func TestNothingIsCalledAfterAFailedInitAndTheDriverIsPickedUpLater(t *testing.T) {
-	sim := replay.NewSimulation(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
+	sim := simulator.New(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
 	lib := &switchable{Library: sim.Library(), missing: &mock.Interface{
 		InitFunc: func() nvml.Return { return nvml.ERROR_LIBRARY_NOT_FOUND },
 	}}
@@ -63,7 +64,7 @@ func TestNothingIsCalledAfterAFailedInitAndTheDriverIsPickedUpLater(t *testing.T
 }
 
 func TestOneFailingGPUDoesNotStopTheOthers(t *testing.T) {
-	sim := replay.NewSimulation(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
+	sim := simulator.New(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
 	dev := sim.MockDevice(2)
 	dev.GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) { return 0, nvml.ERROR_UNKNOWN }
 	col := gpu.New(sim.Library(), gpu.Options{Log: quiet})
@@ -83,7 +84,7 @@ func TestOneFailingGPUDoesNotStopTheOthers(t *testing.T) {
 }
 
 func TestAHungGPUTimesOutAloneAndGetsOneStuckCall(t *testing.T) {
-	sim := replay.NewSimulation(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
+	sim := simulator.New(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
 	release := make(chan struct{})
 	var calls atomic.Int32
 	dev := sim.MockDevice(5)
@@ -112,7 +113,7 @@ func TestAHungGPUTimesOutAloneAndGetsOneStuckCall(t *testing.T) {
 
 // NVML's Xid events are drained after each round and name their GPU.
 func TestXidEventsFromNVMLArriveWithTheRound(t *testing.T) {
-	sim := replay.NewSimulation(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
+	sim := simulator.New(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
 	srv := sim.NVML().(*server.Server)
 	queue := []nvml.EventData{}
 	set := &mock.EventSet{
@@ -154,7 +155,7 @@ func TestXidEventsFromNVMLArriveWithTheRound(t *testing.T) {
 // Rounds back to back (a replay at speed, a recording in simulated time)
 // never find a GPU still marked busy by the round before.
 func TestBackToBackRoundsNeverFindAGPUBusy(t *testing.T) {
-	sim := replay.NewSimulation(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
+	sim := simulator.New(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
 	col := gpu.New(sim.Library(), gpu.Options{Log: quiet, Timeout: time.Minute})
 	for round := 0; round < 300; round++ {
 		for i, s := range col.Sample(context.Background()).Samples {
@@ -168,7 +169,7 @@ func TestBackToBackRoundsNeverFindAGPUBusy(t *testing.T) {
 // Fields a node's GPUs do not have are logged once, in one line for the
 // whole node, naming the GPUs of a field only where not all have it.
 func TestUnsupportedFieldsAreOneLogLineForTheNode(t *testing.T) {
-	sim := replay.NewSimulation(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}},
+	sim := simulator.New(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}},
 		NotSupported: []replay.FieldsOff{{GPU: 2, Fields: []string{"DCGM_FI_DEV_MEMORY_TEMP"}}}})
 	var log strings.Builder
 	col := gpu.New(sim.Library(), gpu.Options{Log: slog.New(slog.NewTextHandler(&log, nil))})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 	"github.com/gpuwarden/gpuwarden/collectors/replay"
+	"github.com/gpuwarden/gpuwarden/collectors/replay/simulator"
 )
 
 // gpmNode is the simulated DGX H100 with its GPM answered by the test:
@@ -23,7 +24,7 @@ import (
 // buffer remembering what it was taken of, and every pairing checked.
 type gpmNode struct {
 	t   *testing.T
-	sim *replay.Simulation
+	sim *simulator.Simulation
 	srv *server.Server
 
 	mu      sync.Mutex
@@ -38,7 +39,7 @@ type gpmNode struct {
 
 func newGPMNode(t *testing.T) *gpmNode {
 	t.Helper()
-	sim := replay.NewSimulation(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
+	sim := simulator.New(&replay.Scenario{Duration: 10, Interval: 1, Load: replay.LoadCurve{Default: [][2]float64{{0, 50}}}})
 	n := &gpmNode{t: t, sim: sim, srv: sim.NVML().(*server.Server),
 		values: map[int]map[nvml.GpmMetricId]float64{}, taken: map[*mock.GpmSample]int{},
 		history: map[int][]*mock.GpmSample{}, live: map[*mock.GpmSample]bool{}, sampleR: map[int]nvml.Return{}}

@@ -2,11 +2,15 @@ package replay
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // Run sleeps until the next record is due instead of polling: records
 // arrive no earlier than their time, and an idle stretch of the trace costs

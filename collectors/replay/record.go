@@ -16,10 +16,22 @@ import (
 	"github.com/gpuwarden/gpuwarden/dkms"
 )
 
-// RecordScenario plays a Scenario on the simulated DGX H100 in simulated
-// time (no sleeping) and returns the trace the collector's calls produced.
-func RecordScenario(sc *Scenario, log *slog.Logger) (*Trace, error) {
-	sim := NewSimulation(sc)
+// A SimulatedNode is what a Scenario plays on: an NVML that Step moves to a
+// time, the GPUs' PCI addresses its kernel-log lines name, and who owns a
+// process. The simulator (collectors/replay/simulator) is one; it lives in a
+// package of its own so that the agent, which imports replay, does not link
+// go-nvml's mock.
+type SimulatedNode interface {
+	Library() gpu.Library
+	Step(t float64)
+	BusID(i int) string
+	Owner(pid uint32) attribution.Owner
+}
+
+// RecordScenario plays a Scenario on sim, the simulated DGX H100 built from
+// it, in simulated time (no sleeping) and returns the trace the collector's
+// calls produced.
+func RecordScenario(sc *Scenario, sim SimulatedNode, log *slog.Logger) (*Trace, error) {
 	rec := NewRecorder(sim.Library())
 	rec.Owners = sim.Owner
 	now := time.Unix(0, 0).UTC()

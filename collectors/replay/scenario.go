@@ -15,7 +15,8 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/ebpf"
 )
 
-// Scenario describes a simulated node for `gpuwarden record --backend mock`:
+// Scenario describes a simulated node (collectors/replay/simulator) for
+// `gpuwarden record --backend mock`:
 // go-nvml's DGX H100 mock with telemetry that follows these curves and
 // incidents. Times are seconds from the start.
 type Scenario struct {
@@ -129,6 +130,13 @@ type MIGInstance struct {
 	ID      int          `yaml:"id"`
 	Profile string       `yaml:"profile"`
 	Load    [][2]float64 `yaml:"load"`
+}
+
+// Size is the instance's profile read as its slices and GB ("3g.40gb": 3
+// and 40); LoadScenario has checked it.
+func (in MIGInstance) Size() (slices uint32, gb int) {
+	slices, gb, _ = parseProfile(in.Profile)
+	return slices, gb
 }
 
 // parseProfile reads "3g.40gb" as 3 slices and 40 GB.

@@ -47,9 +47,9 @@
 //  3. go generate ./collectors/replay/ (make generate).
 //
 // The simulator answers it once its go-nvml mock device has a function for
-// it (simulate.go's wire). Tests fail when the generated files are stale, or
-// when a gpu.Device method is neither a table row nor in nvmlcalls.ByHand,
-// the methods written by hand in player.go and recorder.go.
+// it (simulator/simulator.go's wire). Tests fail when the generated files
+// are stale, or when a gpu.Device method is neither a table row nor in
+// nvmlcalls.ByHand, the methods written by hand in player.go and recorder.go.
 package replay
 
 import (

@@ -1,4 +1,4 @@
-package replay
+package simulator
 
 import (
 	"bytes"
@@ -11,13 +11,14 @@ import (
 	"time"
 
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/replay"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func demoScenario(t *testing.T) *Scenario {
+func demoScenario(t *testing.T) *replay.Scenario {
 	t.Helper()
-	sc, err := LoadScenario("../../testdata/scenarios/dgx-h100-demo.yaml")
+	sc, err := replay.LoadScenario("../../../testdata/scenarios/dgx-h100-demo.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +27,7 @@ func demoScenario(t *testing.T) *Scenario {
 
 func TestRecordedScenarioReplaysTheSameAnswers(t *testing.T) {
 	sc := demoScenario(t)
-	tr, err := RecordScenario(sc, quiet)
+	tr, err := replay.RecordScenario(sc, New(sc), quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +35,7 @@ func TestRecordedScenarioReplaysTheSameAnswers(t *testing.T) {
 	if err := tr.Write(&buf); err != nil {
 		t.Fatal(err)
 	}
-	back, err := Read(&buf, "mem")
+	back, err := replay.Read(&buf, "mem")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func TestRecordedScenarioReplaysTheSameAnswers(t *testing.T) {
 	// Play at t=100 s: GPU 2 is in its thermal slowdown, GPU 4 has no memory
 	// temperature, GPU 3 is still on the bus.
 	now := time.Unix(1000, 0)
-	p := NewPlayer(back, PlayerOptions{Clock: func() time.Time { return now }})
+	p := replay.NewPlayer(back, replay.PlayerOptions{Clock: func() time.Time { return now }})
 	now = now.Add(130 * time.Second)
 	col := gpu.New(p.Library(), gpu.Options{Log: quiet, Clock: func() time.Time { return now }})
 	r := col.Sample(context.Background())
@@ -80,11 +81,11 @@ func TestRecordedScenarioReplaysTheSameAnswers(t *testing.T) {
 // A live recording keeps the kernel-log records that arrive while it runs,
 // so the trace replays them through the same parser.
 func TestLiveRecordingKeepsKernelRecords(t *testing.T) {
-	sim := NewSimulation(demoScenario(t))
+	sim := New(demoScenario(t))
 	kernel := make(chan string, 4)
 	const line = "3,77,123456,-;NVRM: Xid (PCI:0000:18:00): 13, pid=1, name=x, Graphics Exception"
 	kernel <- line
-	tr, err := RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 300*time.Millisecond, kernel, nil, quiet)
+	tr, err := replay.RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 300*time.Millisecond, kernel, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,8 +114,8 @@ func TestALiveRecordingKeepsThisHostsFacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sim := NewSimulation(demoScenario(t))
-	tr, err := RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 200*time.Millisecond, nil, nil, quiet)
+	sim := New(demoScenario(t))
+	tr, err := replay.RecordLive(context.Background(), sim.Library(), 100*time.Millisecond, 200*time.Millisecond, nil, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,11 +126,11 @@ func TestALiveRecordingKeepsThisHostsFacts(t *testing.T) {
 	if err := tr.Write(&buf); err != nil {
 		t.Fatal(err)
 	}
-	back, err := Read(&buf, "live")
+	back, err := replay.Read(&buf, "live")
 	if err != nil {
 		t.Fatalf("the live trace does not read back: %v", err)
 	}
-	p := NewPlayer(back, PlayerOptions{})
+	p := replay.NewPlayer(back, replay.PlayerOptions{})
 	defer p.Close()
 	f, ok := p.HostFacts()
 	if !ok || f.RunningKernel != strings.TrimSpace(string(want)) {

@@ -1,4 +1,10 @@
-package replay
+// Package simulator is go-nvml's DGX H100 mock driven by a scenario
+// (replay.Scenario): what `gpuwarden record --backend mock` and make
+// demo-trace record, and what the tests of the collector and the recorder
+// sample. Only a build with -tags simulator links it into gpuwarden; the
+// agent never runs it, and the mock is some 0.7 MB of file and a table built
+// at initialisation that every agent would otherwise carry.
+package simulator
 
 import (
 	"fmt"
@@ -12,13 +18,14 @@ import (
 
 	"github.com/gpuwarden/gpuwarden/collectors/attribution"
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
+	"github.com/gpuwarden/gpuwarden/collectors/replay"
 )
 
 // Simulation is go-nvml's DGX H100 mock driven by a Scenario: the mock gives
 // the identity of 8 H100s, the scenario gives their telemetry over time.
 // Step moves it to a time; then the collector reads it like any NVML.
 type Simulation struct {
-	sc     *Scenario
+	sc     *replay.Scenario
 	server *server.Server
 	gpus   [8]simGPU
 	rng    *rand.Rand
@@ -65,8 +72,8 @@ type simInstance struct {
 var DefaultBusIDs = []string{"0000:18:00.0", "0000:2a:00.0", "0000:3a:00.0", "0000:5d:00.0",
 	"0000:9a:00.0", "0000:ab:00.0", "0000:ba:00.0", "0000:db:00.0"}
 
-// NewSimulation builds the mock node at time 0.
-func NewSimulation(sc *Scenario) *Simulation {
+// New builds the mock node at time 0.
+func New(sc *replay.Scenario) *Simulation {
 	s := &Simulation{sc: sc, server: dgxh100.New(), rng: rand.New(rand.NewSource(sc.Seed)), migRNG: rand.New(rand.NewSource(sc.Seed + 1))}
 	bus := sc.BusIDs
 	if len(bus) == 0 {
@@ -93,7 +100,7 @@ func NewSimulation(sc *Scenario) *Simulation {
 	for _, m := range sc.MIG {
 		g := &s.gpus[m.GPU]
 		for _, in := range m.Instances {
-			slices, gb, _ := parseProfile(in.Profile)
+			slices, gb := in.Size()
 			// A profile's memory is a little under its name's, as on an H100
 			// (1g.10gb has 9856 MiB).
 			g.mig = append(g.mig, simInstance{id: in.ID, slices: slices, memoryMB: uint64(gb) * 1024 * 98 / 100, curve: in.Load})
