@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"runtime/debug"
 
-	"github.com/gpuwarden/gpuwarden/agent"
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/spf13/cobra"
 )
@@ -41,10 +40,20 @@ func newRootCmd() *cobra.Command {
 		Short:         "Node agent for NVIDIA GPU hosts: metrics, kernel-log events, driver consistency",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		// --version and -v, as well as `version`.
-		Version: agent.Version,
+		// --version and -v, as well as `version`, by hand rather than
+		// cobra's Version: a version template would link text/template's
+		// evaluator, whose reflective method lookup keeps every exported
+		// method of every type in the binary (the linker cannot tell which
+		// a template might call).
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if v, _ := cmd.Flags().GetBool("version"); v {
+				_, err := fmt.Fprint(cmd.OutOrStdout(), versionLine())
+				return err
+			}
+			return cmd.Help()
+		},
 	}
-	root.SetVersionTemplate(versionLine())
+	root.Flags().BoolP("version", "v", false, "version for gpuwarden")
 	root.AddCommand(
 		newRunCmd(),
 		newRecordCmd(),
