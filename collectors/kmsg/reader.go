@@ -381,8 +381,11 @@ type batchMem struct {
 
 // keptBatches bounds the released batches' memory the reader keeps for
 // the next ones: a consumer applies one batch while the reader fills the
-// next, and what a burst needed beyond that goes back to the collector.
-const keptBatches = 2
+// next, a few more cover a burst (a ring buffer of a couple of thousand
+// records read at start), and what a larger one needed goes back to the
+// collector. A quiet log's batches bring each kept one down to a record
+// slice of their size and one text chunk.
+const keptBatches = 4
 
 // Release hands the batch's memory back to the reader, which parses later
 // batches into it. Call it when done with the records, after applying

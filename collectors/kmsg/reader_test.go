@@ -722,7 +722,7 @@ func TestAQuietLogKeepsNoBurstsWorthOfMemory(t *testing.T) {
 		r.flush()
 		(<-r.out).Release()
 	}
-	if quiet := kept(); quiet > 2*(64*int(unsafe.Sizeof(Record{}))+arenaKeep*arenaChunk) || quiet >= afterBurst {
+	if quiet := kept(); quiet > keptBatches*(64*int(unsafe.Sizeof(Record{}))+arenaChunk) || quiet >= afterBurst {
 		t.Errorf("%d bytes kept for the next batches of a quiet log (%d after the burst)", quiet, afterBurst)
 	}
 }

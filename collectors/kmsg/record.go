@@ -92,12 +92,16 @@ const maxHeader = 256
 // thirteen).
 func parseHeaderFast(b []byte) (h header, ok bool) {
 	hb := b[:min(len(b), maxHeader)]
-	// The priority is one digit on almost every line: taken without the
-	// loop, whose exit the branch predictor would guess wrong.
+	// The priority is one digit on almost every kernel line, two on a
+	// process's (facility 1): taken without the loop, whose exit the
+	// branch predictor would guess wrong.
 	pri, i, ok1 := uint64(0), 0, false
-	if len(hb) > 2 && hb[1] == ',' && hb[0]-'0' <= 9 {
+	switch {
+	case len(hb) > 2 && hb[1] == ',' && hb[0]-'0' <= 9:
 		pri, i, ok1 = uint64(hb[0]-'0'), 2, true
-	} else {
+	case len(hb) > 3 && hb[2] == ',' && hb[0]-'0' <= 9 && hb[1]-'0' <= 9:
+		pri, i, ok1 = uint64(hb[0]-'0')*10+uint64(hb[1]-'0'), 3, true
+	default:
 		pri, i, ok1 = digitsAt(hb, 0)
 	}
 	seq, i, ok2 := digitsAt(hb, i)
@@ -303,7 +307,7 @@ const (
 	// arenaKeep bounds the chunks an arena keeps across a reset: what a
 	// flood needed is given back to the garbage collector, what an ordinary
 	// batch needs is not made again.
-	arenaKeep = 2
+	arenaKeep = 4
 )
 
 func (a *arena) string(b []byte) string {
@@ -351,15 +355,18 @@ func (a *arena) room(n int) {
 
 // reset makes the arena's chunks free to be filled again: every string it
 // handed out may then change.
+//
+// It keeps as many chunks as were filled since the last reset, up to
+// arenaKeep: what the last round needed, and no more.
 func (a *arena) reset() {
 	if a.buf != nil {
 		a.full = append(a.full, a.buf)
 		a.buf = nil
 	}
-	for _, c := range a.full {
-		if len(a.free) < arenaKeep {
-			a.free = append(a.free, c[:0])
-		}
+	clear(a.free)
+	a.free = a.free[:0]
+	for _, c := range a.full[:min(len(a.full), arenaKeep)] {
+		a.free = append(a.free, c[:0])
 	}
 	clear(a.full)
 	a.full = a.full[:0]
