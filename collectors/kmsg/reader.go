@@ -380,11 +380,11 @@ type batchMem struct {
 }
 
 // keptBatches bounds the released batches' memory the reader keeps for
-// the next ones: a consumer applies one batch while the reader fills the
-// next, a few more cover a burst (a ring buffer of a couple of thousand
-// records read at start), and what a larger one needed goes back to the
-// collector. A quiet log's batches bring each kept one down to a record
-// slice of their size and one text chunk.
+// the next ones: a burst (a ring buffer of a couple of thousand records
+// read at start) is parsed into memory of batches already applied. A
+// consumer that has caught up gives all but one back (Trim), and a quiet
+// log's batches bring that one down to a record slice of their size and
+// one text chunk.
 const keptBatches = 4
 
 // Release hands the batch's memory back to the reader, which parses later
@@ -408,6 +408,19 @@ func (b Batch) Release() {
 	select {
 	case b.r.free <- m:
 	default:
+	}
+}
+
+// Trim gives back the memory kept for the batches to come, all but one
+// batch's. Call it when the consumer has caught up (Batches is empty after
+// a release), so that a quiet log does not keep what a burst needed.
+func (r *Reader) Trim() {
+	for len(r.free) > 1 {
+		select {
+		case <-r.free:
+		default:
+			return
+		}
 	}
 }
 

@@ -92,6 +92,9 @@ func (s *Source) Run(ctx context.Context, sink source.Sink) error {
 		// are now, in one write.
 		r.AckCheckpoint(batch.Last, sink.Checkpoint())
 		batch.Release() // the events copied what they keep
+		if len(r.Batches()) == 0 {
+			r.Trim() // caught up: a burst's memory goes back
+		}
 		sink.Stats(s.metrics(r.Stats()))
 		sink.Ran(time.Since(start))
 	}
