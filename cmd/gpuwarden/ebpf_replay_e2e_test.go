@@ -185,3 +185,33 @@ func TestAReplayWithoutTheEBPFSourceSaysItsRecordsAreNotPlayed(t *testing.T) {
 		t.Error("the eBPF source runs in a replay without being named")
 	}
 }
+
+// A binary built with -tags simulator (as make demo-trace builds it)
+// records a scenario through its own command line, and writes the trace
+// the in-process recording writes.
+func TestTheSimulatorBuildRecordsAScenario(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "gpuwarden-simulator")
+	build := exec.Command("go", "build", "-trimpath", "-tags", "simulator", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_CFLAGS=-O2 -Wno-deprecated-declarations")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags simulator: %v\n%s", err, out)
+	}
+	const scenario = "../../testdata/scenarios/ebpf-replay.yaml"
+	got, want := filepath.Join(dir, "cli.trace.jsonl"), filepath.Join(dir, "in-process.trace.jsonl")
+	if out, err := exec.Command(bin, "record", "--backend", "mock", "--scenario", scenario, "--out", got).CombinedOutput(); err != nil {
+		t.Fatalf("record --backend mock: %v\n%s", err, out)
+	}
+	writeScenarioTrace(t, scenario, want)
+	g, err := os.ReadFile(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.ReadFile(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(g) == 0 || string(g) != string(w) {
+		t.Errorf("the simulator build's trace (%d bytes) differs from the in-process one (%d bytes)", len(g), len(w))
+	}
+}
