@@ -92,6 +92,14 @@ type Stats struct {
 // not delivered again forever. Acknowledging Seen records (RereadSeen), or
 // the same batch twice, is harmless: the cursor never moves back.
 //
+// # Releasing batches
+//
+// A batch's records, and the strings in them, are the reader's memory. A
+// consumer that releases each batch when done with it (Batch.Release) has
+// later batches parsed into that memory, so reading makes no garbage; one
+// that keeps records must copy their strings first. Call Trim when Batches
+// is empty after a release, to give back what a burst needed.
+//
 // # Checking the cursor
 //
 // A cursor of this boot is checked at Open against the backlog the source
@@ -433,7 +441,8 @@ func (b Batch) Ack() {
 }
 
 // Batches delivers records in order, in batches. It is closed when Run
-// returns. Acknowledge each batch once applied (Batch.Ack).
+// returns. Acknowledge each batch once applied (Batch.Ack), and release it
+// once its records are no longer used (Batch.Release).
 func (r *Reader) Batches() <-chan Batch { return r.out }
 
 // saveEvery bounds how often acknowledgements are written to the cursor.
