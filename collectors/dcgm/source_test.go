@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,55 +16,8 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/gpu"
 	"github.com/gpuwarden/gpuwarden/collectors/profiling"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
+	"github.com/gpuwarden/gpuwarden/collectors/source/sourcetest"
 )
-
-// testSink records what the source tells the agent; its GPUs are those of
-// a GPU collector's round.
-type testSink struct {
-	mu       sync.Mutex
-	gpus     []source.GPU
-	events   []event.Event
-	finding  *source.Finding
-	stats    []source.Metric
-	statsSet int
-	ran      int
-}
-
-func (k *testSink) Events(fresh, _ []event.Event) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.events = append(k.events, fresh...)
-}
-func (k *testSink) Ran(time.Duration) { k.mu.Lock(); k.ran++; k.mu.Unlock() }
-func (k *testSink) Report(f source.Finding) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.finding = &f
-}
-func (k *testSink) Stats(m []source.Metric) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.stats, k.statsSet = m, k.statsSet+1
-}
-func (k *testSink) Checkpoint() []byte   { return nil }
-func (k *testSink) Restore([]byte) error { return nil }
-func (k *testSink) GPUs() source.GPUView { return gpuView{k} }
-
-type gpuView struct{ k *testSink }
-
-func (gpuView) WaitFirstRound(context.Context, time.Duration) {}
-func (gpuView) DriverVersion() (string, error)                { return "550.54.15", nil }
-func (v gpuView) GPUs() []source.GPU {
-	v.k.mu.Lock()
-	defer v.k.mu.Unlock()
-	return append([]source.GPU(nil), v.k.gpus...)
-}
-
-func (k *testSink) snapshot() (stats []source.Metric, f *source.Finding, evs []event.Event, rounds int) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return append([]source.Metric(nil), k.stats...), k.finding, append([]event.Event(nil), k.events...), k.statsSet
-}
 
 // h100 is two GPUs as the GPU collector labels them, and as DCGM numbers
 // them: DCGM's ids in another order than NVML's indices, matched by UUID.
@@ -84,7 +36,7 @@ func h100() ([]source.GPU, []Device) {
 	return gpus, devs
 }
 
-func newFake() (*fake, *testSink) {
+func newFake() (*fake, *sourcetest.Sink) {
 	gpus, devs := h100()
 	f := &fake{devices: devs, prof: []uint16{1001, 1002, 1004, 1005, 1009, 1010, 1011},
 		values: map[uint][]Value{
@@ -92,13 +44,13 @@ func newFake() (*fake, *testSink) {
 			1: {{Field: 1001, Value: 0.875}, {Field: 1002, Value: 0.5}, {Field: 1004, Value: 0.125}, {Field: 1009, Value: 2097152}},
 		},
 		viol: make(chan Violation, 4)}
-	return f, &testSink{gpus: gpus}
+	return f, sourcetest.New("550.54.15", gpus...)
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // start runs s until the test ends.
-func start(t *testing.T, s *Source, k *testSink) {
+func start(t *testing.T, s *Source, k *sourcetest.Sink) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -125,7 +77,7 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 func TestNothingIsCalledAfterAFailedInit(t *testing.T) {
 	f := &fake{initErr: errors.New("libdcgm.so.4 not found")}
 	s := &Source{Lib: f, Profiling: &profiling.Registry{}, Log: quiet()}
-	err := s.Run(context.Background(), &testSink{})
+	err := s.Run(context.Background(), sourcetest.New("550.54.15"))
 	if err == nil || !strings.Contains(err.Error(), "DCGM not found (libdcgm.so.4): the GPM source is used for profiling") {
 		t.Fatalf("Run: %v", err)
 	}
@@ -133,7 +85,7 @@ func TestNothingIsCalledAfterAFailedInit(t *testing.T) {
 		t.Error("no fix with the error")
 	}
 	// Again, as the agent's backoff does: only Init, each time.
-	s.Run(context.Background(), &testSink{})
+	s.Run(context.Background(), sourcetest.New("550.54.15"))
 	if got := f.Calls(); !reflect.DeepEqual(got, []string{"Init", "Init"}) {
 		t.Fatalf("calls %v, want only Init twice", got)
 	}
@@ -142,7 +94,7 @@ func TestNothingIsCalledAfterAFailedInit(t *testing.T) {
 func TestAnUnreachableHostengineIsNamedWithItsAddress(t *testing.T) {
 	f := &fake{initErr: errors.New("error connecting to nv-hostengine: Host engine connection invalid/disconnected")}
 	s := &Source{Lib: f, Address: "10.0.0.5:5555", Profiling: &profiling.Registry{}, Log: quiet()}
-	err := s.Run(context.Background(), &testSink{})
+	err := s.Run(context.Background(), sourcetest.New("550.54.15"))
 	if err == nil || !strings.Contains(err.Error(), "10.0.0.5:5555") {
 		t.Fatalf("Run: %v", err)
 	}
@@ -153,7 +105,7 @@ func TestProfilingSeriesCarryTheGPUsLabelsAndDCGMsUnits(t *testing.T) {
 	reg := &profiling.Registry{}
 	start(t, &Source{Lib: f, Interval: 10 * time.Millisecond, Profiling: reg, Log: quiet()}, k)
 	var stats []source.Metric
-	waitUntil(t, "profiling series", func() bool { stats, _, _, _ = k.snapshot(); return len(stats) > 0 })
+	waitUntil(t, "profiling series", func() bool { stats = k.Snapshot().Stats; return len(stats) > 0 })
 	if reg.Owner() != profiling.OwnerDCGM {
 		t.Fatalf("owner %q while DCGM serves profiling", reg.Owner())
 	}
@@ -190,7 +142,7 @@ func TestAHealthWatchIncidentIsTheSourcesFinding(t *testing.T) {
 		{GPU: 0, System: "PCIE", Code: 17, Message: "PCIe replay rate exceeded"}}
 	start(t, &Source{Lib: f, Interval: 10 * time.Millisecond, Profiling: &profiling.Registry{}, Log: quiet()}, k)
 	var fd *source.Finding
-	waitUntil(t, "a finding", func() bool { _, fd, _, _ = k.snapshot(); return fd != nil })
+	waitUntil(t, "a finding", func() bool { fd = k.Snapshot().Finding; return fd != nil })
 	if fd.Level != event.Critical || len(fd.Reasons) != 2 {
 		t.Fatalf("finding %+v, want critical with two reasons", fd)
 	}
@@ -200,7 +152,7 @@ func TestAHealthWatchIncidentIsTheSourcesFinding(t *testing.T) {
 	f.mu.Lock()
 	f.incident = nil
 	f.mu.Unlock()
-	waitUntil(t, "the finding withdrawn", func() bool { _, fd, _, _ = k.snapshot(); return fd.Level == event.OK })
+	waitUntil(t, "the finding withdrawn", func() bool { fd = k.Snapshot().Finding; return fd.Level == event.OK })
 }
 
 func TestAPolicyViolationIsAnEvent(t *testing.T) {
@@ -210,7 +162,7 @@ func TestAPolicyViolationIsAnEvent(t *testing.T) {
 	f.viol <- Violation{Condition: "XID Error", Time: at, Xid: 79}
 	f.viol <- Violation{Condition: "Double-bit ECC error", GPU: 0, HasGPU: true, Time: at, Fields: map[string]string{"errors": "2"}}
 	var evs []event.Event
-	waitUntil(t, "two events", func() bool { _, _, evs, _ = k.snapshot(); return len(evs) == 2 })
+	waitUntil(t, "two events", func() bool { evs = k.Snapshot().Events; return len(evs) == 2 })
 	x, dbe := evs[0], evs[1]
 	if x.Kind != KindPolicy || x.Source != "dcgm" || x.Code != 79 || x.GPU.Index != -1 || !x.Time.Equal(at) || x.Mnemonic != "DCGM_POLICY_XID" {
 		t.Errorf("xid violation event %+v", x)
@@ -227,8 +179,8 @@ func TestWithoutTheProfilingModuleDCGMClaimsNothing(t *testing.T) {
 	f.profErr = errors.New("This request is serviced by a module of DCGM that is not currently loaded")
 	reg := &profiling.Registry{}
 	start(t, &Source{Lib: f, Interval: 10 * time.Millisecond, Profiling: reg, Log: quiet()}, k)
-	waitUntil(t, "three rounds", func() bool { _, _, _, n := k.snapshot(); return n >= 3 })
-	if stats, _, _, _ := k.snapshot(); len(stats) != 0 || reg.Owner() != "" || f.Watching() {
+	waitUntil(t, "three rounds", func() bool { n := k.Snapshot().StatsCalls; return n >= 3 })
+	if stats := k.Snapshot().Stats; len(stats) != 0 || reg.Owner() != "" || f.Watching() {
 		t.Fatalf("stats %v, owner %q, watching %v: want none", stats, reg.Owner(), f.Watching())
 	}
 }
@@ -238,27 +190,27 @@ func TestWhenGPMOwnsTheCountersDCGMWritesNoProfilingSeries(t *testing.T) {
 	reg := &profiling.Registry{}
 	reg.Claim(profiling.OwnerGPM)
 	start(t, &Source{Lib: f, Interval: 10 * time.Millisecond, Profiling: reg, Log: quiet()}, k)
-	waitUntil(t, "three rounds", func() bool { _, _, _, n := k.snapshot(); return n >= 3 })
-	if stats, _, _, _ := k.snapshot(); len(stats) != 0 || f.Watching() {
+	waitUntil(t, "three rounds", func() bool { n := k.Snapshot().StatsCalls; return n >= 3 })
+	if stats := k.Snapshot().Stats; len(stats) != 0 || f.Watching() {
 		t.Fatalf("stats %v, watching %v while GPM owns the counters", stats, f.Watching())
 	}
 	reg.Release(profiling.OwnerGPM)
-	waitUntil(t, "DCGM takes the counters once GPM lets go", func() bool { s, _, _, _ := k.snapshot(); return len(s) > 0 })
+	waitUntil(t, "DCGM takes the counters once GPM lets go", func() bool { s := k.Snapshot().Stats; return len(s) > 0 })
 }
 
 func TestAPauseReleasesTheCountersAndAResumeTakesThemBack(t *testing.T) {
 	f, k := newFake()
 	reg := &profiling.Registry{}
 	start(t, &Source{Lib: f, Interval: time.Hour, Profiling: reg, Log: quiet()}, k)
-	waitUntil(t, "profiling series", func() bool { s, _, _, _ := k.snapshot(); return len(s) > 0 })
+	waitUntil(t, "profiling series", func() bool { s := k.Snapshot().Stats; return len(s) > 0 })
 	// The interval is an hour: the source acts on the change itself.
 	reg.PauseFor(time.Hour, "uid 0 pid 1")
-	waitUntil(t, "the watch closed", func() bool { s, _, _, _ := k.snapshot(); return !f.Watching() && len(s) == 0 })
+	waitUntil(t, "the watch closed", func() bool { s := k.Snapshot().Stats; return !f.Watching() && len(s) == 0 })
 	if reg.Owner() != "" {
 		t.Fatalf("owner %q while paused, want none", reg.Owner())
 	}
 	reg.Resume()
-	waitUntil(t, "the watch again", func() bool { s, _, _, _ := k.snapshot(); return f.Watching() && len(s) > 0 })
+	waitUntil(t, "the watch again", func() bool { s := k.Snapshot().Stats; return f.Watching() && len(s) > 0 })
 	if f.watches != 2 || reg.Owner() != profiling.OwnerDCGM {
 		t.Fatalf("%d watches, owner %q", f.watches, reg.Owner())
 	}
@@ -285,14 +237,14 @@ func TestNoProfilingFamilyIsWrittenTwiceWhenDCGMAndGPMBothRun(t *testing.T) {
 	f, k := newFake()
 	reg := &profiling.Registry{}
 	start(t, &Source{Lib: f, Interval: 10 * time.Millisecond, Profiling: reg, Log: quiet()}, k)
-	waitUntil(t, "profiling series", func() bool { s, _, _, _ := k.snapshot(); return len(s) > 0 })
+	waitUntil(t, "profiling series", func() bool { s := k.Snapshot().Stats; return len(s) > 0 })
 
 	st := agent.NewState("node7", 0, time.Hour, time.Now)
 	infos := []gpu.Info{{Index: 0, UUID: "GPU-aaaa", Name: "NVIDIA H100 80GB HBM3", PCIBusID: "00000000:18:00.0", Minor: 0},
 		{Index: 1, UUID: "GPU-bbbb", Name: "NVIDIA H100 80GB HBM3", PCIBusID: "00000000:2A:00.0", Minor: 1}}
 	st.ApplyRound(gpu.Round{Time: time.Now(), DriverVersion: "550.54.15",
 		Samples: []*gpu.Sample{gpmRound(reg, infos[0]), gpmRound(reg, infos[1])}})
-	stats, _, _, _ := k.snapshot()
+	stats := k.Snapshot().Stats
 	st.SetStats("dcgm", stats)
 	body := scrape(t, st, func(b string) bool { return strings.Contains(b, "DCGM_FI_PROF_SM_ACTIVE{") })
 	for _, f := range Fields() {
@@ -329,12 +281,13 @@ func TestAStoppedSourceWithdrawsItsSeriesAndGivesTheCountersBack(t *testing.T) {
 	go func() {
 		done <- (&Source{Lib: f, Interval: 10 * time.Millisecond, Profiling: reg, Log: quiet()}).Run(ctx, k)
 	}()
-	waitUntil(t, "profiling series", func() bool { s, _, _, _ := k.snapshot(); return len(s) > 0 })
+	waitUntil(t, "profiling series", func() bool { s := k.Snapshot().Stats; return len(s) > 0 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	stats, fd, _, _ := k.snapshot()
+	snap := k.Snapshot()
+	stats, fd := snap.Stats, snap.Finding
 	if len(stats) != 0 || fd.Level != event.OK || reg.Owner() != "" || f.Watching() {
 		t.Fatalf("after Run: stats %v, finding %+v, owner %q, watching %v", stats, fd, reg.Owner(), f.Watching())
 	}
@@ -359,20 +312,18 @@ func TestAStandaloneAddressIsAHostPortOrAUnixSocket(t *testing.T) {
 
 func TestDCGMWritesAGPUsSeriesOnlyFromItsFirstSampleAfterTheClaim(t *testing.T) {
 	f, k := newFake()
-	k.gpus[0].SampleTime = time.Now().Add(-time.Minute) // GPM may have filled it
+	k.UpdateGPUs(func(g []source.GPU) { g[0].SampleTime = time.Now().Add(-time.Minute) }) // GPM may have filled it
 	start(t, &Source{Lib: f, Interval: 10 * time.Millisecond, Profiling: &profiling.Registry{}, Log: quiet()}, k)
 	var stats []source.Metric
-	waitUntil(t, "GPU 1's series", func() bool { stats, _, _, _ = k.snapshot(); return len(stats) > 0 })
+	waitUntil(t, "GPU 1's series", func() bool { stats = k.Snapshot().Stats; return len(stats) > 0 })
 	for _, m := range stats {
 		if m.Labels[3] == "GPU-aaaa" {
 			t.Fatalf("a series for a GPU not sampled since the claim: %+v", m)
 		}
 	}
-	k.mu.Lock()
-	k.gpus[0].SampleTime = time.Now().Add(time.Hour)
-	k.mu.Unlock()
+	k.UpdateGPUs(func(g []source.GPU) { g[0].SampleTime = time.Now().Add(time.Hour) })
 	waitUntil(t, "GPU 0's series after its next sample", func() bool {
-		stats, _, _, _ = k.snapshot()
+		stats = k.Snapshot().Stats
 		for _, m := range stats {
 			if m.Labels[3] == "GPU-aaaa" {
 				return true

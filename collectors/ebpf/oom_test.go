@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
+	"github.com/gpuwarden/gpuwarden/collectors/source/sourcetest"
 )
 
 // oomChildEnv makes the test binary an OOM victim: it waits for its parent
@@ -159,35 +159,6 @@ func killedBySIGKILL(err error) bool {
 	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
-// testSink records what a source tells the agent.
-type testSink struct {
-	mu     sync.Mutex
-	events []event.Event
-	stats  []source.Metric
-	ran    int
-}
-
-func (s *testSink) Events(fresh, restored []event.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.events = append(s.events, fresh...)
-}
-func (s *testSink) Ran(time.Duration)     { s.mu.Lock(); s.ran++; s.mu.Unlock() }
-func (s *testSink) Report(source.Finding) {}
-func (s *testSink) Stats(m []source.Metric) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stats = m
-}
-func (s *testSink) Checkpoint() []byte   { return nil }
-func (s *testSink) Restore([]byte) error { return nil }
-func (s *testSink) GPUs() source.GPUView { return nil }
-func (s *testSink) snapshot() ([]event.Event, []source.Metric, int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]event.Event(nil), s.events...), append([]source.Metric(nil), s.stats...), s.ran
-}
-
 // metric is the value of the series name with the labels, or -1.
 func metric(ms []source.Metric, name string, labels ...string) float64 {
 	for _, m := range ms {
@@ -199,9 +170,9 @@ func metric(ms []source.Metric, name string, labels ...string) float64 {
 }
 
 // runSource starts the source and waits until it has attached.
-func runSource(t *testing.T, s *Source) *testSink {
+func runSource(t *testing.T, s *Source) *sourcetest.Sink {
 	t.Helper()
-	sink := &testSink{}
+	sink := sourcetest.New("")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, sink) }()
@@ -213,7 +184,7 @@ func runSource(t *testing.T, s *Source) *testSink {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, _, ran := sink.snapshot(); ran > 0 {
+		if ran := sink.Snapshot().Rounds; ran > 0 {
 			return sink
 		}
 		select {
@@ -229,10 +200,10 @@ func runSource(t *testing.T, s *Source) *testSink {
 }
 
 // waitOOM polls the sink for the OOM kill of pid, up to deadline.
-func waitOOM(t *testing.T, sink *testSink, pid int, deadline time.Time) event.Event {
+func waitOOM(t *testing.T, sink *sourcetest.Sink, pid int, deadline time.Time) event.Event {
 	t.Helper()
 	for {
-		evs, _, _ := sink.snapshot()
+		evs := sink.Snapshot().Events
 		for _, ev := range evs {
 			if ev.Kind == event.KindOOMKill && ev.Fields[kmsg.FieldPID] == strconv.Itoa(pid) {
 				return ev
@@ -283,7 +254,7 @@ func TestAnOOMKillInAMemoryCgroupArrivesAsAnEvent(t *testing.T) {
 	}
 	deadline := time.Now().Add(time.Second)
 	for {
-		_, stats, _ := sink.snapshot()
+		stats := sink.Snapshot().Stats
 		if metric(stats, "gpuwarden_oom_kills_total") >= 1 &&
 			metric(stats, "gpuwarden_ebpf_events_total", "program", "oom/mark_victim") >= 1 {
 			break
@@ -317,7 +288,7 @@ func TestProgramsWithoutTheirTracepointAreDownAndTheRestRun(t *testing.T) {
 		}
 	}
 	sink := runSource(t, &Source{})
-	_, stats, _ := sink.snapshot()
+	stats := sink.Snapshot().Stats
 	for name, up := range want {
 		v := 0.0
 		if up {
@@ -336,12 +307,12 @@ func TestProgramStatesAreLoggedOnce(t *testing.T) {
 	var buf testenv.SyncBuffer
 	s := &Source{Log: slog.New(slog.NewTextHandler(&buf, nil))}
 	for range 2 {
-		sink := &testSink{}
+		sink := sourcetest.New("")
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- s.Run(ctx, sink) }()
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-			if _, _, ran := sink.snapshot(); ran > 0 || time.Now().After(deadline) {
+			if ran := sink.Snapshot().Rounds; ran > 0 || time.Now().After(deadline) {
 				break
 			}
 		}

@@ -14,14 +14,15 @@ import (
 	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/hostfs"
 	"github.com/gpuwarden/gpuwarden/collectors/kmsg"
+	"github.com/gpuwarden/gpuwarden/collectors/source/sourcetest"
 )
 
 // waitEvents polls the sink until it holds n events, up to a second.
-func waitEvents(t *testing.T, sink *testSink, n int) []event.Event {
+func waitEvents(t *testing.T, sink *sourcetest.Sink, n int) []event.Event {
 	t.Helper()
 	deadline := time.Now().Add(time.Second)
 	for {
-		evs, _, _ := sink.snapshot()
+		evs := sink.Snapshot().Events
 		if len(evs) >= n {
 			return evs
 		}
@@ -93,7 +94,7 @@ func TestATracesRecordsPlayThroughTheSource(t *testing.T) {
 	}
 	deadline := time.Now().Add(time.Second)
 	for {
-		_, stats, _ := sink.snapshot()
+		stats := sink.Snapshot().Stats
 		ok := metric(stats, "gpuwarden_oom_kills_total") == 2 &&
 			metric(stats, "gpuwarden_ebpf_events_total", "program", "ras/aer_event") == 2 &&
 			metric(stats, "gpuwarden_ebpf_aer_suppressed_total") == 1 &&

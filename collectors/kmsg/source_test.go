@@ -6,36 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/gpuwarden/gpuwarden/collectors/event"
-	"github.com/gpuwarden/gpuwarden/collectors/source"
+	"github.com/gpuwarden/gpuwarden/collectors/source/sourcetest"
 )
-
-// eventSink is a source.Sink that keeps the fresh events it is given.
-type eventSink struct {
-	mu     sync.Mutex
-	events []event.Event
-}
-
-func (s *eventSink) Events(fresh, _ []event.Event) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.events = append(s.events, fresh...)
-}
-func (s *eventSink) Ran(time.Duration)                       {}
-func (s *eventSink) Report(source.Finding)                   {}
-func (s *eventSink) Stats([]source.Metric)                   {}
-func (s *eventSink) Checkpoint() []byte                      { return nil }
-func (s *eventSink) Restore([]byte) error                    { return nil }
-func (s *eventSink) GPUs() source.GPUView                    { return noGPUs{} }
-func (noGPUs) WaitFirstRound(context.Context, time.Duration) {}
-func (noGPUs) DriverVersion() (string, error)                { return "", fmt.Errorf("no driver") }
-func (noGPUs) GPUs() []source.GPU                            { return nil }
-
-type noGPUs struct{}
 
 // The source releases every batch once applied, so the reader parses the
 // batches after it into the same memory: the events it made keep their own
@@ -60,12 +35,13 @@ func TestTheSourcesEventsKeepTheirTextAcrossReusedBatches(t *testing.T) {
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sink := &eventSink{}
+	sink := sourcetest.New("")
 	if err := (&Source{Path: path, Log: quiet}).Run(context.Background(), sink); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]bool{}
-	for _, ev := range sink.events {
+	events := sink.Snapshot().Events
+	for _, ev := range events {
 		c := Classify(ev.Raw)
 		if ev.Kind != event.KindXid || c.Kind != event.KindXid || c.Code != 79 {
 			t.Errorf("event %s %q", ev.Kind, ev.Raw)
@@ -76,7 +52,7 @@ func TestTheSourcesEventsKeepTheirTextAcrossReusedBatches(t *testing.T) {
 		}
 		got[c.ProcessName] = true
 	}
-	if len(got) != len(want) || len(sink.events) != len(want) {
-		t.Errorf("%d events, %d distinct, want %d", len(sink.events), len(got), len(want))
+	if len(got) != len(want) || len(events) != len(want) {
+		t.Errorf("%d events, %d distinct, want %d", len(events), len(got), len(want))
 	}
 }

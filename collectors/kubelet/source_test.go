@@ -6,58 +6,24 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
-	"github.com/gpuwarden/gpuwarden/collectors/event"
 	"github.com/gpuwarden/gpuwarden/collectors/source"
+	"github.com/gpuwarden/gpuwarden/collectors/source/sourcetest"
 )
-
-// sink records what the source tells the agent.
-type sink struct {
-	mu    sync.Mutex
-	stats []source.Metric
-	ran   int
-	gpus  []source.GPU
-}
-
-func (s *sink) Events(_, _ []event.Event) {}
-func (s *sink) Ran(time.Duration)         { s.mu.Lock(); s.ran++; s.mu.Unlock() }
-func (s *sink) Report(source.Finding)     {}
-func (s *sink) Stats(m []source.Metric)   { s.mu.Lock(); s.stats = m; s.mu.Unlock() }
-func (s *sink) Checkpoint() []byte        { return nil }
-func (s *sink) Restore([]byte) error      { return nil }
-func (s *sink) GPUs() source.GPUView      { return view(s.gpus) }
-
-type view []source.GPU
-
-func (view) WaitFirstRound(context.Context, time.Duration) {}
-func (view) DriverVersion() (string, error)                { return "", nil }
-func (v view) GPUs() []source.GPU                          { return v }
-
-func (s *sink) value(name string, labels ...string) (float64, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, m := range s.stats {
-		if m.Name == name && strings.Join(m.Labels, ",") == strings.Join(labels, ",") {
-			return m.Value, true
-		}
-	}
-	return 0, false
-}
 
 func TestSourceOnAMissingSocketIsAbsent(t *testing.T) {
 	s := &Source{Client: &Client{Socket: filepath.Join(t.TempDir(), "kubelet.sock")}, Apply: func(Assignments, time.Time) { t.Error("applied") }}
-	k := &sink{}
+	k := sourcetest.New("")
 	err := s.Run(context.Background(), k)
 	if !source.IsAbsent(err) || source.FixOf(err) == "" || !strings.Contains(err.Error(), "kubelet.sock") {
 		t.Fatalf("Run = %v (fix %q), want absent with a fix naming the socket", err, source.FixOf(err))
 	}
-	if v, _ := k.value("gpuwarden_kubelet_up"); v != 0 {
+	if v, _ := k.Value("gpuwarden_kubelet_up"); v != 0 {
 		t.Errorf("gpuwarden_kubelet_up = %v", v)
 	}
 }
@@ -66,7 +32,7 @@ func TestSourceAppliesEachAnswerAndCountsGPUsOfThisNode(t *testing.T) {
 	sock := serveKubelet(t, answer(aNode()))
 	got := make(chan Assignments, 4)
 	s := &Source{Client: &Client{Socket: sock}, Every: 20 * time.Millisecond, Apply: func(a Assignments, _ time.Time) { got <- a }}
-	k := &sink{gpus: []source.GPU{{UUID: "GPU-1cf032cc-d3c4-4e14-4557-ceade3a8c237"}, {UUID: "GPU-2f3b885e-728d-046d-6675-ef8b760879ad"}}}
+	k := sourcetest.New("", source.GPU{UUID: "GPU-1cf032cc-d3c4-4e14-4557-ceade3a8c237"}, source.GPU{UUID: "GPU-2f3b885e-728d-046d-6675-ef8b760879ad"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, k) }()
@@ -97,7 +63,7 @@ func TestSourceAppliesEachAnswerAndCountsGPUsOfThisNode(t *testing.T) {
 		{"gpuwarden_kubelet_unmapped_devices", []string{"kind", IDMIG}, 1},
 		{"gpuwarden_kubelet_rejected_total", nil, 0},
 	} {
-		if v, ok := k.value(c.name, c.labels...); !ok || v != c.want {
+		if v, ok := k.Value(c.name, c.labels...); !ok || v != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)
 		}
 	}
@@ -106,13 +72,13 @@ func TestSourceAppliesEachAnswerAndCountsGPUsOfThisNode(t *testing.T) {
 func TestSourceCountsARejectedAnswer(t *testing.T) {
 	bad := &podresourcesv1.ListPodResourcesResponse{PodResources: []*podresourcesv1.PodResources{{Name: "p", Namespace: "Bad_NS"}}}
 	s := &Source{Client: &Client{Socket: serveKubelet(t, answer(bad))}, Apply: func(Assignments, time.Time) { t.Error("a rejected answer was applied") }}
-	k := &sink{}
+	k := sourcetest.New("")
 	for range 2 {
 		if err := s.Run(context.Background(), k); err == nil || source.IsAbsent(err) {
 			t.Fatalf("Run = %v, want an error", err)
 		}
 	}
-	if v, _ := k.value("gpuwarden_kubelet_rejected_total"); v != 2 || s.Rejected() != 2 {
+	if v, _ := k.Value("gpuwarden_kubelet_rejected_total"); v != 2 || s.Rejected() != 2 {
 		t.Fatalf("gpuwarden_kubelet_rejected_total = %v, want 2", v)
 	}
 }
@@ -129,13 +95,13 @@ func TestSourceLosingASocketItHadIsAnErrorNotAbsent(t *testing.T) {
 	go srv.Serve(ln)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Source{Client: &Client{Socket: sock}, Apply: func(Assignments, time.Time) { cancel() }}
-	if err := s.Run(ctx, &sink{}); err != nil {
+	if err := s.Run(ctx, sourcetest.New("")); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
 	srv.Stop() // the kubelet restarts: its socket is gone for a moment
 	os.Remove(sock)
 	s.Client.Close()
-	err = s.Run(context.Background(), &sink{})
+	err = s.Run(context.Background(), sourcetest.New(""))
 	if err == nil || source.IsAbsent(err) {
 		t.Fatalf("Run = %v (absent %v), want a plain error", err, source.IsAbsent(err))
 	}
